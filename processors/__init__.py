@@ -1,0 +1,1 @@
+"""Pure indicator and alert logic, and the Faust agents that drive it."""

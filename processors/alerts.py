@@ -1,0 +1,167 @@
+"""Alert instances of one rule for one company (or company/counterparty pair), day by day.
+
+An alert fires on the first day its condition holds and resolves on the first later day it does
+not. Between days where a bucket enters or leaves the window nothing changes, so only those
+change days are evaluated. Re-evaluation from any day ``m`` (an out-of-order event) rewinds the
+instances to their state on ``m − 1`` and replays forward, which is what makes corrections exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Callable
+
+from processors.rules import SEVERITY_RANK, Severity
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "no end"
+
+
+def fingerprint(rule: str, company_id: str, counterparty_id: str | None) -> str:
+    """Stable hash of (rule, company_id, counterparty_id)."""
+    text = f"{rule}\x1f{company_id}\x1f{counterparty_id or ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Instance:
+    start: int
+    end: int | None  # resolve day, None while firing
+    severity: Severity
+    raises: list[tuple[int, Severity]]  # (day, severity) each time the severity went up, first = start
+    evidence_ids: list[str]
+    evidence_count: int
+
+
+@dataclass(slots=True)
+class AlertSeries:
+    """Instances of one (rule, company, counterparty), and what has been published of them."""
+
+    rule: str
+    company_id: str
+    counterparty_id: str | None
+    window_days: int
+    instances: list[Instance] = field(default_factory=list)
+    published: dict[int, tuple[Severity, int | None]] = field(default_factory=dict)  # start -> (severity, end)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        self.fingerprint = fingerprint(self.rule, self.company_id, self.counterparty_id)
+
+    def _rewind(self, m: int) -> Instance | None:
+        """Drop what happened on or after day m; return the instance firing on day m − 1, if any."""
+        while self.instances and self.instances[-1].start >= m:
+            self.instances.pop()
+        if self.instances:
+            last = self.instances[-1]
+            if last.end is None or last.end >= m:
+                last.end = None
+                last.raises = [r for r in last.raises if r[0] < m]
+                last.severity = max((r[1] for r in last.raises), key=SEVERITY_RANK.__getitem__)
+                return last
+        return None
+
+    def evaluate(
+        self,
+        m: int,
+        through: int,
+        days: list[int],
+        severity_on: Callable[[int], Severity | None],
+        evidence_on: Callable[[int], tuple[list[str], int]],
+    ) -> None:
+        """Re-evaluate days m … through. ``days`` are the sorted days with data for this series."""
+        current = self._rewind(m)
+        w = self.window_days
+        candidates = {m}
+        lo = bisect_left(days, m - w)
+        for e in days[lo:]:
+            if e > through:
+                break
+            if e >= m:
+                candidates.add(e)
+            if m <= e + w <= through:
+                candidates.add(e + w)
+        for day in sorted(candidates):
+            if day > through:
+                break
+            level = severity_on(day)
+            if current is not None:
+                if level is None:
+                    current.end = day
+                    current = None
+                elif SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
+                    current.severity = level
+                    current.raises.append((day, level))
+            elif level is not None:
+                ids, count = evidence_on(day)
+                current = Instance(day, None, level, [(day, level)], ids, count)
+                self.instances.append(current)
+
+    def next_change(self, after: int, days: list[int]) -> int | None:
+        """The first day after ``after`` on which this series' window changes."""
+        i = bisect_left(days, after - self.window_days + 1)
+        best = None
+        for e in days[i:]:
+            if e > after:
+                best = e if best is None else min(best, e)
+                break
+            if e + self.window_days > after:
+                best = e + self.window_days if best is None else min(best, e + self.window_days)
+        return best
+
+    def changes(self) -> list[tuple[str, Instance | None, int | None]]:
+        """State changes since the last call, as (change, instance, previous start), and mark them published.
+
+        ``firing``, ``severity_raised``, ``resolved``; ``corrected`` when an out-of-order event
+        changed a published instance's start or lowered its severity or reopened it; ``retracted``
+        when a published instance no longer holds at all.
+        """
+        out: list[tuple[str, Instance | None, int | None]] = []
+        now = {inst.start: inst for inst in self.instances}
+        gone = [start for start in self.published if start not in now]
+        for inst in self.instances:
+            old = self.published.get(inst.start)
+            if old is not None:
+                severity, end = old
+                if severity == inst.severity and end == inst.end:
+                    continue
+                if inst.end is not None and end is None and severity == inst.severity:
+                    out.append(("resolved", inst, None))
+                elif end == inst.end and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
+                    out.append(("severity_raised", inst, None))
+                elif end is None and inst.end is not None and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
+                    out.append(("severity_raised", inst, None))
+                    out.append(("resolved", inst, None))
+                else:
+                    out.append(("corrected", inst, None))
+            else:
+                # a new start: either a correction of an overlapping published instance, or a new one
+                replaced = None
+                for start in gone:
+                    _, end = self.published[start]
+                    if (end is None or inst.start < end) and (inst.end is None or start < inst.end):
+                        replaced = start
+                        break
+                if replaced is not None:
+                    gone.remove(replaced)
+                    del self.published[replaced]
+                    out.append(("corrected", inst, replaced))
+                else:
+                    out.append(("firing", inst, None))
+                    if inst.end is not None:
+                        out.append(("resolved", inst, None))
+            self.published[inst.start] = (inst.severity, inst.end)
+        for start in gone:
+            del self.published[start]
+            out.append(("retracted", None, start))
+        return out
+
+
+def iso_day(day: int) -> str:
+    return date.fromordinal(day).isoformat()
+
+
+def iso_time(day: int | None) -> str:
+    return ZERO_TIME if day is None else f"{iso_day(day)}T00:00:00Z"

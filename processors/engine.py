@@ -1,0 +1,211 @@
+"""The pure core: accepted facts in, indicator rows and alert state changes out. No Faust, no Kafka.
+
+One ``Engine`` holds the companies of one partition (or of everything, in tests and reference
+runs). ``add`` facts, ``advance`` stream time, then ``flush`` to get what changed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from datetime import date
+
+from processors.alerts import AlertSeries, Instance, iso_day, iso_time
+from processors.facts import Fact
+from processors.indicators import affected_rows, indicator_row
+from processors.rules import RuleSet
+from processors.timeline import CompanyTimeline
+
+SUMMARIES = {
+    "talent_drain": "{company} lost {departures} people against {hires} hires in {window} days (drain ratio {ratio:.2f}, {key} key departures)",
+    "talent_poaching": "{company} lost {pair} people to {counterparty} in {window} days",
+    "funding_surge": "{company} raised ${funding:,.0f} in {window} days",
+    "release_burst": "{company} released {releases} models in {window} days",
+    "hiring_spree": "{company} hired {hires} people against {departures} departures in {window} days",
+}
+
+
+class Engine:
+    """Indicators and alerts for a set of companies, exact under out-of-order arrival."""
+
+    def __init__(self, rules: RuleSet, windows: tuple[int, ...] = (30, 90)) -> None:
+        self.rules = rules
+        self.windows = tuple(sorted(windows))
+        self.company_rules = rules.company_rules()
+        self.timelines: dict[str, CompanyTimeline] = {}
+        self.series: dict[str, dict[tuple[str, str | None], AlertSeries]] = {}
+        self.stream_day: int | None = None
+        self.evaluated_through: dict[str, int] = {}
+        self._changed_days: dict[str, set[int]] = {}
+        self._dirty_from: dict[str, int] = {}
+        self._due: list[tuple[int, str]] = []  # (next change day, company)
+
+    # ---- input -------------------------------------------------------------------------
+    def add(self, fact: Fact) -> None:
+        timeline = self.timelines.get(fact.company_id)
+        if timeline is None:
+            timeline = self.timelines[fact.company_id] = CompanyTimeline(fact.company_id)
+        timeline.add(fact)
+        c = fact.company_id
+        self._changed_days.setdefault(c, set()).add(fact.day)
+        if fact.day < self._dirty_from.get(c, fact.day + 1):
+            self._dirty_from[c] = fact.day
+
+    def advance(self, stream_day: int) -> None:
+        """Stream time moved (it never moves back)."""
+        if self.stream_day is None or stream_day > self.stream_day:
+            self.stream_day = stream_day
+
+    # ---- output ------------------------------------------------------------------------
+    def flush(self) -> tuple[list[dict], list[dict]]:
+        """Indicator rows changed since the last flush, and alert state changes up to stream time."""
+        rows = self._indicator_rows()
+        alerts = self._evaluate_alerts() if self.stream_day is not None else []
+        return rows, alerts
+
+    def _indicator_rows(self) -> list[dict]:
+        rows = []
+        for company, days in self._changed_days.items():
+            timeline = self.timelines[company]
+            for window, day in sorted(affected_rows(timeline, self.windows, days)):
+                rows.append(indicator_row(timeline, window, day))
+        self._changed_days.clear()
+        return rows
+
+    def _evaluate_alerts(self) -> list[dict]:
+        through = self.stream_day
+        todo: dict[str, int | None] = {}
+        for company, m in self._dirty_from.items():
+            if m <= through:
+                todo[company] = m
+        for company in todo:
+            del self._dirty_from[company]
+        while self._due and self._due[0][0] <= through:
+            _, company = heapq.heappop(self._due)
+            todo.setdefault(company, None)
+        messages: list[dict] = []
+        for company, m in todo.items():
+            messages.extend(self._evaluate_company(company, m, through))
+        return messages
+
+    def _evaluate_company(self, company: str, m: int | None, through: int) -> list[dict]:
+        timeline = self.timelines[company]
+        days = timeline.series.days
+        if not days:
+            return []
+        previous = self.evaluated_through.get(company)
+        start = days[0] if previous is None else previous + 1
+        if m is not None:
+            start = min(start, m)
+        start = max(start, days[0])
+        if start > through:
+            return []
+        self.evaluated_through[company] = through
+        mine = self.series.setdefault(company, {})
+        messages: list[dict] = []
+        next_days: list[int] = []
+        for name, window, kinds, severity_fn in self.company_rules:
+            key = (name, None)
+            series = mine.get(key)
+            if series is None:
+                series = mine[key] = AlertSeries(name, company, None, window)
+            series.evaluate(
+                start,
+                through,
+                days,
+                lambda d, w=window, fn=severity_fn: fn(timeline.totals(w, d)),
+                lambda d, w=window, k=kinds: timeline.event_ids(w, d, k),
+            )
+            messages.extend(self._messages(series, timeline))
+            nxt = series.next_change(through, days)
+            if nxt is not None:
+                next_days.append(nxt)
+        poaching = self.rules.talent_poaching
+        if poaching.enabled:
+            window = poaching.window_days
+            for counterparty, pair in timeline.poaching.items():
+                key = ("talent_poaching", counterparty)
+                series = mine.get(key)
+                if series is None:
+                    series = mine[key] = AlertSeries("talent_poaching", company, counterparty, window)
+                pair_start = max(start, pair.days[0])
+                if pair_start <= through:
+                    series.evaluate(
+                        pair_start,
+                        through,
+                        pair.days,
+                        lambda d, cp=counterparty: poaching.pair_severity(timeline.pair_departures(cp, window, d)),
+                        lambda d, cp=counterparty: timeline.event_ids(window, d, self.rules.poaching_evidence, cp),
+                    )
+                    messages.extend(self._messages(series, timeline))
+                nxt = series.next_change(through, pair.days)
+                if nxt is not None:
+                    next_days.append(nxt)
+        if next_days:
+            heapq.heappush(self._due, (min(next_days), company))
+        return messages
+
+    def _messages(self, series: AlertSeries, timeline: CompanyTimeline) -> list[dict]:
+        return [
+            alert_message(series, change, inst, previous, timeline, self.stream_day)
+            for change, inst, previous in series.changes()
+        ]
+
+    # ---- durable state -----------------------------------------------------------------
+    def restore_published(self, rule: str, company_id: str, counterparty_id: str | None, window_days: int,
+                          start: int, severity: str, end: int | None) -> None:
+        """Remember an alert instance that was already published (from the sink's ``alerts`` table)."""
+        mine = self.series.setdefault(company_id, {})
+        key = (rule, counterparty_id)
+        series = mine.get(key)
+        if series is None:
+            series = mine[key] = AlertSeries(rule, company_id, counterparty_id, window_days)
+        series.published[start] = (severity, end)
+
+
+def alert_message(
+    series: AlertSeries, change: str, inst: Instance | None, previous: int | None,
+    timeline: CompanyTimeline, stream_day: int | None,
+) -> dict:
+    """An alert state change in Prometheus Alertmanager's shape, plus ai-signals' own fields."""
+    labels = {"alertname": series.rule, "company": series.company_id}
+    start = inst.start if inst is not None else previous
+    if inst is not None:
+        labels["severity"] = inst.severity
+        status = "firing" if inst.end is None else "resolved"
+        ends = inst.end
+        t = timeline.totals(series.window_days, inst.start)
+        summary = SUMMARIES[series.rule].format(
+            company=series.company_id, counterparty=series.counterparty_id, window=series.window_days,
+            departures=t.departures, hires=t.hires, ratio=t.talent_drain_ratio, key=t.key_departures,
+            funding=t.funding_usd, releases=t.model_releases,
+            pair=timeline.pair_departures(series.counterparty_id, series.window_days, inst.start)
+            if series.counterparty_id else 0,
+        )
+        evidence = {"event_ids": inst.evidence_ids, "count": inst.evidence_count}
+    else:
+        status, ends, summary, evidence = "resolved", previous, "retracted: an out-of-order event showed it never held", None
+        labels["severity"] = series.published.get(previous, ("info", None))[0] if previous in series.published else "info"
+    if series.counterparty_id:
+        labels["counterparty"] = series.counterparty_id
+    return {
+        "fingerprint": series.fingerprint,
+        "status": status,
+        "change": change,
+        "labels": labels,
+        "annotations": {"summary": summary, "rule": series.rule},
+        "startsAt": iso_time(start),
+        "endsAt": iso_time(ends),
+        "rule": series.rule,
+        "company_id": series.company_id,
+        "counterparty_id": series.counterparty_id,
+        "severity": labels["severity"],
+        "starts_at": iso_day(start),
+        "ends_at": iso_day(ends) if ends is not None else None,
+        "previous_starts_at": iso_day(previous) if previous is not None else None,
+        "evidence": evidence,
+        "stream_time": iso_day(stream_day) if stream_day is not None else None,
+    }
+
+
+def day_of(iso: str) -> int:
+    return date.fromisoformat(iso).toordinal()

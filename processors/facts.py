@@ -1,0 +1,77 @@
+"""The compact form of an accepted event that the indicator and alert logic reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from streams.companies import CompanyNormalizer
+from streams.events import KEY_SENIORITIES, counterparty_name
+
+HIRING, DEPARTURE, FUNDING, MODEL_RELEASE = 0, 1, 2, 3
+KIND_CODES = {"hiring": HIRING, "departure": DEPARTURE, "funding": FUNDING, "model_release": MODEL_RELEASE}
+MICROS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(slots=True, frozen=True)
+class Fact:
+    """One accepted event, reduced to what indicators and alerts need.
+
+    ``amount_micro`` is the amount in integer micro-dollars so that window sums are exact and
+    thresholds such as ``funding_usd ≥ 1e9`` never miss by a rounding error.
+    """
+
+    event_id: str
+    kind: int
+    company_id: str
+    counterparty_id: str | None
+    day: int  # proleptic Gregorian ordinal of the UTC date
+    time_us: int  # microseconds since the Unix epoch
+    headcount: int
+    key: bool  # a key (senior) departure
+    amount_micro: int
+
+
+def time_us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+
+
+def fact_from_fields(
+    event_id: str,
+    kind: str,
+    company_id: str,
+    counterparty_id: str | None,
+    occurred_at: datetime,
+    headcount: int | None,
+    seniority: str | None,
+    amount_usd: float | None,
+) -> Fact:
+    moment = occurred_at.astimezone(timezone.utc)
+    return Fact(
+        event_id=event_id,
+        kind=KIND_CODES[kind],
+        company_id=company_id,
+        counterparty_id=counterparty_id or None,
+        day=moment.date().toordinal(),
+        time_us=time_us(moment),
+        headcount=headcount or 1,
+        key=kind == "departure" and seniority in KEY_SENIORITIES,
+        amount_micro=round((amount_usd or 0.0) * MICROS),
+    )
+
+
+def fact_from_event(event, companies: CompanyNormalizer) -> Fact:
+    """Build the fact of a validated SPEC §2 event."""
+    other = counterparty_name(event)
+    return fact_from_fields(
+        event_id=event.event_id,
+        kind=event.kind,
+        company_id=companies.company_id(event.company),
+        counterparty_id=companies.company_id(other) if other else None,
+        occurred_at=event.occurred_at,
+        headcount=getattr(event, "headcount", None),
+        seniority=getattr(event, "seniority", None),
+        amount_usd=getattr(event, "amount_usd", None),
+    )

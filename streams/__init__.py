@@ -1,0 +1,1 @@
+"""Event schemas, topics, producers and the embedded broker: the upstream edge of ai-signals."""

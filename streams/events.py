@@ -1,0 +1,173 @@
+"""SPEC §2 events, version 1: the pydantic models are the single source of the wire schema.
+
+One discriminated union on ``kind``. Unknown extra fields are kept. ``parse_event`` turns one raw
+line (bytes or str) into a validated event, or raises ``InvalidEvent`` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime, time, timezone
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from streams.companies import slugify
+
+MAX_LINE_BYTES = 64 * 1024
+MIN_YEAR, MAX_YEAR = 1900, 2100
+
+Seniority = Literal[
+    "intern", "junior", "mid", "senior", "staff", "principal", "manager", "director", "vp", "c_level", "founder", "unknown"
+]
+KEY_SENIORITIES: frozenset[str] = frozenset({"principal", "director", "vp", "c_level", "founder"})
+KINDS = ("hiring", "departure", "funding", "model_release")
+
+
+class InvalidEvent(ValueError):
+    """A line that breaks SPEC §2; its message is the one-line dead-letter reason."""
+
+
+def _to_utc(value: Any) -> datetime:
+    """ISO 8601 date or date-time → aware UTC datetime. A date is 00:00 UTC; no zone means UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                parsed = datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+            else:
+                parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date or date-time: {value[:40]!r}") from None
+    else:
+        raise ValueError("must be an ISO 8601 date or date-time string")
+    parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    if not MIN_YEAR <= parsed.year < MAX_YEAR:
+        raise ValueError(f"year {parsed.year} is outside {MIN_YEAR}..{MAX_YEAR - 1}")
+    return parsed
+
+
+UtcDateTime = Annotated[datetime, BeforeValidator(_to_utc)]
+Text = Annotated[str, Field(max_length=10_000)]
+
+
+class EventBase(BaseModel):
+    """Fields shared by every kind."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, frozen=True)
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="unique id; derived from the content when absent"
+    )
+    company: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="the organisation the event is about, as the source spells it"
+    )
+    occurred_at: UtcDateTime = Field(description="event time; a date means 00:00 UTC; no zone means UTC")
+    source: Text | None = Field(default=None, description="provenance, e.g. epoch, aiwatch, http, synthetic")
+    region: Text | None = Field(default=None, description="e.g. US, EU, UK, CN, Asia")
+    schema_version: int = Field(default=1, ge=1, le=1, description="wire format version")
+
+    @field_validator("company")
+    @classmethod
+    def _company_has_a_name(cls, value: str) -> str:
+        if not slugify(value):
+            raise ValueError("company has no letters or digits")
+        return value
+
+
+class PeopleFields(BaseModel):
+    """Fields of hiring and departure events."""
+
+    person: Text | None = None
+    role: Text | None = None
+    seniority: Seniority = "unknown"
+    headcount: int = Field(default=1, ge=1, le=10_000_000, description="people in this event")
+
+
+class HiringEvent(EventBase, PeopleFields):
+    kind: Literal["hiring"]
+    from_company: Annotated[str, Field(max_length=200)] | None = Field(default=None, description="where the person came from")
+
+
+class DepartureEvent(EventBase, PeopleFields):
+    kind: Literal["departure"]
+    to_company: Annotated[str, Field(max_length=200)] | None = Field(default=None, description="where the person went")
+
+
+class FundingEvent(EventBase):
+    kind: Literal["funding"]
+    amount_usd: float = Field(ge=0, le=1e15, description="amount raised in US dollars")
+    round: Text | None = Field(default=None, description="seed, series_a … series_f, growth, debt, grant, corporate, ipo, other")
+    investors: list[Text] | None = None
+
+
+class ModelReleaseEvent(EventBase):
+    kind: Literal["model_release"]
+    model_name: Annotated[str, Field(min_length=1, max_length=500)]
+    modality: Text | None = None
+    parameters: float | None = Field(default=None, ge=0)
+    open_weights: bool | None = None
+
+
+Event = Annotated[Union[HiringEvent, DepartureEvent, FundingEvent, ModelReleaseEvent], Field(discriminator="kind")]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the wire format, derived from the models."""
+    schema = EVENT_ADAPTER.json_schema()
+    schema["title"] = "ai-signals event, schema_version 1"
+    return schema
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            parts.append(f"kind: missing or not one of {', '.join(KINDS)}")
+            continue
+        loc = ".".join(str(p) for p in err["loc"] if p not in KINDS) or "event"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc != "event" else msg)
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def derive_event_id(event: BaseModel) -> str:
+    """Deterministic id from the content: the same fact sent twice gets the same id."""
+    content = event.model_dump(mode="json", exclude={"event_id"}, exclude_none=True)
+    digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"ev-{digest[:32]}"
+
+
+def parse_event(raw: bytes | str) -> Event:
+    """Validate one raw line; the returned event always has an ``event_id``."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > MAX_LINE_BYTES:
+        raise InvalidEvent(f"line is {len(data)} bytes, over the {MAX_LINE_BYTES}-byte limit")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {str(exc).splitlines()[0][:120]}") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {type(obj).__name__}")
+    try:
+        event = EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise InvalidEvent(_reason(exc)) from None
+    if event.event_id is None:
+        event = event.model_copy(update={"event_id": derive_event_id(event)})
+    return event
+
+
+def to_wire(event: BaseModel) -> bytes:
+    """Canonical SPEC §2 JSON of a validated event (extras kept, UTC times, nulls dropped)."""
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def counterparty_name(event: BaseModel) -> str | None:
+    """The other company of a people event: ``to_company`` of a departure, ``from_company`` of a hire."""
+    return getattr(event, "to_company", None) or getattr(event, "from_company", None)

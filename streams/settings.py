@@ -1,0 +1,33 @@
+"""One typed settings object for every command: environment variables (``AISIGNALS_*``) and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable. CLI flags override environment variables, which override defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="AISIGNALS_", extra="ignore")
+
+    bootstrap: str | None = Field(
+        default=None, description="HOST:PORT of an existing Kafka cluster; unset = start the embedded broker"
+    )
+    db: Path = Field(default=Path("aisignals.duckdb"), description="DuckDB file the sink writes")
+    partitions: int = Field(default=4, ge=1, le=64, description="partitions of the company-keyed topics")
+    topic_prefix: str = Field(default="aisignals", description="prefix of every topic name")
+    lateness_days: float = Field(default=7.0, ge=0, description="allowed lateness behind the greatest event time")
+    windows: tuple[int, ...] = Field(default=(30, 90), description="indicator window lengths in days")
+    rules_file: Path | None = Field(default=None, description="alert rules TOML; unset = the shipped defaults")
+    aliases_file: Path | None = Field(default=None, description="extra company aliases TOML, merged over the shipped table")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `aisignals up` / `serve`")
+    flush_rows: int = Field(default=20_000, ge=1, description="sink: flush after this many buffered records")
+    flush_seconds: float = Field(default=0.5, gt=0, description="sink: flush at least this often")
+    log_dir: Path | None = Field(default=None, description="where the embedded broker log goes; unset = beside the DB")
+
+    def log_path(self) -> Path:
+        base = self.log_dir if self.log_dir is not None else self.db.parent
+        return base / f"{self.db.name}.broker.log"
