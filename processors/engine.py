@@ -55,6 +55,10 @@ class Engine:
         if self.stream_day is None or stream_day > self.stream_day:
             self.stream_day = stream_day
 
+    def forget_row_changes(self) -> None:
+        """Drop pending indicator rows (after a restore: the stored rows are already current)."""
+        self._changed_days.clear()
+
     # ---- output ------------------------------------------------------------------------
     def flush(self) -> tuple[list[dict], list[dict]]:
         """Indicator rows changed since the last flush, and alert state changes up to stream time."""

@@ -1,0 +1,140 @@
+"""The ``aisignals`` command line. Every failure is one readable line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from processors.rules import RulesFileError, load_rules
+from sinks.duckdb_sink import SinkError
+from sinks.query import QueryError, run_query, to_csv, to_json
+from streams.broker import BrokerError
+from streams.companies import AliasFileError
+from streams.events import json_schema
+from streams.producer import ProduceError
+from streams.reader import InputFileError, check_readable, jsonl_lines, replay_order
+from streams.settings import Settings
+from streams.topics import TopicLayoutError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ai-signals: AI-industry events in, event-time indicators and alerts out, in DuckDB.")
+console = Console()
+err = Console(stderr=True)
+
+KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFileError, ProduceError, QueryError,
+                TopicLayoutError, TimeoutError)
+
+
+class InputFormat(str, Enum):
+    jsonl = "jsonl"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def settings_from(**flags) -> Settings:
+    """Environment variables, overridden by the flags that were given."""
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def read_items(files: list[Path], fmt: InputFormat):
+    lines = (line for path in files for line in jsonl_lines(path))
+    return replay_order(lines)
+
+
+@app.command()
+def backfill(
+    files: List[Path] = typer.Argument(..., help="input files, merged and replayed in occurred_at order"),
+    db: Path = typer.Option(..., "--db", help="DuckDB file to write"),
+    fmt: InputFormat = typer.Option(InputFormat.jsonl, "--format", help="input format"),
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT of a Kafka cluster (default: embedded broker)"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64, help="partitions of company-keyed topics"),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="alert rules TOML (backtesting)"),
+    lateness_days: Optional[float] = typer.Option(None, "--lateness-days", min=0, help="allowed lateness"),
+) -> None:
+    """Replay files through the streaming pipeline, wait until everything is written, print a summary."""
+    from aisignals.pipeline import backfill as run_backfill, check_db_writable, quiet_logs
+
+    quiet_logs()
+    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, rules_file=rules, lateness_days=lateness_days)
+    check_db_writable(settings.db)
+    rule_set = load_rules(settings.rules_file)
+    paths = check_readable(files)
+    items = read_items(paths, fmt)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("replaying", total=len(items))
+        summary = asyncio.run(run_backfill(settings, items, lambda n: progress.advance(task, n), rule_set))
+    names, rows = run_query(settings.db, "SELECT (SELECT count(*) FROM indicators), (SELECT count(*) FROM alerts)")
+    summary.indicator_rows, summary.alerts = rows[0]
+    table = Table(title=f"backfill → {settings.db}", show_header=False)
+    for label, value in [
+        ("lines", summary.lines), ("accepted", summary.accepted), ("duplicates", summary.duplicates),
+        ("late", summary.late), ("dead letters", summary.dead_letters),
+        ("indicator rows (table)", summary.indicator_rows), ("alert instances (table)", summary.alerts),
+        ("seconds", f"{summary.seconds:.1f}"), ("events/s", f"{summary.events_per_second:,.0f}"),
+    ]:
+        table.add_row(label, str(value))
+    console.print(table)
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="one read-only SQL statement"),
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, csv or json"),
+) -> None:
+    """Run read-only SQL against the DuckDB file."""
+    names, rows = run_query(db, sql)
+    if fmt is OutputFormat.csv:
+        sys.stdout.write(to_csv(names, rows))
+    elif fmt is OutputFormat.json:
+        sys.stdout.write(to_json(names, rows) + "\n")
+    else:
+        table = Table(*names)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the event wire format (derived from the pydantic models)."""
+    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def main() -> None:
+    """Entry point: turn every expected failure into one line on stderr."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        err.print(f"aisignals: error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aisignals: interrupted", highlight=False)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KNOWN_ERRORS as exc:
+        err.print(f"aisignals: error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("aisignals: interrupted", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

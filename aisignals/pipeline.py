@@ -1,0 +1,181 @@
+"""Wiring: the broker, the Faust worker, the DuckDB sink and the producer, in one process.
+
+This is the embedded set-up used by ``backfill`` and ``up``; with ``--bootstrap`` the same parts
+talk to an existing Kafka cluster instead of the embedded broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from processors.app import Worker
+from processors.rules import RuleSet, load_rules
+from sinks.duckdb_sink import DuckDBSink, SinkError
+from streams.broker import EmbeddedBroker, check_reachable
+from streams.companies import CompanyNormalizer, normalizer
+from streams.producer import EventProducer, new_batch_id
+from streams.reader import ReplayItem
+from streams.settings import Settings
+from streams.topics import Topics, ensure_topics
+
+log = logging.getLogger("aisignals")
+
+
+def quiet_logs(level: int = logging.WARNING) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("kafka", "aiokafka", "faust", "mode"):
+        logging.getLogger(name).setLevel(max(level, logging.ERROR))
+
+
+def check_db_writable(db: Path) -> None:
+    parent = Path(db).resolve().parent
+    if not parent.exists():
+        raise SinkError(f"cannot create DuckDB file {db}: directory {parent} does not exist")
+    if Path(db).exists() and Path(db).is_dir():
+        raise SinkError(f"cannot use {db} as a DuckDB file: it is a directory")
+
+
+@dataclass
+class Summary:
+    accepted: int = 0
+    duplicates: int = 0
+    late: int = 0
+    dead_letters: int = 0
+    lines: int = 0
+    indicator_rows: int = 0
+    alerts: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
+
+
+class Pipeline:
+    """Broker (embedded or not) + worker + sink, started and stopped together."""
+
+    def __init__(self, settings: Settings, rules: RuleSet | None = None,
+                 companies: CompanyNormalizer | None = None) -> None:
+        self.settings = settings
+        self.rules = rules if rules is not None else load_rules(settings.rules_file)
+        self.companies = companies if companies is not None else normalizer(settings.aliases_file)
+        self.topics = Topics(settings.topic_prefix, settings.partitions)
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap: str | None = settings.bootstrap
+        self.worker: Worker | None = None
+        self.sink: DuckDBSink | None = None
+        self._stop_sink = asyncio.Event()
+        self._sink_task: asyncio.Task | None = None
+        self._done: dict[str, asyncio.Future] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start_broker(self) -> str:
+        if self.bootstrap:
+            check_reachable(self.bootstrap)
+            run_id = f"kafka:{self.bootstrap}:{self.topics.prefix}"
+        else:
+            self.broker = EmbeddedBroker(self.settings.log_path())
+            self.bootstrap = self.broker.start()
+            run_id = f"embedded:{uuid.uuid4().hex}"
+        ensure_topics(self.bootstrap, self.topics)
+        self.run_id = run_id
+        return self.bootstrap
+
+    async def start(self) -> None:
+        """Open the sink, restore the worker from it, start both."""
+        s = self.settings
+        check_db_writable(s.db)
+        self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
+        self.sink.on_backfill.append(self._backfill_done)
+        self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows), s.lateness_days)
+        seen, max_us, facts, published = self.sink.load_worker_state()
+        corrections = self.worker.restore(seen, max_us, facts, published)
+        await self.worker.start()
+        by_partition: dict[int, list] = {}
+        for partition, alert in corrections:
+            by_partition.setdefault(partition, []).append(alert)
+        for partition, alerts in by_partition.items():
+            await self.worker.publish(partition, [], alerts)
+        self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink), name="sink")
+
+    async def stop(self) -> None:
+        self._stop_sink.set()
+        if self._sink_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sink_task
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.sink is not None:
+            self.sink.close()
+
+    def stop_broker(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+
+    def sink_failed(self) -> BaseException | None:
+        if self._sink_task is not None and self._sink_task.done() and not self._sink_task.cancelled():
+            return self._sink_task.exception()
+        return None
+
+    # ---- backfill ----------------------------------------------------------------------
+    def _backfill_done(self, batch_id: str, summary: dict) -> None:
+        future = self._done.get(batch_id)
+        if future is not None and not future.done():
+            future.set_result(summary)
+
+    async def replay(self, items: list[ReplayItem], progress: Callable[[int], None] | None = None,
+                     timeout: float = 3600.0) -> dict:
+        """Produce items (kafka-python, in a thread), then wait until the sink has written all of it."""
+        batch_id = new_batch_id()
+        loop = asyncio.get_running_loop()
+        self._done[batch_id] = loop.create_future()
+
+        def produce() -> None:
+            producer = EventProducer(self.bootstrap, self.topics, self.companies)
+            try:
+                producer.send_all(items, batch_id, progress)
+                producer.barrier(batch_id)
+                producer.flush()
+            finally:
+                producer.close()
+
+        await asyncio.to_thread(produce)
+        deadline = time.monotonic() + timeout
+        future = self._done[batch_id]
+        while not future.done():
+            failed = self.sink_failed()
+            if failed is not None:
+                raise failed
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill not written within {timeout:.0f} s")
+            await asyncio.wait({future}, timeout=0.2)
+        return future.result()
+
+
+async def backfill(settings: Settings, items: list[ReplayItem], progress: Callable[[int], None] | None = None,
+                   rules: RuleSet | None = None) -> Summary:
+    """Replay items through the streaming pipeline and wait until everything is written."""
+    pipeline = Pipeline(settings, rules)
+    started = time.monotonic()
+    await asyncio.to_thread(pipeline.start_broker)
+    try:
+        await pipeline.start()
+        try:
+            result = await pipeline.replay(items, progress)
+        finally:
+            await pipeline.stop()
+    finally:
+        pipeline.stop_broker()
+    summary = Summary(**{k: int(result.get(k) or 0) for k in ("accepted", "duplicates", "late", "dead_letters")})
+    summary.lines = len(items)
+    summary.seconds = time.monotonic() - started
+    return summary

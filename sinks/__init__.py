@@ -1,0 +1,1 @@
+"""Where results go: DuckDB, alert delivery, metrics, HTTP."""

@@ -1,0 +1,329 @@
+"""The DuckDB sink: reads the pipeline's output topics and writes the SPEC §5 tables in batches.
+
+Exactly-once into DuckDB: the next offset of every topic partition is stored in the same
+transaction as the rows it covers, so a redelivered message never makes a second row or a double
+count. It assigns partitions itself (no consumer group), which also avoids the embedded broker's
+slow group joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import duckdb
+import orjson
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.facts import fact_from_fields
+from sinks.schema import all_ddl
+from streams.companies import CompanyNormalizer
+from streams.topics import BARRIER, CLOCK, CONTROL, Topics
+
+log = logging.getLogger("aisignals.sink")
+UTC_US = pa.timestamp("us", tz="UTC")
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+class SinkError(RuntimeError):
+    """The DuckDB file cannot be opened or written."""
+
+
+def connect(db: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file (UTC session), creating the tables when writable."""
+    try:
+        if not read_only:
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(db), read_only=read_only)
+    except (duckdb.Error, OSError) as exc:
+        raise SinkError(f"cannot open DuckDB file {db}: {str(exc).splitlines()[0]}") from None
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        for ddl in all_ddl():
+            con.execute(ddl)
+    return con
+
+
+def _us(iso: str) -> int:
+    moment = datetime.fromisoformat(iso)
+    return int(moment.timestamp() * 1_000_000) if moment.year >= 1970 else _us_slow(moment)
+
+
+def _us_slow(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _date32(iso: str | None):
+    return None if iso is None else date.fromisoformat(iso).toordinal() - EPOCH_ORDINAL
+
+
+class Batch:
+    """Records buffered between two flushes, already reduced to their final effect."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, tuple[dict, bool]] = {}
+        self.indicators: dict[tuple, dict] = {}
+        self.alerts: dict[tuple[str, str], dict | None] = {}  # None = delete
+        self.history: list[dict] = []
+        self.dead_letters: dict[str, dict] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.records = 0
+
+    def __len__(self) -> int:
+        return self.records
+
+
+class DuckDBSink:
+    """Consumes events, late events, dead letters, indicator rows and alerts into one DuckDB file."""
+
+    def __init__(self, db: Path, topics: Topics, companies: CompanyNormalizer, run_id: str,
+                 flush_rows: int = 20_000, flush_seconds: float = 0.5) -> None:
+        self.db = Path(db)
+        self.topics = topics
+        self.companies = companies
+        self.run_id = run_id
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.con = connect(self.db)
+        self.batch = Batch()
+        self.barriers: dict[str, dict] = defaultdict(dict)  # batch id -> {(topic, partition): info}
+        self.finished: list[tuple[str, dict]] = []
+        self.on_backfill: list[Callable[[str, dict], Awaitable[None] | None]] = []
+        self.rows_written: dict[str, int] = defaultdict(int)
+        self.flushes = 0
+
+    # ---- durable state for the worker --------------------------------------------------
+    def load_worker_state(self):
+        """What the stream processors need to continue: seen ids, watermark, facts, published alerts."""
+        con = self.con
+        seen = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
+        max_us = con.execute(
+            "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
+        rows = con.execute(
+            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, amount_usd "
+            "FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
+        facts = [fact_from_fields(*r) for r in rows]
+        published = [
+            (rule, company, counterparty, start.toordinal(), severity, end.toordinal() if end else None)
+            for rule, company, counterparty, start, severity, end in con.execute(
+                "SELECT rule, company_id, counterparty_id, starts_at, severity, ends_at FROM alerts").fetchall()
+        ]
+        return seen, max_us, facts, published
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.con.execute(
+            "SELECT topic, partition, next_offset FROM sink_offsets WHERE run_id = ?", [self.run_id]).fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    # ---- consuming ---------------------------------------------------------------------
+    def partitions(self) -> list[TopicPartition]:
+        t, n = self.topics, self.topics.partitions
+        tps = [TopicPartition(t.events, p) for p in range(n)]
+        tps += [TopicPartition(t.indicators, p) for p in range(n)]
+        tps += [TopicPartition(t.alerts, p) for p in range(n)]
+        tps += [TopicPartition(t.late, 0), TopicPartition(t.dead_letters, 0)]
+        return tps
+
+    async def run(self, bootstrap: str, stop: asyncio.Event, consumer_kwargs: dict | None = None) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                    client_id="aisignals-sink", fetch_max_bytes=32 * 1024 * 1024,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024, **(consumer_kwargs or {}))
+        await consumer.start()
+        try:
+            tps = self.partitions()
+            consumer.assign(tps)
+            stored = self.stored_offsets()
+            for tp in tps:
+                offset = stored.get((tp.topic, tp.partition))
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+            last_flush = time.monotonic()
+            while not stop.is_set():
+                records = await consumer.getmany(timeout_ms=100, max_records=20_000)
+                for tp, messages in records.items():
+                    for message in messages:
+                        self.add(tp.topic, tp.partition, message)
+                if self.batch.records and (len(self.batch) >= self.flush_rows
+                                           or time.monotonic() - last_flush >= self.flush_seconds
+                                           or self._barrier_complete()):
+                    await asyncio.to_thread(self.flush)
+                    last_flush = time.monotonic()
+                    await self._announce()
+            if self.batch.records:
+                await asyncio.to_thread(self.flush)
+                await self._announce()
+        finally:
+            await consumer.stop()
+
+    def add(self, topic: str, partition: int, message) -> None:
+        """Buffer one record (its effect, reduced: last state per key)."""
+        b = self.batch
+        b.records += 1
+        b.offsets[(topic, partition)] = message.offset + 1
+        headers = dict(message.headers or ())
+        control = headers.get(CONTROL)
+        if control is not None:
+            if control == BARRIER:
+                info = orjson.loads(message.value)
+                self.barriers[info["batch_id"]][(topic, partition)] = info
+            return
+        t = self.topics
+        value = message.value
+        if topic == t.events or topic == t.late:
+            data = orjson.loads(value)
+            b.events.setdefault(data["event_id"], (data, topic == t.late))
+        elif topic == t.indicators:
+            for row in orjson.loads(value):
+                b.indicators[(row["company_id"], row["window_days"], row["window_end"])] = row
+        elif topic == t.alerts:
+            alert = orjson.loads(value)
+            fp = alert["fingerprint"]
+            if alert.get("previous_starts_at"):
+                b.alerts[(fp, alert["previous_starts_at"])] = None
+            b.alerts[(fp, alert["starts_at"])] = None if alert["change"] == "retracted" else alert
+            b.history.append(alert)
+        elif topic == t.dead_letters:
+            data = orjson.loads(value)
+            b.dead_letters.setdefault(data["dead_letter_id"], data)
+
+    def _barrier_complete(self) -> bool:
+        expected = 3 * self.topics.partitions + 2
+        return any(len(seen) >= expected for seen in self.barriers.values())
+
+    async def _announce(self) -> None:
+        for batch_id, summary in self.finished:
+            for callback in self.on_backfill:
+                result = callback(batch_id, summary)
+                if asyncio.iscoroutine(result):
+                    await result
+        self.finished.clear()
+
+    # ---- writing -----------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write the buffered batch and the offsets it covers in one transaction."""
+        b, self.batch = self.batch, Batch()
+        now_us = int(time.time() * 1_000_000)
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if b.events:
+                self._write_events(b.events, now_us)
+            if b.indicators:
+                self._write_indicators(list(b.indicators.values()))
+            if b.alerts:
+                self._write_alerts(b.alerts, b.history, now_us)
+            if b.dead_letters:
+                self._write_dead_letters(list(b.dead_letters.values()))
+            done = []
+            expected = 3 * self.topics.partitions + 2
+            for batch_id, seen in list(self.barriers.items()):
+                if len(seen) >= expected:
+                    info = next(iter(seen.values()))
+                    summary = {k: info.get(k) for k in ("accepted", "duplicates", "late", "dead_letters")}
+                    con.execute("INSERT OR REPLACE INTO backfills VALUES (?, ?, ?::JSON)",
+                                [batch_id, datetime.now(timezone.utc), orjson.dumps(summary).decode()])
+                    done.append((batch_id, summary))
+                    del self.barriers[batch_id]
+            if b.offsets:
+                con.executemany("INSERT OR REPLACE INTO sink_offsets VALUES (?, ?, ?, ?)",
+                                [[self.run_id, t, p, o] for (t, p), o in b.offsets.items()])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        self.flushes += 1
+        self.finished.extend(done)
+
+    def _write_events(self, events: dict[str, tuple[dict, bool]], now_us: int) -> None:
+        cid = self.companies.company_id
+        cols = defaultdict(list)
+        for event_id, (d, late) in events.items():
+            other = d.get("to_company") or d.get("from_company")
+            cols["event_id"].append(event_id)
+            cols["kind"].append(d["kind"])
+            cols["company_id"].append(cid(d["company"]))
+            cols["company"].append(d["company"])
+            cols["counterparty_id"].append(cid(other) if other else None)
+            cols["occurred_at"].append(_us(d["occurred_at"]))
+            cols["ingested_at"].append(now_us)
+            cols["headcount"].append(d.get("headcount"))
+            cols["seniority"].append(d.get("seniority"))
+            cols["amount_usd"].append(d.get("amount_usd"))
+            cols["model_name"].append(d.get("model_name"))
+            cols["source"].append(d.get("source"))
+            cols["region"].append(d.get("region"))
+            cols["late"].append(late)
+            cols["payload"].append(orjson.dumps(d).decode())
+        table = pa.table({
+            **{k: cols[k] for k in ("event_id", "kind", "company_id", "company", "counterparty_id")},
+            "occurred_at": pa.array(cols["occurred_at"], UTC_US),
+            "ingested_at": pa.array(cols["ingested_at"], UTC_US),
+            "headcount": pa.array(cols["headcount"], pa.int32()),
+            "seniority": cols["seniority"],
+            "amount_usd": pa.array(cols["amount_usd"], pa.float64()),
+            **{k: pa.array(cols[k], pa.string()) for k in ("model_name", "source", "region")},
+            "late": pa.array(cols["late"], pa.bool_()),
+            "payload": cols["payload"],
+        })
+        self.con.register("incoming_events", table)
+        try:
+            self.con.execute(
+                "INSERT OR IGNORE INTO events SELECT event_id, kind, company_id, company, counterparty_id, occurred_at,"
+                " ingested_at, headcount, seniority, amount_usd, model_name, source, region, late, payload::JSON"
+                " FROM incoming_events")
+        finally:
+            self.con.unregister("incoming_events")
+        self.rows_written["events"] += len(events)
+
+    def _write_indicators(self, rows: list[dict]) -> None:
+        names = ("company_id", "window_days", "window_end", "hires", "departures", "key_departures",
+                 "net_talent_flow", "talent_drain_ratio", "funding_usd", "funding_rounds", "model_releases")
+        cols = {name: [r[name] for r in rows] for name in names}
+        cols["window_end"] = pa.array([_date32(x) for x in cols["window_end"]], pa.date32())
+        cols["talent_drain_ratio"] = pa.array(cols["talent_drain_ratio"], pa.float64())
+        cols["funding_usd"] = pa.array(cols["funding_usd"], pa.float64())
+        self.con.register("incoming_indicators", pa.table(cols))
+        try:
+            self.con.execute(f"INSERT OR REPLACE INTO indicators SELECT {', '.join(names)} FROM incoming_indicators")
+        finally:
+            self.con.unregister("incoming_indicators")
+        self.rows_written["indicators"] += len(rows)
+
+    def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now_us: int) -> None:
+        con = self.con
+        now = datetime.fromtimestamp(now_us / 1e6, tz=timezone.utc)
+        deletes = [[fp, start] for (fp, start), a in alerts.items() if a is None]
+        if deletes:
+            con.executemany("DELETE FROM alerts WHERE fingerprint = ? AND starts_at = ?::DATE", deletes)
+        upserts = [
+            [a["fingerprint"], a["rule"], a["company_id"], a["counterparty_id"], a["severity"], a["status"],
+             a["starts_at"], a["ends_at"], orjson.dumps(a["evidence"]).decode(), orjson.dumps(a["labels"]).decode(),
+             orjson.dumps(a["annotations"]).decode(), now]
+            for a in alerts.values() if a is not None
+        ]
+        if upserts:
+            con.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?::DATE, ?::DATE, ?::JSON, ?::JSON, ?::JSON, ?)",
+                            upserts)
+        con.executemany(
+            "INSERT OR IGNORE INTO alert_history VALUES (?, ?::DATE, ?, ?, ?, ?::DATE, ?::DATE, ?, ?::JSON)",
+            [[a["fingerprint"], a["starts_at"], a["change"], a["severity"], a["status"], a["ends_at"],
+              a.get("previous_starts_at"), now, orjson.dumps(a).decode()] for a in history])
+        self.rows_written["alerts"] += len(upserts)
+
+    def _write_dead_letters(self, rows: list[dict]) -> None:
+        self.con.executemany(
+            "INSERT OR IGNORE INTO dead_letters VALUES (?, ?::TIMESTAMPTZ, ?, ?, ?)",
+            [[r["dead_letter_id"], r["received_at"], r["origin"], r["raw"], r["error"]] for r in rows])
+        self.rows_written["dead_letters"] += len(rows)
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,64 @@
+"""DuckDB DDL derived from the pydantic record models in ``streams.records`` (never typed by hand)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import date, datetime
+from typing import Any, Literal, Union, get_args, get_origin
+
+from streams.records import TABLES, Stored
+
+_SCALARS = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMPTZ", date: "DATE"}
+# SPEC §5 spells some column types out; honour them exactly
+_OVERRIDES = {("events", "headcount"): "INTEGER", ("indicators", "window_days"): "INTEGER"}
+
+
+def duckdb_type(annotation: Any) -> tuple[str, bool]:
+    """(DuckDB type, nullable) of a field annotation."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        inner, _ = duckdb_type(args[0])
+        return inner, True
+    if origin is Literal:
+        return "VARCHAR", False
+    if origin in (dict, list) or annotation in (dict, list) or annotation is Any:
+        return "JSON", False
+    if origin is typing.Annotated:
+        return duckdb_type(get_args(annotation)[0])
+    return _SCALARS[annotation], False
+
+
+def columns(model: type[Stored]) -> list[tuple[str, str, bool]]:
+    out = []
+    for name, field in model.model_fields.items():
+        sql_type, nullable = duckdb_type(field.annotation)
+        out.append((name, _OVERRIDES.get((model.table, name), sql_type), nullable))
+    return out
+
+
+def create_table_sql(model: type[Stored]) -> str:
+    cols = [f"{name} {sql_type}{'' if nullable or name not in model.primary_key else ' NOT NULL'}"
+            for name, sql_type, nullable in columns(model)]
+    if model.primary_key:
+        cols.append(f"PRIMARY KEY ({', '.join(model.primary_key)})")
+    return f"CREATE TABLE IF NOT EXISTS {model.table} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+def all_ddl() -> list[str]:
+    return [create_table_sql(model) for model in TABLES]
+
+
+def markdown_reference() -> str:
+    """The tables as Markdown, for the docs."""
+    parts = []
+    for model in TABLES:
+        parts.append(f"### `{model.table}`\n\n{(model.__doc__ or '').strip()}\n")
+        parts.append("| column | type | null | meaning |\n|---|---|---|---|")
+        for name, sql_type, nullable in columns(model):
+            desc = model.model_fields[name].description or ""
+            key = " (key)" if name in model.primary_key else ""
+            parts.append(f"| `{name}`{key} | {sql_type} | {'yes' if nullable else 'no'} | {desc} |")
+        parts.append("")
+    return "\n".join(parts)

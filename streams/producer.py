@@ -1,0 +1,74 @@
+"""Producing to the pipeline with kafka-python: events to the ingest topic, and backfill barriers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable
+
+import orjson
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from streams.companies import CompanyNormalizer
+from streams.reader import ReplayItem
+from streams.topics import BARRIER, BATCH, CONTROL, ORIGIN, Topics
+
+
+class ProduceError(RuntimeError):
+    """Records could not be delivered to the broker."""
+
+
+class EventProducer:
+    """Sends replay items to ``ingest``: key = company_id, timestamp = occurred_at, origin in a header."""
+
+    def __init__(self, bootstrap: str, topics: Topics, companies: CompanyNormalizer, **client_kwargs) -> None:
+        self.topics = topics
+        self.companies = companies
+        try:
+            self.producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id="aisignals-producer",
+                linger_ms=5,
+                batch_size=512 * 1024,
+                max_request_size=8 * 1024 * 1024,
+                acks="all",
+                **client_kwargs,
+            )
+        except KafkaError as exc:
+            raise ProduceError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+
+    def send(self, item: ReplayItem, batch_id: str | None = None) -> None:
+        headers = [(ORIGIN, item.origin.encode())]
+        if batch_id:
+            headers.append((BATCH, batch_id.encode()))
+        key = self.companies.company_id(item.key).encode() if item.key else None
+        self.producer.send(self.topics.ingest, value=item.value, key=key, headers=headers, timestamp_ms=item.time_ms)
+
+    def send_all(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None) -> int:
+        sent = 0
+        for item in items:
+            self.send(item, batch_id)
+            sent += 1
+            if progress is not None and sent % 1000 == 0:
+                progress(1000)
+        if progress is not None:
+            progress(sent % 1000)
+        return sent
+
+    def barrier(self, batch_id: str) -> None:
+        """Mark the end of a backfill: every stage forwards it once all records before it are done."""
+        value = orjson.dumps({"batch_id": batch_id})
+        self.producer.send(self.topics.ingest, value=value, headers=[(CONTROL, BARRIER), (BATCH, batch_id.encode())])
+
+    def flush(self, timeout: float = 60.0) -> None:
+        try:
+            self.producer.flush(timeout)
+        except KafkaError as exc:
+            raise ProduceError(f"delivery to Kafka failed: {exc}") from None
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex[:16]

@@ -1,0 +1,94 @@
+"""Topic names, partition counts, and explicit creation (the embedded broker must not auto-create)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+# record headers
+CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records, not events
+ORIGIN = "aisignals-origin"  # where a raw line came from, e.g. "file.jsonl:12" or "http"
+BATCH = "aisignals-batch"  # id of the backfill a record belongs to
+CLOCK, BARRIER = b"clock", b"barrier"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of the pipeline. Company-keyed topics have ``partitions`` partitions."""
+
+    prefix: str = "aisignals"
+    partitions: int = 4
+
+    @property
+    def ingest(self) -> str:
+        """Raw events from producers; one partition, so that arrival order is global."""
+        return f"{self.prefix}.ingest"
+
+    @property
+    def events(self) -> str:
+        """Accepted events (SPEC §2 JSON), keyed by company_id; also carries in-band clock records."""
+        return f"{self.prefix}.events"
+
+    @property
+    def late(self) -> str:
+        return f"{self.prefix}.late"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.deadletters"
+
+    @property
+    def indicators(self) -> str:
+        return f"{self.prefix}.indicators"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}.alerts"
+
+    @property
+    def progress(self) -> str:
+        """The sink announces finished backfills here."""
+        return f"{self.prefix}.progress"
+
+    def layout(self) -> dict[str, int]:
+        n = self.partitions
+        return {
+            self.ingest: 1,
+            self.events: n,
+            self.late: 1,
+            self.dead_letters: 1,
+            self.indicators: n,
+            self.alerts: n,
+            self.progress: 1,
+        }
+
+
+class TopicLayoutError(RuntimeError):
+    """A topic exists with a partition count the pipeline cannot work with."""
+
+
+def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = None) -> None:
+    """Create every topic with the partition count the app expects; check existing ones."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin", **(client_kwargs or {}))
+    try:
+        existing = set(admin.list_topics())
+        wanted = topics.layout()
+        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        present = {name: n for name, n in wanted.items() if name in existing}
+        if present:
+            for meta in admin.describe_topics(list(present)):
+                have = len(meta.get("partitions", []))
+                if have and have != present[meta["topic"]]:
+                    raise TopicLayoutError(
+                        f"topic {meta['topic']} has {have} partitions, the pipeline expects {present[meta['topic']]}"
+                        " (use --partitions to match, or a fresh --topic-prefix)"
+                    )
+    finally:
+        admin.close()
