@@ -8,9 +8,9 @@ from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import orjson
 import typer
+from typer._click import exceptions as cli_errors  # Typer vendors its own click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -116,24 +116,27 @@ def schema() -> None:
     sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+def fail(message: str, code: int) -> None:
+    sys.stderr.write(f"aisignals: {' '.join(message.split())}\n")
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: turn every expected failure into one line on stderr."""
     try:
         app(standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        err.print(f"aisignals: error: {exc.format_message()}", highlight=False, markup=False)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        err.print("aisignals: interrupted", highlight=False)
-        sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except cli_errors.UsageError as exc:
+        fail(f"error: {exc.format_message()}", 2)
+    except typer.Abort:
+        fail("interrupted", 130)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except cli_errors.ClickException as exc:
+        fail(f"error: {exc.format_message()}", 2)
     except KNOWN_ERRORS as exc:
-        err.print(f"aisignals: error: {exc}", highlight=False, markup=False)
-        sys.exit(1)
+        fail(f"error: {exc}", 1)
     except KeyboardInterrupt:
-        err.print("aisignals: interrupted", highlight=False)
-        sys.exit(130)
+        fail("interrupted", 130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,3 @@
+from aisignals.cli import main
+
+main()

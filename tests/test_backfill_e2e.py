@@ -1,0 +1,143 @@
+"""End to end through the real broker, Faust worker and DuckDB file, via the real command line."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from datetime import date
+
+import orjson
+import pytest
+
+from processors.rules import load_rules
+from streams.events import parse_event
+from streams.synthetic import generate
+from tests import reference
+from tests.conftest import CONFORMANCE, aisignals, fetch
+
+pytestmark = pytest.mark.e2e
+
+INDICATOR_COLS = ("hires", "departures", "key_departures", "net_talent_flow", "talent_drain_ratio", "funding_usd",
+                  "funding_rounds", "model_releases")
+
+
+def indicator_table(db):
+    rows = fetch(db, f"SELECT company_id, window_days, strftime(window_end, '%Y-%m-%d'), {', '.join(INDICATOR_COLS)} FROM indicators")
+    return {(r[0], r[1], r[2]): dict(zip(INDICATOR_COLS, r[3:])) for r in rows}
+
+
+def alert_table(db):
+    return sorted(fetch(db, "SELECT rule, company_id, coalesce(counterparty_id, ''), severity, status, "
+                            "strftime(starts_at, '%Y-%m-%d'), coalesce(strftime(ends_at, '%Y-%m-%d'), '') FROM alerts"))
+
+
+def test_conformance_vectors(tmp_path):
+    db = tmp_path / "c.duckdb"
+    aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db))
+    out = aisignals("backfill", str(CONFORMANCE / "late.jsonl"), str(CONFORMANCE / "bad.jsonl"), "--db", str(db))
+    assert "dead letters" in out.stdout
+
+    expected = {}
+    with open(CONFORMANCE / "expected_indicators.csv") as fh:
+        for r in csv.DictReader(fh):
+            expected[(r["company_id"], int(r["window_days"]), r["window_end"])] = r
+    got = indicator_table(db)
+    assert set(got) == set(expected)
+    for key, exp in expected.items():
+        for col in INDICATOR_COLS:
+            assert got[key][col] == pytest.approx(float(exp[col]), abs=1e-9), (key, col)
+
+    with open(CONFORMANCE / "expected_alerts.csv") as fh:
+        exp_alerts = sorted((r["rule"], r["company_id"], r["counterparty_id"], r["severity"], r["status"],
+                             r["starts_at"], r["ends_at"]) for r in csv.DictReader(fh))
+    assert alert_table(db) == exp_alerts
+
+    assert fetch(db, "SELECT late, count(*) FROM events GROUP BY late ORDER BY late") == [(False, 23), (True, 2)]
+    assert fetch(db, "SELECT count(*) FROM dead_letters")[0][0] == 6
+    assert {r[0] for r in fetch(db, "SELECT error FROM dead_letters")} >= {
+        "amount_usd: Input should be greater than or equal to 0",
+        "kind: missing or not one of hiring, departure, funding, model_release"}
+    # the alert carries its evidence
+    (evidence,) = fetch(db, "SELECT evidence FROM alerts WHERE rule = 'talent_poaching' AND company_id = 'alpha-ai'")[0]
+    assert orjson.loads(evidence) == {"event_ids": ["a-d1", "a-d2", "a-d3"], "count": 3}
+
+
+def test_second_backfill_late_and_rerun_changes_nothing(tmp_path):
+    db = tmp_path / "r.duckdb"
+    stream = CONFORMANCE / "stream.jsonl"
+    aisignals("backfill", str(stream), "--db", str(db))
+    before = (indicator_table(db), alert_table(db), fetch(db, "SELECT count(*) FROM events")[0][0])
+    out = aisignals("backfill", str(stream), str(CONFORMANCE / "late.jsonl"), "--db", str(db))
+    assert "late" in out.stdout
+    assert (indicator_table(db), alert_table(db)) == before[:2]
+    assert fetch(db, "SELECT count(*) FROM events")[0][0] == before[2] + 2
+    assert fetch(db, "SELECT count(*) FROM events WHERE late")[0][0] == 2
+    summary = orjson.loads(fetch(db, "SELECT summary FROM backfills ORDER BY finished_at DESC LIMIT 1")[0][0])
+    assert summary == {"accepted": 0, "duplicates": 26, "late": 2, "dead_letters": 0}
+
+
+@pytest.fixture(scope="module")
+def mixed_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mix") / "mix.jsonl"
+    with open(path, "wb") as fh:
+        for e in generate("conformance-mix", 3000, 11, date(2024, 1, 1), 240):
+            fh.write(orjson.dumps(e) + b"\n")
+        fh.write(b"not json at all\n")
+    return path
+
+
+def test_partitions_1_and_4_identical_and_equal_reference(tmp_path, mixed_file):
+    tables = []
+    for n in (1, 4):
+        db = tmp_path / f"p{n}.duckdb"
+        aisignals("backfill", str(mixed_file), "--db", str(db), "--partitions", str(n))
+        tables.append((indicator_table(db), alert_table(db),
+                       fetch(db, "SELECT event_id, late FROM events ORDER BY event_id"),
+                       fetch(db, "SELECT origin, error FROM dead_letters ORDER BY origin")))
+    assert tables[0] == tables[1]
+    lines = mixed_file.read_bytes().splitlines()
+    accepted, late, dead, dups = reference.accepted_events([lines])
+    ind, alerts, events, dead_rows = tables[0]
+    assert len(events) == len(accepted) + len(late) and len(dead_rows) == len(dead) > 0
+    exp = reference.indicators(accepted)
+    assert set(ind) == set(exp)
+    for k, row in exp.items():
+        for col in INDICATOR_COLS:
+            assert ind[k][col] == pytest.approx(row[col], rel=1e-12, abs=1e-9)
+    stream_day = max(e.occurred_at for e in accepted).date()
+    ref_alerts = sorted((a["rule"], a["company_id"], a["counterparty_id"] or "", a["severity"],
+                         "firing" if a["ends_at"] is None else "resolved", a["starts_at"], a["ends_at"] or "")
+                        for a in reference.alerts(accepted, load_rules(), stream_day))
+    assert alerts == ref_alerts and len(alerts) > 0
+
+
+def test_other_client_reads_spec_events(tmp_path, broker):
+    """With --bootstrap, another Kafka client (aiokafka) reads valid SPEC §2 JSON off the events topic."""
+    from aiokafka import AIOKafkaConsumer
+
+    db = tmp_path / "b.duckdb"
+    aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db), "--bootstrap", broker.bootstrap)
+
+    async def read_all():
+        consumer = AIOKafkaConsumer("aisignals.events", bootstrap_servers=broker.bootstrap,
+                                    auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            out = []
+            while True:
+                batch = await consumer.getmany(timeout_ms=2000)
+                if not batch:
+                    return out
+                for messages in batch.values():
+                    out.extend(messages)
+        finally:
+            await consumer.stop()
+
+    records = asyncio.run(read_all())
+    events = [r for r in records if not any(k == "aisignals-control" for k, _ in (r.headers or ()))]
+    assert len(events) == 23
+    for r in events:
+        event = parse_event(r.value)  # valid SPEC §2
+        assert r.key.decode() in {"alpha-ai", "beta-labs", "gamma", "delta", "google-deepmind", "epsilon", "zeta"}
+        assert event.event_id
+        assert abs(r.timestamp - event.occurred_at.timestamp() * 1000) < 1

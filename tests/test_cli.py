@@ -1,0 +1,59 @@
+"""Every command fails with one readable line, no traceback."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.conftest import CONFORMANCE, aisignals
+
+
+def one_line_error(proc):
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_missing_file(tmp_path):
+    line = one_line_error(aisignals("backfill", str(tmp_path / "nope.jsonl"), "--db", str(tmp_path / "x.duckdb"), check=False))
+    assert "no such file" in line
+
+
+def test_unwritable_db(tmp_path):
+    line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db",
+                                    str(tmp_path / "missing-dir" / "x.duckdb"), check=False))
+    assert "does not exist" in line
+
+
+def test_unreachable_bootstrap(tmp_path):
+    line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
+                                    "--bootstrap", "127.0.0.1:1", check=False))
+    assert "cannot reach" in line
+
+
+def test_bad_arguments():
+    assert "partitions" in one_line_error(aisignals("backfill", "x", "--db", "y", "--partitions", "0", check=False))
+    assert "No such command" in one_line_error(aisignals("frobnicate", check=False))
+
+
+def test_malformed_rules_file(tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[talent_drain]\nmin_ratio = 'high'\n")
+    line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
+                                    "--rules", str(rules), check=False))
+    assert "talent_drain.min_ratio" in line
+    rules.write_text("[talent_drain\n")
+    assert "rules.toml" in one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db",
+                                                    str(tmp_path / "x.duckdb"), "--rules", str(rules), check=False))
+
+
+def test_query_errors(tmp_path):
+    assert "no DuckDB file" in one_line_error(aisignals("query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1", check=False))
+
+
+def test_schema_is_the_models_json_schema():
+    schema = orjson.loads(aisignals("schema").stdout)
+    assert schema["discriminator"]["propertyName"] == "kind"
+    assert set(schema["discriminator"]["mapping"]) == {"hiring", "departure", "funding", "model_release"}
