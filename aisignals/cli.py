@@ -111,6 +111,35 @@ def query(
 
 
 @app.command()
+def generate(
+    output: Path = typer.Option(Path("-"), "--output", "-o", help="JSONL file to write ('-' = stdout)"),
+    scenario: str = typer.Option("steady", "--scenario", help="steady, talent-war or conformance-mix"),
+    events: int = typer.Option(10_000, "--events", min=1, help="number of events"),
+    seed: int = typer.Option(1, "--seed", help="random seed: the same seed gives the same file"),
+    start: str = typer.Option("2024-01-01", "--start", help="first day (YYYY-MM-DD)"),
+    days: int = typer.Option(365, "--days", min=1, help="days covered"),
+) -> None:
+    """Write synthetic SPEC §2 events (deterministic for a seed)."""
+    from datetime import date
+
+    from streams.synthetic import SCENARIOS, generate as make
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}", param_hint="--scenario")
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        raise typer.BadParameter(f"not a date: {start!r}", param_hint="--start") from None
+    out = sys.stdout.buffer if str(output) == "-" else open(output, "wb")
+    try:
+        for event in make(scenario, events, seed, first, days):
+            out.write(orjson.dumps(event) + b"\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the event wire format (derived from the pydantic models)."""
     sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")

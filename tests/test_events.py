@@ -1,0 +1,61 @@
+"""SPEC §2 parsing: the wire format, derived ids, UTC handling and dead-letter reasons."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.companies import CompanyNormalizer, slugify
+from streams.events import InvalidEvent, parse_event, to_wire
+
+
+def test_dates_and_offsets_become_utc():
+    e = parse_event(b'{"kind":"hiring","company":"X","occurred_at":"2024-04-12T23:30:00-05:00"}')
+    assert e.occurred_at.isoformat() == "2024-04-13T04:30:00+00:00"
+    assert parse_event(b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01"}').occurred_at.hour == 0
+    assert parse_event(b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01T10:00:00"}').occurred_at.tzinfo
+
+
+def test_derived_id_is_deterministic_and_content_based():
+    a = parse_event(b'{"kind":"funding","company":"X","occurred_at":"2024-01-01","amount_usd":5}')
+    b = parse_event(b'{"occurred_at":"2024-01-01T00:00:00Z","amount_usd":5,"company":"X","kind":"funding"}')
+    c = parse_event(b'{"kind":"funding","company":"X","occurred_at":"2024-01-01","amount_usd":6}')
+    assert a.event_id == b.event_id != c.event_id
+
+
+def test_extra_fields_are_kept_and_defaults_applied():
+    e = parse_event(b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","custom":{"a":[1]}}')
+    wire = orjson.loads(to_wire(e))
+    assert wire["custom"] == {"a": [1]} and wire["seniority"] == "unknown" and wire["headcount"] == 1
+
+
+@pytest.mark.parametrize("line,reason", [
+    (b'{"kind":"hiring"', "not JSON"),
+    (b'[1,2]', "JSON object"),
+    (b'{"company":"X","occurred_at":"2024-01-01"}', "kind: missing"),
+    (b'{"kind":"funding","company":"X","occurred_at":"2024-01-01"}', "amount_usd: Field required"),
+    (b'{"kind":"funding","company":"X","occurred_at":"2024-01-01","amount_usd":-1}', "greater than or equal to 0"),
+    (b'{"kind":"hiring","company":"X","occurred_at":"2024-02-31"}', "occurred_at"),
+    (b'{"kind":"hiring","company":"X","occurred_at":"3024-01-01"}', "year 3024"),
+    (b'{"kind":"hiring","company":"","occurred_at":"2024-01-01"}', "company"),
+    (b'{"kind":"hiring","company":"---","occurred_at":"2024-01-01"}', "no letters or digits"),
+    (b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","headcount":"3"}', "headcount"),
+    (b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","seniority":"boss"}', "seniority"),
+    (b'{"kind":"model_release","company":"X","occurred_at":"2024-01-01"}', "model_name"),
+    (b'{"kind":"funding","company":"X","occurred_at":"2024-01-01","amount_usd":NaN}', "not JSON"),
+    (b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","pad":"' + b"p" * 70_000 + b'"}', "over the 65536-byte limit"),
+])
+def test_invalid_events_have_one_line_reasons(line, reason):
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(line)
+    assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_company_normalisation_and_user_aliases(tmp_path):
+    assert slugify("  Google DeepMind!! ") == "google-deepmind"
+    n = CompanyNormalizer()
+    assert n.company_id("DeepMind") == n.company_id("Google DeepMind") == "google-deepmind"
+    assert n.company_id("Facebook AI Research") == n.company_id("FAIR") == "meta"
+    extra = tmp_path / "aliases.toml"
+    extra.write_text('[aliases]\n"Acme Intelligence" = ["acme", "ACME Labs"]\n')
+    assert CompanyNormalizer(extra).company_id("Acme Labs") == "acme-intelligence"

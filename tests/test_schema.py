@@ -1,0 +1,29 @@
+"""The schema has one source: the pydantic models. DDL and docs derive from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from sinks.schema import all_ddl, columns, markdown_reference
+from streams.records import EventRow, IndicatorRow
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+
+
+def test_docs_are_generated_from_models():
+    assert markdown_reference() in DOCS.read_text()
+
+
+def test_ddl_creates_spec_columns():
+    con = duckdb.connect()
+    for ddl in all_ddl():
+        con.execute(ddl)
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name='events'").fetchall())
+    assert types["occurred_at"] == "TIMESTAMP WITH TIME ZONE" and types["headcount"] == "INTEGER"
+    assert types["late"] == "BOOLEAN" and types["payload"] == "JSON" and types["amount_usd"] == "DOUBLE"
+    assert [c[0] for c in columns(IndicatorRow)][:3] == ["company_id", "window_days", "window_end"]
+    assert set(EventRow.model_fields) >= {"event_id", "kind", "company_id", "company", "counterparty_id", "occurred_at",
+                                          "ingested_at", "headcount", "seniority", "amount_usd", "model_name", "source",
+                                          "late", "payload"}
