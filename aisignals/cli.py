@@ -37,6 +37,8 @@ KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFil
 
 class InputFormat(str, Enum):
     jsonl = "jsonl"
+    epoch = "epoch"
+    aiwatch = "aiwatch"
 
 
 class OutputFormat(str, Enum):
@@ -51,8 +53,27 @@ def settings_from(**flags) -> Settings:
 
 
 def read_items(files: list[Path], fmt: InputFormat):
-    lines = (line for path in files for line in jsonl_lines(path))
-    return replay_order(lines)
+    """Replay items of the files, and the adapter's row accounting (None for JSONL)."""
+    if fmt is InputFormat.jsonl:
+        return replay_order(line for path in files for line in jsonl_lines(path)), None
+    from streams.adapters import ADAPTERS, Accounting
+    from streams.reader import RawLine
+
+    acc = Accounting()
+    adapter = ADAPTERS[fmt.value]
+    lines = [RawLine(origin, orjson.dumps(event)) for path in files for origin, event in adapter(path, acc)]
+    return replay_order(lines), acc
+
+
+def print_accounting(acc) -> None:
+    table = Table(title="input rows", show_header=False)
+    table.add_row("rows", str(acc.rows))
+    table.add_row("used", str(acc.used))
+    for reason, n in acc.skipped.most_common():
+        table.add_row(f"skipped: {reason}", str(n))
+    for kind, n in sorted(acc.events.items()):
+        table.add_row(f"{kind} events", str(n))
+    console.print(table)
 
 
 @app.command()
@@ -73,7 +94,9 @@ def backfill(
     check_db_writable(settings.db)
     rule_set = load_rules(settings.rules_file)
     paths = check_readable(files)
-    items = read_items(paths, fmt)
+    items, accounting = read_items(paths, fmt)
+    if accounting is not None:
+        print_accounting(accounting)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("replaying", total=len(items))

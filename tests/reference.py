@@ -130,10 +130,18 @@ def alerts(events, rules: RuleSet, stream_day: date) -> list[dict]:
             ("release_burst", rb.window_days, rb.enabled), ("hiring_spree", hs.window_days, hs.enabled)] if on]
         if tp.enabled:
             series += [("talent_poaching", tp.window_days, cp) for cp in sorted({e["to"] for e in evs if e["kind"] == "departure" and e["to"] and e["to"] != company})]
+        event_days = sorted(buckets)
         for rule, w, cp in series:
             current = None
             day = first
             while day <= stream_day:
+                if current is None and not any(day - timedelta(days=k) in buckets for k in range(w)):
+                    # nothing in the window and nothing firing: jump to the next day with an event
+                    later = [d for d in event_days if d > day]
+                    if not later:
+                        break
+                    day = later[0]
+                    continue
                 window_events = [e for d in (day - timedelta(days=k) for k in range(w)) for e in buckets.get(d, ())]
                 if rule == "talent_poaching":
                     n = sum(e["n"] for e in window_events if e["kind"] == "departure" and e["to"] == cp)
