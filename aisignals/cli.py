@@ -115,6 +115,25 @@ def backfill(
 
 
 @app.command()
+def up(
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", help="DuckDB file"),
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT of a Kafka cluster (default: embedded broker)"),
+    no_demo: bool = typer.Option(False, "--no-demo", help="do not replay the bundled data nor feed live events"),
+    seconds: Optional[float] = typer.Option(None, "--for", min=1, help="stop after this many seconds"),
+    rate: float = typer.Option(20.0, "--rate", min=1, help="live synthetic events per second after the replay"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+) -> None:
+    """The whole pipeline on one machine: broker, worker, sink, replay of the bundled real data, live trickle."""
+    from aisignals.live import run_up
+    from aisignals.pipeline import check_db_writable, quiet_logs
+
+    quiet_logs()
+    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions)
+    check_db_writable(settings.db)
+    asyncio.run(run_up(settings, not no_demo, seconds, rate, console))
+
+
+@app.command()
 def query(
     sql: str = typer.Argument(..., help="one read-only SQL statement"),
     db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
