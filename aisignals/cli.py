@@ -19,6 +19,7 @@ from processors.rules import RulesFileError, load_rules
 from sinks.duckdb_sink import SinkError
 from sinks.query import QueryError, run_query, to_csv, to_json
 from streams.broker import BrokerError
+from streams.adapters import MappingError
 from streams.companies import AliasFileError
 from streams.events import json_schema
 from streams.producer import ProduceError
@@ -32,13 +33,14 @@ console = Console()
 err = Console(stderr=True)
 
 KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFileError, ProduceError, QueryError,
-                TopicLayoutError, TimeoutError)
+                TopicLayoutError, TimeoutError, MappingError)
 
 
 class InputFormat(str, Enum):
     jsonl = "jsonl"
     epoch = "epoch"
     aiwatch = "aiwatch"
+    csv = "csv"
 
 
 class OutputFormat(str, Enum):
@@ -52,15 +54,17 @@ def settings_from(**flags) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
-def read_items(files: list[Path], fmt: InputFormat):
+def read_items(files: list[Path], fmt: InputFormat, mapping=None):
     """Replay items of the files, and the adapter's row accounting (None for JSONL)."""
     if fmt is InputFormat.jsonl:
         return replay_order(line for path in files for line in jsonl_lines(path)), None
-    from streams.adapters import ADAPTERS, Accounting
+    from functools import partial
+
+    from streams.adapters import ADAPTERS, Accounting, csv_events
     from streams.reader import RawLine
 
     acc = Accounting()
-    adapter = ADAPTERS[fmt.value]
+    adapter = partial(csv_events, mapping=mapping) if fmt is InputFormat.csv else ADAPTERS[fmt.value]
     lines = [RawLine(origin, orjson.dumps(event)) for path in files for origin, event in adapter(path, acc)]
     return replay_order(lines), acc
 
@@ -85,6 +89,10 @@ def backfill(
     partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64, help="partitions of company-keyed topics"),
     rules: Optional[Path] = typer.Option(None, "--rules", help="alert rules TOML (backtesting)"),
     lateness_days: Optional[float] = typer.Option(None, "--lateness-days", min=0, help="allowed lateness"),
+    maps: List[str] = typer.Option([], "--map", help="csv: FIELD=COLUMN (repeatable), e.g. --map company=org"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
+    date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
+    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML file with [columns], kind, date_format"),
 ) -> None:
     """Replay files through the streaming pipeline, wait until everything is written, print a summary."""
     from aisignals.pipeline import backfill as run_backfill, check_db_writable, quiet_logs
@@ -94,7 +102,12 @@ def backfill(
     check_db_writable(settings.db)
     rule_set = load_rules(settings.rules_file)
     paths = check_readable(files)
-    items, accounting = read_items(paths, fmt)
+    mapping = None
+    if fmt is InputFormat.csv:
+        from streams.adapters import CsvMapping
+
+        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
+    items, accounting = read_items(paths, fmt, mapping)
     if accounting is not None:
         print_accounting(accounting)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -274,14 +274,10 @@ class DuckDBSink:
             "late": pa.array(cols["late"], pa.bool_()),
             "payload": cols["payload"],
         })
-        self.con.register("incoming_events", table)
-        try:
-            self.con.execute(
-                "INSERT OR IGNORE INTO events SELECT event_id, kind, company_id, company, counterparty_id, occurred_at,"
-                " ingested_at, headcount, seniority, amount_usd, model_name, source, region, late, payload::JSON"
-                " FROM incoming_events")
-        finally:
-            self.con.unregister("incoming_events")
+        self._insert(
+            "INSERT OR IGNORE INTO events SELECT event_id, kind, company_id, company, counterparty_id, occurred_at,"
+            " ingested_at, headcount, seniority, amount_usd, model_name, source, region, late, payload::JSON"
+            " FROM incoming_events", "incoming_events", table)
         self.rows_written["events"] += len(events)
 
     def _write_indicators(self, rows: list[dict]) -> None:
@@ -291,32 +287,51 @@ class DuckDBSink:
         cols["window_end"] = pa.array([_date32(x) for x in cols["window_end"]], pa.date32())
         cols["talent_drain_ratio"] = pa.array(cols["talent_drain_ratio"], pa.float64())
         cols["funding_usd"] = pa.array(cols["funding_usd"], pa.float64())
-        self.con.register("incoming_indicators", pa.table(cols))
-        try:
-            self.con.execute(f"INSERT OR REPLACE INTO indicators SELECT {', '.join(names)} FROM incoming_indicators")
-        finally:
-            self.con.unregister("incoming_indicators")
+        self._insert(f"INSERT OR REPLACE INTO indicators SELECT {', '.join(names)} FROM incoming_indicators",
+                     "incoming_indicators", pa.table(cols))
         self.rows_written["indicators"] += len(rows)
 
+    def _insert(self, sql: str, name: str, table: pa.Table) -> None:
+        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips)."""
+        self.con.register(name, table)
+        try:
+            self.con.execute(sql)
+        finally:
+            self.con.unregister(name)
+
     def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now_us: int) -> None:
-        con = self.con
-        now = datetime.fromtimestamp(now_us / 1e6, tz=timezone.utc)
-        deletes = [[fp, start] for (fp, start), a in alerts.items() if a is None]
+        dumps = orjson.dumps
+        deletes = [(fp, start) for (fp, start), a in alerts.items() if a is None]
+        upserts = [a for a in alerts.values() if a is not None]
         if deletes:
-            con.executemany("DELETE FROM alerts WHERE fingerprint = ? AND starts_at = ?::DATE", deletes)
-        upserts = [
-            [a["fingerprint"], a["rule"], a["company_id"], a["counterparty_id"], a["severity"], a["status"],
-             a["starts_at"], a["ends_at"], orjson.dumps(a["evidence"]).decode(), orjson.dumps(a["labels"]).decode(),
-             orjson.dumps(a["annotations"]).decode(), now]
-            for a in alerts.values() if a is not None
-        ]
+            self._insert("DELETE FROM alerts USING gone WHERE alerts.fingerprint = gone.fingerprint"
+                         " AND alerts.starts_at = gone.starts_at", "gone",
+                         pa.table({"fingerprint": [d[0] for d in deletes],
+                                   "starts_at": pa.array([_date32(d[1]) for d in deletes], pa.date32())}))
         if upserts:
-            con.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?::DATE, ?::DATE, ?::JSON, ?::JSON, ?::JSON, ?)",
-                            upserts)
-        con.executemany(
-            "INSERT OR IGNORE INTO alert_history VALUES (?, ?::DATE, ?, ?, ?, ?::DATE, ?::DATE, ?, ?::JSON)",
-            [[a["fingerprint"], a["starts_at"], a["change"], a["severity"], a["status"], a["ends_at"],
-              a.get("previous_starts_at"), now, orjson.dumps(a).decode()] for a in history])
+            table = pa.table({
+                **{k: pa.array([a[k] for a in upserts], pa.string())
+                   for k in ("fingerprint", "rule", "company_id", "counterparty_id", "severity", "status")},
+                "starts_at": pa.array([_date32(a["starts_at"]) for a in upserts], pa.date32()),
+                "ends_at": pa.array([_date32(a["ends_at"]) for a in upserts], pa.date32()),
+                **{k: [dumps(a[k]).decode() for a in upserts] for k in ("evidence", "labels", "annotations")},
+                "updated_at": pa.array([now_us] * len(upserts), UTC_US),
+            })
+            self._insert("INSERT OR REPLACE INTO alerts SELECT fingerprint, rule, company_id, counterparty_id, severity,"
+                         " status, starts_at, ends_at, evidence::JSON, labels::JSON, annotations::JSON, updated_at"
+                         " FROM incoming_alerts", "incoming_alerts", table)
+        if history:
+            table = pa.table({
+                **{k: pa.array([a[k] for a in history], pa.string())
+                   for k in ("fingerprint", "change", "severity", "status")},
+                **{k: pa.array([_date32(a.get(k)) for a in history], pa.date32())
+                   for k in ("starts_at", "ends_at", "previous_starts_at")},
+                "recorded_at": pa.array([now_us] * len(history), UTC_US),
+                "message": [dumps(a).decode() for a in history],
+            })
+            self._insert("INSERT OR IGNORE INTO alert_history SELECT fingerprint, starts_at, change, severity, status,"
+                         " ends_at, previous_starts_at, recorded_at, message::JSON FROM incoming_history",
+                         "incoming_history", table)
         self.rows_written["alerts"] += len(upserts)
 
     def _write_dead_letters(self, rows: list[dict]) -> None:

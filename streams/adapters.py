@@ -250,4 +250,100 @@ def aiwatch_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
                 yield spell.origin, leave
 
 
+# ---- any CSV, with a column mapping ---------------------------------------------------------
+INT_FIELDS = {"headcount", "schema_version"}
+FLOAT_FIELDS = {"amount_usd", "parameters"}
+BOOL_FIELDS = {"open_weights"}
+LIST_FIELDS = {"investors"}
+
+
+class MappingError(ValueError):
+    """The column mapping cannot be used; the message is one line."""
+
+
+@dataclass
+class CsvMapping:
+    """Event field → CSV column, a fixed kind (or a kind column), and the date format."""
+
+    columns: dict[str, str]
+    kind: str | None = None
+    date_format: str | None = None  # strptime format; None = ISO 8601
+
+    @classmethod
+    def parse(cls, pairs: list[str], kind: str | None, date_format: str | None, mapping_file: Path | None) -> "CsvMapping":
+        columns: dict[str, str] = {}
+        if mapping_file is not None:
+            import tomllib
+            try:
+                data = tomllib.loads(Path(mapping_file).read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise MappingError(f"cannot read mapping file {mapping_file}: {exc}") from None
+            columns.update({str(k): str(v) for k, v in data.get("columns", {}).items()})
+            kind = kind or data.get("kind")
+            date_format = date_format or data.get("date_format")
+        for pair in pairs:
+            target, sep, column = pair.partition("=")
+            if not sep or not target.strip() or not column.strip():
+                raise MappingError(f"--map takes FIELD=COLUMN, got {pair!r}")
+            columns[target.strip()] = column.strip()
+        if "company" not in columns or "occurred_at" not in columns:
+            raise MappingError("the mapping needs at least company=COLUMN and occurred_at=COLUMN")
+        if kind is None and "kind" not in columns:
+            raise MappingError("give --kind KIND or map a kind column (--map kind=COLUMN)")
+        return cls(columns, kind, date_format)
+
+
+def _convert(name: str, text: str, date_format: str | None):
+    from datetime import datetime, timezone
+
+    if name == "occurred_at" and date_format:
+        try:
+            moment = datetime.strptime(text, date_format)
+        except ValueError:
+            raise ValueError(f"occurred_at {text!r} does not match {date_format!r}") from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+    if name in INT_FIELDS:
+        return int(text.replace(",", ""))
+    if name in FLOAT_FIELDS:
+        return float(text.replace(",", "").replace("$", ""))
+    if name in BOOL_FIELDS:
+        low = text.strip().lower()
+        if low in ("true", "yes", "1", "y"):
+            return True
+        if low in ("false", "no", "0", "n"):
+            return False
+        raise ValueError(f"{name}: not a boolean: {text!r}")
+    if name in LIST_FIELDS:
+        return [part.strip() for part in text.split(";") if part.strip()]
+    return text
+
+
+def csv_events(path: Path, acc: Accounting, mapping: CsvMapping) -> Iterator[tuple[str, dict]]:
+    from streams.events import InvalidEvent, parse_event
+    import orjson
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in mapping.columns.values() if c not in (reader.fieldnames or [])]
+        if missing:
+            raise MappingError(f"{path.name} has no column {missing[0]!r} (columns: {', '.join(reader.fieldnames or [])})")
+        for number, row in enumerate(reader, 2):
+            acc.rows += 1
+            event: dict = {"source": "csv"}
+            if mapping.kind:
+                event["kind"] = mapping.kind
+            try:
+                for target, column in mapping.columns.items():
+                    text = (row.get(column) or "").strip()
+                    if text:
+                        event[target] = _convert(target, text, mapping.date_format)
+                parse_event(orjson.dumps(event))
+            except (ValueError, InvalidEvent) as exc:
+                acc.skip(str(exc).splitlines()[0][:200])
+                continue
+            acc.used += 1
+            acc.events[event["kind"]] += 1
+            yield f"{path.name}:{number}", event
+
+
 ADAPTERS = {"epoch": epoch_events, "aiwatch": aiwatch_events}

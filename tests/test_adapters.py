@@ -81,3 +81,33 @@ def test_real_data_streaming_equals_batch(tmp_path, fmt, path):
     mine = sorted(fetch(db, "SELECT rule, company_id, coalesce(counterparty_id, ''), severity, strftime(starts_at, '%Y-%m-%d'),"
                             " coalesce(strftime(ends_at, '%Y-%m-%d'), '') FROM alerts"))
     assert mine == ref and len(mine) > 0
+
+
+def test_csv_adapter_with_mapping_skips_with_reasons(tmp_path):
+    from streams.adapters import CsvMapping, MappingError, csv_events
+
+    mapping = CsvMapping.parse(["company=org", "occurred_at=date", "amount_usd=usd", "round=stage", "investors=backers"],
+                               "funding", "%Y/%m/%d", None)
+    acc = Accounting()
+    events = [e for _, e in csv_events(ROOT / "tests" / "data" / "funding.csv", acc, mapping)]
+    assert acc.rows == 6 == acc.used + acc.skipped_total and acc.used == 2
+    assert [e["amount_usd"] for e in events] == [1e9, 9e9] and events[0]["investors"] == ["X", "Y"]
+    reasons = " | ".join(acc.skipped)
+    assert "greater than or equal to 0" in reasons and "does not match" in reasons and "amount_usd" in reasons
+    assert "company" in reasons
+    with pytest.raises(MappingError):
+        CsvMapping.parse(["company=org"], "funding", None, None)
+    with pytest.raises(MappingError):
+        list(csv_events(ROOT / "tests" / "data" / "funding.csv", Accounting(),
+                        CsvMapping.parse(["company=nope", "occurred_at=date"], "funding", None, None)))
+
+
+@pytest.mark.e2e
+def test_csv_backfill_reports_accounting(tmp_path):
+    db = tmp_path / "csv.duckdb"
+    out = aisignals("backfill", "--format", "csv", str(ROOT / "tests" / "data" / "funding.csv"), "--db", str(db),
+                    "--kind", "funding", "--map", "company=org", "--map", "occurred_at=date", "--map", "amount_usd=usd",
+                    "--date-format", "%Y/%m/%d")
+    assert "skipped" in out.stdout
+    assert fetch(db, "SELECT company_id, amount_usd FROM events ORDER BY occurred_at") == [("gamma", 1e9), ("gamma", 9e9)]
+    assert fetch(db, "SELECT rule, severity FROM alerts") == [("funding_surge", "critical")]
