@@ -194,6 +194,65 @@ def generate(
             out.close()
 
 
+alerts_app = typer.Typer(no_args_is_help=True, help="Alert instances: list them, explain one with its evidence.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
+    status: Optional[str] = typer.Option(None, "--status", help="firing or resolved"),
+    rule: Optional[str] = typer.Option(None, "--rule", help="talent_drain, talent_poaching, funding_surge, …"),
+    company: Optional[str] = typer.Option(None, "--company", help="company name or id"),
+    limit: int = typer.Option(50, "--limit", min=1),
+) -> None:
+    """Alert instances, newest first."""
+    from streams.companies import normalizer
+
+    where, params = [], []
+    if status:
+        where.append("status = ?"); params.append(status)
+    if rule:
+        where.append("rule = ?"); params.append(rule)
+    if company:
+        where.append("(company_id = ? OR counterparty_id = ?)"); params += [normalizer().company_id(company)] * 2
+    sql = ("SELECT fingerprint, rule, company_id, coalesce(counterparty_id, '') AS counterparty, severity, status,"
+           " starts_at, ends_at, evidence->>'count' AS evidence FROM alerts"
+           + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY starts_at DESC, rule LIMIT {limit}")
+    names, rows = run_query(db, sql, params=params)
+    table = Table(*names, title=f"alerts in {db}")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+@alerts_app.command("explain")
+def alerts_explain(
+    fingerprint: str = typer.Argument(..., help="the alert's fingerprint (from `alerts list`)"),
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
+) -> None:
+    """One alert's instances and the evidence events behind them, read from DuckDB."""
+    names, rows = run_query(db, "SELECT rule, company_id, counterparty_id, severity, status, starts_at, ends_at,"
+                                " annotations->>'summary', evidence FROM alerts WHERE fingerprint = ? ORDER BY starts_at",
+                            params=[fingerprint])
+    if not rows:
+        raise QueryError(f"no alert with fingerprint {fingerprint!r} in {db}")
+    for rule, company, counterparty, severity, status, starts, ends, summary, evidence in rows:
+        ev = orjson.loads(evidence)
+        console.print(f"[bold]{rule}[/bold] {company}{' → ' + counterparty if counterparty else ''}: {severity}, {status},"
+                      f" {starts} → {ends or 'still firing'}")
+        console.print(f"  {summary}")
+        _, events = run_query(
+            db, "SELECT event_id, kind, company, occurred_at::DATE AS day, headcount, seniority,"
+                " payload->>'to_company' AS to_company, amount_usd, model_name FROM events"
+                " WHERE list_contains(?::VARCHAR[], event_id) ORDER BY occurred_at", params=[ev["event_ids"]])
+        table = Table("event_id", "kind", "company", "day", "headcount", "seniority", "to", "amount_usd", "model",
+                      title=f"evidence: {len(ev['event_ids'])} of {ev['count']} events in the window on {starts}")
+        for row in events:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the event wire format (derived from the pydantic models)."""

@@ -72,7 +72,7 @@ def view(pipeline: Pipeline, started: float) -> Group:
 
 
 async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: float, console) -> None:
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, live=True)
     await asyncio.to_thread(pipeline.start_broker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

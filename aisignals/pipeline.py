@@ -64,8 +64,9 @@ class Pipeline:
     """Broker (embedded or not) + worker + sink, started and stopped together."""
 
     def __init__(self, settings: Settings, rules: RuleSet | None = None,
-                 companies: CompanyNormalizer | None = None) -> None:
+                 companies: CompanyNormalizer | None = None, live: bool = False) -> None:
         self.settings = settings
+        self.live = live
         self.rules = rules if rules is not None else load_rules(settings.rules_file)
         self.companies = companies if companies is not None else normalizer(settings.aliases_file)
         self.topics = Topics(settings.topic_prefix, settings.partitions)
@@ -96,7 +97,8 @@ class Pipeline:
         check_db_writable(s.db)
         self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
         self.sink.on_backfill.append(self._backfill_done)
-        self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows), s.lateness_days)
+        self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows), s.lateness_days,
+                             wall_clock=self.live)
         seen, max_us, facts, published = self.sink.load_worker_state()
         corrections = self.worker.restore(seen, max_us, facts, published)
         await self.worker.start()

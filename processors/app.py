@@ -55,7 +55,8 @@ class Worker:
     """The stream processors: one Faust app, a sequencer, and an engine per events partition."""
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
-                 windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None):
+                 windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
+                 wall_clock: bool = False):
         self.topics = topics
         self.rules = rules
         self.windows = windows
@@ -83,6 +84,21 @@ class Worker:
         events = self.app.topic(topics.events, partitions=topics.partitions, key_serializer="raw", value_serializer="raw")
         self.app.agent(ingest, name="sequence")(self._sequence)
         self.app.agent(events, name="companies")(self._companies)
+        self.wall_clock_day: int | None = None
+        if wall_clock:
+            # live mode: stream time also follows the wall clock, so alerts resolve as real days pass
+            self.app.timer(interval=30.0, name="wall_clock")(self._wall_clock)
+
+    async def _wall_clock(self) -> None:
+        today = datetime.now(timezone.utc).date().toordinal()
+        known = self.sequencer.max_time_us
+        if known is not None and _day_of_us(known) >= today:
+            return
+        if self.wall_clock_day != today:
+            self.wall_clock_day = today
+            value = orjson.dumps({"stream_day": today})
+            for partition in range(self.topics.partitions):
+                await self._send(self.topics.events, value, None, partition, None, [(CONTROL, CLOCK)])
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -195,7 +211,8 @@ class Worker:
                     if control is None:
                         engine.add(self._fact(message.value))
                     elif control == CLOCK:
-                        engine.advance(_day_of_us(orjson.loads(message.value)["stream_time_us"]))
+                        clock = orjson.loads(message.value)
+                        engine.advance(clock["stream_day"] if "stream_day" in clock else _day_of_us(clock["stream_time_us"]))
                     elif control == BARRIER:
                         info = orjson.loads(message.value)
                         if info.get("stream_time_us") is not None:

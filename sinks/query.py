@@ -18,13 +18,13 @@ class QueryError(ValueError):
     """The statement failed; the message is one line."""
 
 
-def run_query(db: Path, sql: str, max_rows: int = 10_000) -> tuple[list[str], list[tuple]]:
+def run_query(db: Path, sql: str, max_rows: int = 10_000, params: list | None = None) -> tuple[list[str], list[tuple]]:
     if not Path(db).exists():
         raise SinkError(f"no DuckDB file at {db}")
     con = connect(db, read_only=True)
     try:
         try:
-            cursor = con.execute(sql)
+            cursor = con.execute(sql, params) if params else con.execute(sql)
         except duckdb.Error as exc:
             raise QueryError(str(exc).splitlines()[0]) from None
         if cursor.description is None:

@@ -85,9 +85,10 @@ def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = N
         if present:
             for meta in admin.describe_topics(list(present)):
                 have = len(meta.get("partitions", []))
-                if have and have != present[meta["topic"]]:
+                name = meta.get("name") or meta.get("topic")
+                if have and name in present and have != present[name]:
                     raise TopicLayoutError(
-                        f"topic {meta['topic']} has {have} partitions, the pipeline expects {present[meta['topic']]}"
+                        f"topic {name} has {have} partitions, the pipeline expects {present[name]}"
                         " (use --partitions to match, or a fresh --topic-prefix)"
                     )
     finally:

@@ -57,3 +57,13 @@ def test_schema_is_the_models_json_schema():
     schema = orjson.loads(aisignals("schema").stdout)
     assert schema["discriminator"]["propertyName"] == "kind"
     assert set(schema["discriminator"]["mapping"]) == {"hiring", "departure", "funding", "model_release"}
+
+
+@pytest.mark.e2e
+def test_partition_mismatch_on_existing_topics_is_one_line(tmp_path, broker):
+    from streams.topics import Topics, ensure_topics
+
+    ensure_topics(broker.bootstrap, Topics(partitions=4))
+    line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
+                                    "--bootstrap", broker.bootstrap, "--partitions", "2", check=False))
+    assert "has 4 partitions" in line
