@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from processors.rules import RulesFileError, load_rules
-from sinks.duckdb_sink import SinkError
+from sinks.database import SinkError
 from sinks.query import QueryError, run_query, to_csv, to_json
 from streams.broker import BrokerError
 from streams.adapters import MappingError

@@ -44,9 +44,7 @@ def trickle(n: int, seed: int) -> list[ReplayItem]:
 
 
 def view(pipeline: Pipeline, started: float) -> Group:
-    sink = pipeline.sink
-    cur = sink.con.cursor()
-    try:
+    with pipeline.sink.db.reader() as cur:
         events, dead = cur.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)").fetchone()
         drain = cur.execute(
             "SELECT company_id, departures, hires, round(talent_drain_ratio, 2) FROM indicators i "
@@ -55,8 +53,6 @@ def view(pipeline: Pipeline, started: float) -> Group:
             "ORDER BY talent_drain_ratio DESC, departures DESC LIMIT 8").fetchall()
         alerts = cur.execute("SELECT rule, company_id, coalesce(counterparty_id, ''), severity, status, starts_at "
                              "FROM alerts ORDER BY updated_at DESC, starts_at DESC LIMIT 8").fetchall()
-    finally:
-        cur.close()
     elapsed = max(time.monotonic() - started, 1e-9)
     head = Table(show_header=False, title="ai-signals")
     head.add_row("events stored", f"{events:,}")

@@ -18,7 +18,8 @@ from typing import Callable, Iterable
 
 from processors.app import Worker
 from processors.rules import RuleSet, load_rules
-from sinks.duckdb_sink import DuckDBSink, SinkError
+from sinks.database import SinkError
+from sinks.duckdb_sink import DuckDBSink
 from streams.broker import EmbeddedBroker, check_reachable
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id

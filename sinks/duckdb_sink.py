@@ -22,32 +22,13 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.facts import fact_from_fields
-from sinks.schema import all_ddl
+from sinks.database import Database, SinkError
 from streams.companies import CompanyNormalizer
 from streams.topics import BARRIER, CLOCK, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
 UTC_US = pa.timestamp("us", tz="UTC")
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-class SinkError(RuntimeError):
-    """The DuckDB file cannot be opened or written."""
-
-
-def connect(db: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the DuckDB file (UTC session), creating the tables when writable."""
-    try:
-        if not read_only:
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(db), read_only=read_only)
-    except (duckdb.Error, OSError) as exc:
-        raise SinkError(f"cannot open DuckDB file {db}: {str(exc).splitlines()[0]}") from None
-    con.execute("SET TimeZone = 'UTC'")
-    if not read_only:
-        for ddl in all_ddl():
-            con.execute(ddl)
-    return con
 
 
 def _us(iso: str) -> int:
@@ -85,13 +66,14 @@ class DuckDBSink:
 
     def __init__(self, db: Path, topics: Topics, companies: CompanyNormalizer, run_id: str,
                  flush_rows: int = 20_000, flush_seconds: float = 0.5) -> None:
-        self.db = Path(db)
+        self.db = Database(Path(db))
         self.topics = topics
         self.companies = companies
         self.run_id = run_id
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        self.con = connect(self.db)
+        self.db.create()
+        self.con: duckdb.DuckDBPyConnection | None = None  # open only during a flush
         self.batch = Batch()
         self.barriers: dict[str, dict] = defaultdict(dict)  # batch id -> {(topic, partition): info}
         self.finished: list[tuple[str, dict]] = []
@@ -102,7 +84,11 @@ class DuckDBSink:
     # ---- durable state for the worker --------------------------------------------------
     def load_worker_state(self):
         """What the stream processors need to continue: seen ids, watermark, facts, published alerts."""
-        con = self.con
+        with self.db.writer() as con:
+            return self._load_worker_state(con)
+
+    @staticmethod
+    def _load_worker_state(con):
         seen = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
         max_us = con.execute(
             "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
@@ -118,8 +104,9 @@ class DuckDBSink:
         return seen, max_us, facts, published
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
-        rows = self.con.execute(
-            "SELECT topic, partition, next_offset FROM sink_offsets WHERE run_id = ?", [self.run_id]).fetchall()
+        with self.db.writer() as con:
+            rows = con.execute(
+                "SELECT topic, partition, next_offset FROM sink_offsets WHERE run_id = ?", [self.run_id]).fetchall()
         return {(t, p): o for t, p, o in rows}
 
     # ---- consuming ---------------------------------------------------------------------
@@ -212,7 +199,14 @@ class DuckDBSink:
         """Write the buffered batch and the offsets it covers in one transaction."""
         b, self.batch = self.batch, Batch()
         now_us = int(time.time() * 1_000_000)
-        con = self.con
+        with self.db.writer() as con:
+            self.con = con
+            try:
+                self._flush(b, con, now_us)
+            finally:
+                self.con = None
+
+    def _flush(self, b: Batch, con, now_us: int) -> None:
         con.execute("BEGIN TRANSACTION")
         try:
             if b.events:
@@ -341,4 +335,4 @@ class DuckDBSink:
         self.rows_written["dead_letters"] += len(rows)
 
     def close(self) -> None:
-        self.con.close()
+        """Nothing is held between flushes."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from sinks.duckdb_sink import SinkError, connect
+from sinks.database import Database
 
 
 class QueryError(ValueError):
@@ -19,10 +19,8 @@ class QueryError(ValueError):
 
 
 def run_query(db: Path, sql: str, max_rows: int = 10_000, params: list | None = None) -> tuple[list[str], list[tuple]]:
-    if not Path(db).exists():
-        raise SinkError(f"no DuckDB file at {db}")
-    con = connect(db, read_only=True)
-    try:
+    database = db if isinstance(db, Database) else Database(Path(db))
+    with database.reader() as con:
         try:
             cursor = con.execute(sql, params) if params else con.execute(sql)
         except duckdb.Error as exc:
@@ -32,8 +30,6 @@ def run_query(db: Path, sql: str, max_rows: int = 10_000, params: list | None = 
         names = [d[0] for d in cursor.description]
         rows = cursor.fetchmany(max_rows)
         return names, rows
-    finally:
-        con.close()
 
 
 def _plain(value):

@@ -1,0 +1,89 @@
+"""Access to the DuckDB file, shared fairly between the sink's writes and everyone's reads.
+
+DuckDB allows one writing process per file, or any number of read-only ones. The sink therefore
+holds the file only while it flushes a batch: between flushes a stock DuckDB client in another
+process can open it read-only and see data no older than one flush. Inside one process a lock
+serialises the writer and readers (DuckDB refuses two connections with different settings there).
+Both sides retry for a while when the other process holds the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from sinks.schema import all_ddl
+
+
+class SinkError(RuntimeError):
+    """The DuckDB file cannot be opened or written."""
+
+
+def _locked(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "different configuration" in text
+
+
+class Database:
+    """One DuckDB file: short-lived writer connections, read-only reader connections, with retries."""
+
+    def __init__(self, path: Path, wait_seconds: float = 30.0) -> None:
+        self.path = Path(path)
+        self.wait_seconds = wait_seconds
+        self.lock = threading.RLock()
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.wait_seconds
+        delay = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except (duckdb.Error, OSError) as exc:
+                if _locked(exc) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+                    continue
+                if _locked(exc):
+                    raise SinkError(f"DuckDB file {self.path} stayed locked by another process for {self.wait_seconds:.0f} s") from None
+                raise SinkError(f"cannot open DuckDB file {self.path}: {str(exc).splitlines()[0]}") from None
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    def create(self) -> None:
+        """Create the file and every table (idempotent)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.writer() as con:
+            for ddl in all_ddl():
+                con.execute(ddl)
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.lock:
+            con = self._connect(read_only=False)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextlib.contextmanager
+    def reader(self, sandboxed: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection; sandboxed = no files, no network, no extensions, settings locked."""
+        if not self.path.exists():
+            raise SinkError(f"no DuckDB file at {self.path}")
+        with self.lock:
+            con = self._connect(read_only=True)
+            try:
+                if sandboxed:
+                    con.execute("SET enable_external_access = false")
+                    con.execute("SET autoinstall_known_extensions = false")
+                    con.execute("SET autoload_known_extensions = false")
+                    con.execute("SET lock_configuration = true")
+                yield con
+            finally:
+                con.close()
