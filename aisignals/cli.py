@@ -135,13 +135,15 @@ def up(
     seconds: Optional[float] = typer.Option(None, "--for", min=1, help="stop after this many seconds"),
     rate: float = typer.Option(20.0, "--rate", min=1, help="live synthetic events per second after the replay"),
     partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="HTTP port (0 = any free port)"),
+    host: Optional[str] = typer.Option(None, "--host", help="HTTP bind address (needs a token unless loopback)"),
 ) -> None:
     """The whole pipeline on one machine: broker, worker, sink, replay of the bundled real data, live trickle."""
     from aisignals.live import run_up
     from aisignals.pipeline import check_db_writable, quiet_logs
 
     quiet_logs()
-    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions)
+    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, port=port, host=host)
     check_db_writable(settings.db)
     asyncio.run(run_up(settings, not no_demo, seconds, rate, console))
 
@@ -251,6 +253,65 @@ def alerts_explain(
         for row in events:
             table.add_row(*("" if v is None else str(v) for v in row))
         console.print(table)
+
+
+@alerts_app.command("tail")
+def alerts_tail(
+    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    rule: Optional[str] = typer.Option(None, "--rule"),
+    severity: Optional[str] = typer.Option(None, "--severity"),
+    company: Optional[str] = typer.Option(None, "--company"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the oldest retained alert"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="stop after this many alerts"),
+    idle: Optional[float] = typer.Option(None, "--idle", min=0.1, help="stop after this many seconds without alerts"),
+) -> None:
+    """Follow alert state changes on the alerts topic (one JSON line each)."""
+    from streams.broker import check_reachable
+    from streams.companies import normalizer
+    from streams.topics import CONTROL, Topics
+
+    check_reachable(bootstrap)
+    settings = settings_from(partitions=partitions)
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    company_id = normalizer().company_id(company) if company else None
+
+    async def follow() -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                await (consumer.seek_to_beginning(tp) if from_beginning else consumer.seek_to_end(tp))
+            seen, quiet_since = 0, asyncio.get_running_loop().time()
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                now = asyncio.get_running_loop().time()
+                if not batch and idle is not None and now - quiet_since > idle:
+                    return
+                for messages in batch.values():
+                    for m in messages:
+                        quiet_since = now
+                        if any(k == CONTROL for k, _ in (m.headers or ())):
+                            continue
+                        a = orjson.loads(m.value)
+                        if (rule and a["rule"] != rule) or (severity and a["severity"] != severity) or (
+                                company_id and company_id not in (a["company_id"], a["counterparty_id"])):
+                            continue
+                        sys.stdout.write(orjson.dumps({k: a[k] for k in (
+                            "status", "change", "rule", "company_id", "counterparty_id", "severity", "starts_at",
+                            "ends_at", "fingerprint")} | {"summary": a["annotations"]["summary"]}).decode() + "\n")
+                        sys.stdout.flush()
+                        seen += 1
+                        if count is not None and seen >= count:
+                            return
+        finally:
+            await consumer.stop()
+
+    asyncio.run(follow())
 
 
 @app.command()

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from aisignals.pipeline import Pipeline
+from aisignals.pipeline import Pipeline, bind_host
 from streams.adapters import Accounting, aiwatch_events, epoch_events
 from streams.reader import RawLine, ReplayItem, replay_order
 from streams.settings import Settings
@@ -77,7 +77,12 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
     started = time.monotonic()
     try:
         await pipeline.start()
-        console.print(f"ai-signals is up: broker {pipeline.bootstrap}, DuckDB {settings.db} (Ctrl-C stops)")
+        host, note = bind_host(settings)
+        if note:
+            console.print(note)
+        http = await pipeline.serve_http(host, settings.port)
+        console.print(f"ai-signals is up: dashboard {http.url} · broker {pipeline.bootstrap} · DuckDB {settings.db} (Ctrl-C stops)",
+                      soft_wrap=True)
 
         async def feed() -> None:
             if demo:
@@ -109,6 +114,8 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
         except (asyncio.CancelledError, Exception):
             pass
     finally:
+        if "http" in locals():
+            await http.stop()
         await pipeline.stop()
         pipeline.stop_broker()
     console.print("ai-signals stopped; the DuckDB file is closed and usable.")

@@ -124,6 +124,21 @@ class Pipeline:
         if self.broker is not None:
             self.broker.stop()
 
+    def readiness(self) -> tuple[bool, dict]:
+        """Ready only when the broker, the worker and the sink are."""
+        broker = self.broker.alive() if self.broker is not None else self.bootstrap is not None
+        worker = self.worker is not None and self.worker.app.started
+        sink = self._sink_task is not None and not self._sink_task.done()
+        return broker and worker and sink, {"broker": broker, "worker": worker, "sink": sink}
+
+    async def serve_http(self, host: str, port: int) -> "HttpServer":
+        from sinks.http import create_app
+
+        app = create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies, self.readiness)
+        server = HttpServer(app, host, port)
+        await server.start()
+        return server
+
     def sink_failed(self) -> BaseException | None:
         if self._sink_task is not None and self._sink_task.done() and not self._sink_task.cancelled():
             return self._sink_task.exception()
@@ -182,3 +197,46 @@ async def backfill(settings: Settings, items: list[ReplayItem], progress: Callab
     summary.lines = len(items)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class HttpServer:
+    """uvicorn inside the pipeline's event loop."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.task: asyncio.Task | None = None
+        self.host, self.port = host, port
+
+    async def start(self, timeout: float = 15.0) -> None:
+        self.task = asyncio.create_task(self.server.serve(), name="http")
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if self.task.done():
+                exc = self.task.exception() if not self.task.cancelled() else None
+                raise OSError(f"HTTP server could not start on {self.host}:{self.port}: {exc or 'exited'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("HTTP server did not start")
+            await asyncio.sleep(0.05)
+        sockets = [s for server in (self.server.servers or []) for s in server.sockets]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, SystemExit):
+                await self.task
+
+
+def bind_host(settings: Settings) -> tuple[str, str | None]:
+    """Without a token the server binds only to loopback; the note says so."""
+    loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+    if settings.token is None and not loopback:
+        return "127.0.0.1", f"no token configured: binding to 127.0.0.1 instead of {settings.host}"
+    return settings.host, None

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `aisignals up` / `serve`")
     flush_rows: int = Field(default=20_000, ge=1, description="sink: flush after this many buffered records")
     flush_seconds: float = Field(default=0.5, gt=0, description="sink: flush at least this often")
+    host: str = Field(default="127.0.0.1", description="HTTP bind address (without a token only loopback is allowed)")
+    token: str | None = Field(default=None, description="bearer token for POST /v1/events and /v1/query", repr=False)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest accepted HTTP request body")
+    query_timeout_seconds: float = Field(default=5.0, gt=0, description="ad-hoc SQL is interrupted after this")
+    query_max_rows: int = Field(default=10_000, ge=1, description="ad-hoc SQL returns at most this many rows")
+    webhooks_file: Path | None = Field(default=None, description="TOML file of webhook receivers ([[webhook]] url, secret, filters)")
+    alertmanager_url: str | None = Field(default=None, description="push alerts to this Alertmanager (…/api/v2/alerts)")
     log_dir: Path | None = Field(default=None, description="where the embedded broker log goes; unset = beside the DB")
 
     def log_path(self) -> Path:

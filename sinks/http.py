@@ -1,0 +1,259 @@
+"""The HTTP interface: event ingest, alerts (list and Server-Sent Events), read-only SQL, health and metrics.
+
+Thin on purpose: validation is ``streams.events``, storage is DuckDB through ``sinks.database``,
+the alert stream is the alerts topic itself (each SSE client reads it from Kafka, so
+``Last-Event-ID`` — the per-partition positions after the last message — resumes exactly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+from typing import Any, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+
+from sinks.database import Database, SinkError
+from sinks.query import QueryError, to_csv
+from streams.companies import CompanyNormalizer
+from streams.events import InvalidEvent, parse_event, to_wire
+from streams.settings import Settings
+from streams.topics import CONTROL, ORIGIN, Topics
+
+import duckdb
+
+
+class QueryRequest(BaseModel):
+    sql: str = Field(description="one read-only SELECT statement")
+    format: str = Field(default="json", pattern="^(json|csv)$")
+    max_rows: int | None = Field(default=None, ge=1)
+
+
+def split_body(body: bytes, content_type: str) -> list[bytes]:
+    """One event, a JSON array of events, or NDJSON → raw items (each validated on its own)."""
+    text = body.strip()
+    if not text:
+        raise HTTPException(400, "empty body")
+    if "ndjson" in content_type or "jsonl" in content_type:
+        return [line for line in text.splitlines() if line.strip()]
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if b"\n" in text:  # NDJSON without the content type
+            return [line for line in text.splitlines() if line.strip()]
+        raise HTTPException(400, f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
+    if isinstance(parsed, list):
+        return [orjson.dumps(item) for item in parsed]
+    return [text]
+
+
+def run_sql(database: Database, sql: str, max_rows: int, timeout: float) -> tuple[list[str], list[tuple], bool]:
+    """Exactly one read-only statement, on a sandboxed connection, interrupted after ``timeout``."""
+    with database.reader() as con:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0]) from None
+        if len(statements) != 1:
+            raise QueryError(f"exactly one statement is allowed, got {len(statements)}")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise QueryError(f"only SELECT queries are allowed, got {statements[0].type.name}")
+        timer = threading.Timer(timeout, con.interrupt)
+        timer.start()
+        try:
+            cursor = con.execute(sql)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise QueryError(f"query cancelled after {timeout:g} s") from None
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0]) from None
+        finally:
+            timer.cancel()
+    return names, rows[:max_rows], len(rows) > max_rows
+
+
+def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Database, companies: CompanyNormalizer,
+               ready: Callable[[], tuple[bool, dict]] | None = None) -> FastAPI:
+    app = FastAPI(title="ai-signals", version="0.1.0",
+                  description="Push AI-industry events, subscribe to alerts, query DuckDB.")
+    state: dict[str, Any] = {}
+
+    @app.on_event("startup")
+    async def _start() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2)
+        await producer.start()
+        state["producer"] = producer
+
+    @app.on_event("shutdown")
+    async def _stop() -> None:
+        producer = state.pop("producer", None)
+        if producer is not None:
+            await producer.stop()
+
+    def authorised(request: Request) -> None:
+        if settings.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    async def body_of(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise HTTPException(413, f"body over {settings.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise HTTPException(413, f"body over {settings.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.post("/v1/events", status_code=202, dependencies=[Depends(authorised)])
+    async def post_events(request: Request):
+        """One event, a JSON array, or NDJSON. Valid items are accepted even when others are not."""
+        body = await body_of(request)
+        producer: AIOKafkaProducer = state["producer"]
+        try:
+            items = split_body(body, request.headers.get("content-type", ""))
+        except HTTPException:
+            # a malformed body is still not lost: it goes to the dead letters through the pipeline
+            await producer.send(topics.ingest, body, headers=[(ORIGIN, b"http")])
+            raise
+        accepted, errors = [], []
+        for index, raw in enumerate(items):
+            try:
+                event = parse_event(raw)
+            except InvalidEvent as exc:
+                errors.append({"index": index, "error": str(exc)})
+                await producer.send(topics.ingest, raw, headers=[(ORIGIN, f"http:{index}".encode())])
+                continue
+            key = companies.company_id(event.company).encode()
+            await producer.send(topics.ingest, to_wire(event), key=key, headers=[(ORIGIN, f"http:{index}".encode())])
+            accepted.append(event.event_id)
+        await producer.flush()
+        payload = {"accepted": len(accepted), "event_ids": accepted}
+        if errors:
+            return JSONResponse({**payload, "detail": "some events are invalid", "errors": errors}, status_code=422)
+        return payload
+
+    @app.get("/v1/alerts")
+    async def get_alerts(status: str = Query("firing", pattern="^(firing|resolved|all)$"), rule: str | None = None,
+                         severity: str | None = None, company: str | None = None, limit: int = Query(500, ge=1, le=10_000)):
+        """Alert instances (firing now by default), newest first."""
+        where, params = [], []
+        if status != "all":
+            where.append("status = ?"); params.append(status)
+        if rule:
+            where.append("rule = ?"); params.append(rule)
+        if severity:
+            where.append("severity = ?"); params.append(severity)
+        if company:
+            where.append("(company_id = ? OR counterparty_id = ?)"); params += [companies.company_id(company)] * 2
+        sql = ("SELECT fingerprint, rule, company_id, counterparty_id, severity, status, strftime(starts_at, '%Y-%m-%d'),"
+               " strftime(ends_at, '%Y-%m-%d'), labels, annotations, evidence FROM alerts"
+               + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY starts_at DESC LIMIT {limit}")
+
+        def read():
+            with database.reader() as con:
+                return con.execute(sql, params).fetchall()
+
+        rows = await asyncio.to_thread(read)
+        keys = ("fingerprint", "rule", "company_id", "counterparty_id", "severity", "status", "starts_at", "ends_at")
+        return [{**dict(zip(keys, r[:8])), "labels": orjson.loads(r[8]), "annotations": orjson.loads(r[9]),
+                 "evidence": orjson.loads(r[10])} for r in rows]
+
+    @app.get("/v1/alerts/stream")
+    async def alert_stream(request: Request, rule: str | None = None, severity: str | None = None,
+                           company: str | None = None, from_beginning: bool = False):
+        """Server-Sent Events of alert state changes; reconnect with Last-Event-ID to resume."""
+        resume = request.headers.get("last-event-id")
+        company_id = companies.company_id(company) if company else None
+
+        async def events():
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                        client_id="aisignals-sse", fetch_max_wait_ms=50)
+            await consumer.start()
+            try:
+                tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
+                consumer.assign(tps)
+                positions = {}
+                if resume:
+                    for part in resume.split(","):
+                        p, _, o = part.partition(":")
+                        if p.isdigit() and o.isdigit():
+                            positions[int(p)] = int(o)
+                for tp in tps:
+                    if tp.partition in positions:
+                        consumer.seek(tp, positions[tp.partition])
+                    elif from_beginning:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        await consumer.seek_to_end(tp)
+                for tp in tps:
+                    positions[tp.partition] = await consumer.position(tp)
+                yield {"event": "ready", "id": ",".join(f"{p}:{o}" for p, o in sorted(positions.items())), "data": "{}"}
+                while not await request.is_disconnected():
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for tp, messages in batch.items():
+                        for m in messages:
+                            positions[tp.partition] = m.offset + 1
+                            if any(k == CONTROL for k, _ in (m.headers or ())):
+                                continue
+                            alert = orjson.loads(m.value)
+                            if (rule and alert["rule"] != rule) or (severity and alert["severity"] != severity) or (
+                                    company_id and company_id not in (alert["company_id"], alert["counterparty_id"])):
+                                continue
+                            yield {"event": "alert", "id": ",".join(f"{p}:{o}" for p, o in sorted(positions.items())),
+                                   "data": orjson.dumps(alert).decode()}
+            finally:
+                await consumer.stop()
+
+        return EventSourceResponse(events(), ping=15)
+
+    @app.post("/v1/query", dependencies=[Depends(authorised)])
+    async def post_query(request: QueryRequest):
+        """Read-only SQL over the live data: one SELECT, sandboxed, with a row cap and a timeout."""
+        cap = min(request.max_rows or settings.query_max_rows, settings.query_max_rows)
+        try:
+            names, rows, truncated = await asyncio.to_thread(run_sql, database, request.sql, cap,
+                                                             settings.query_timeout_seconds)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except SinkError as exc:
+            raise HTTPException(503, str(exc)) from None
+        if request.format == "csv":
+            return PlainTextResponse(to_csv(names, rows), media_type="text/csv",
+                                     headers={"X-Truncated": str(truncated).lower()})
+        return Response(orjson.dumps({"columns": names, "rows": rows, "truncated": truncated}, default=str),
+                        media_type="application/json")
+
+    @app.get("/", include_in_schema=False)
+    async def home():
+        from fastapi.responses import RedirectResponse
+
+        return RedirectResponse("/docs")
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        ok, parts = ready() if ready is not None else (True, {})
+        return JSONResponse({"ready": ok, **parts}, status_code=200 if ok else 503)
+
+    return app
