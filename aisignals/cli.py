@@ -19,6 +19,7 @@ from processors.rules import RulesFileError, load_rules
 from sinks.database import SinkError
 from sinks.query import QueryError, run_query, to_csv, to_json
 from streams.broker import BrokerError
+from sinks.delivery import WebhookConfigError
 from streams.adapters import MappingError
 from streams.companies import AliasFileError
 from streams.events import json_schema
@@ -33,7 +34,7 @@ console = Console()
 err = Console(stderr=True)
 
 KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFileError, ProduceError, QueryError,
-                TopicLayoutError, TimeoutError, MappingError)
+                TopicLayoutError, TimeoutError, MappingError, WebhookConfigError, OSError)
 
 
 class InputFormat(str, Enum):
@@ -137,13 +138,19 @@ def up(
     partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="HTTP port (0 = any free port)"),
     host: Optional[str] = typer.Option(None, "--host", help="HTTP bind address (needs a token unless loopback)"),
+    webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
+    alertmanager: Optional[str] = typer.Option(None, "--alertmanager", help="Alertmanager base URL to push alerts to"),
 ) -> None:
     """The whole pipeline on one machine: broker, worker, sink, replay of the bundled real data, live trickle."""
     from aisignals.live import run_up
     from aisignals.pipeline import check_db_writable, quiet_logs
 
     quiet_logs()
-    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, port=port, host=host)
+    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, port=port, host=host,
+                             webhooks_file=webhooks, alertmanager_url=alertmanager)
+    from sinks.delivery import load_receivers
+
+    load_receivers(settings.webhooks_file)  # a malformed file fails here, in one line
     check_db_writable(settings.db)
     asyncio.run(run_up(settings, not no_demo, seconds, rate, console))
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 from processors.app import Worker
 from processors.rules import RuleSet, load_rules
 from sinks.database import SinkError
+from sinks.delivery import Delivery, load_receivers
 from sinks.duckdb_sink import DuckDBSink
 from streams.broker import EmbeddedBroker, check_reachable
 from streams.companies import CompanyNormalizer, normalizer
@@ -109,9 +110,18 @@ class Pipeline:
         for partition, alerts in by_partition.items():
             await self.worker.publish(partition, [], alerts)
         self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink), name="sink")
+        self.delivery = None
+        receivers = load_receivers(s.webhooks_file, self.companies.company_id)
+        if receivers or s.alertmanager_url:
+            self.delivery = Delivery(self.sink.db, receivers, s.alertmanager_url, f"http://{s.host}:{s.port}/")
+            self.sink.after_flush.append(self.delivery.wake.set)
+            self._delivery_task = asyncio.create_task(self.delivery.run(self._stop_sink), name="delivery")
 
     async def stop(self) -> None:
         self._stop_sink.set()
+        if getattr(self, "_delivery_task", None) is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery_task
         if self._sink_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sink_task

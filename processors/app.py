@@ -30,6 +30,30 @@ from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, ORIGIN, Topics
 
 log = logging.getLogger("aisignals.worker")
 
+FETCH_MAX_WAIT_MS = 50
+
+
+def _short_fetch_wait() -> None:
+    """Faust hard-codes aiokafka's fetch_max_wait_ms=1500; on a broker that holds fetches until that
+    timeout (Tansu does) every hop adds up to 1.5 s of latency. Cap it once, for every Faust consumer."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread, "_aisignals_patched", False):
+        return
+    create = thread._create_worker_consumer
+
+    def _create_worker_consumer(self, transport):
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    thread._create_worker_consumer = _create_worker_consumer
+    thread._aisignals_patched = True
+
+
+_short_fetch_wait()
+
 TAKE = 5000  # records per batch
 WITHIN = 0.05  # seconds to wait for a batch to fill
 ROWS_PER_MESSAGE = 2000

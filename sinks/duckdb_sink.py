@@ -78,6 +78,7 @@ class DuckDBSink:
         self.barriers: dict[str, dict] = defaultdict(dict)  # batch id -> {(topic, partition): info}
         self.finished: list[tuple[str, dict]] = []
         self.on_backfill: list[Callable[[str, dict], Awaitable[None] | None]] = []
+        self.after_flush: list[Callable[[], None]] = []  # e.g. wake alert delivery
         self.rows_written: dict[str, int] = defaultdict(int)
         self.flushes = 0
 
@@ -187,6 +188,8 @@ class DuckDBSink:
         return any(len(seen) >= expected for seen in self.barriers.values())
 
     async def _announce(self) -> None:
+        for callback in self.after_flush:
+            callback()
         for batch_id, summary in self.finished:
             for callback in self.on_backfill:
                 result = callback(batch_id, summary)

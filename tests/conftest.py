@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from streams.broker import EmbeddedBroker
@@ -24,12 +23,11 @@ def aisignals(*args: str, timeout: float = 300, check: bool = True) -> subproces
 
 
 def fetch(db: Path, sql: str):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    """Read the DuckDB file like any other process would (retrying while the sink flushes)."""
+    from sinks.database import Database
+
+    with Database(db).reader(sandboxed=False) as con:
         return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture

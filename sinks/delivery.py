@@ -1,0 +1,232 @@
+"""Alert delivery: Alertmanager webhook v4 payloads to subscribed receivers, and pushes to a real Alertmanager.
+
+``alert_history`` in DuckDB is the outbox: every alert state change the sink committed is
+delivered to every receiver whose filters match, and the outcome is recorded in
+``webhook_deliveries``, so a restart never delivers a change twice and never forgets one. Each
+POST is signed (HMAC-SHA256 of the body, header ``X-AISignals-Signature: sha256=<hex>``) and
+retried with exponential backoff and jitter; after the last attempt the payload goes to
+``delivery_dead_letters`` — never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import orjson
+from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_exponential
+
+from sinks.database import Database
+
+log = logging.getLogger("aisignals.delivery")
+
+DDL = [
+    """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+  receiver VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, starts_at DATE NOT NULL, change VARCHAR NOT NULL,
+  severity VARCHAR NOT NULL, status VARCHAR NOT NULL, outcome VARCHAR, attempts INTEGER, delivered_at TIMESTAMPTZ,
+  PRIMARY KEY (receiver, fingerprint, starts_at, change, severity, status))""",
+    """CREATE TABLE IF NOT EXISTS delivery_dead_letters (
+  receiver VARCHAR, fingerprint VARCHAR, starts_at DATE, change VARCHAR, url VARCHAR, payload JSON, error VARCHAR,
+  attempts INTEGER, failed_at TIMESTAMPTZ)""",
+]
+
+
+class WebhookConfigError(ValueError):
+    """The webhooks file is malformed."""
+
+
+@dataclass(frozen=True)
+class Receiver:
+    name: str
+    url: str
+    secret: str | None = field(default=None, repr=False)
+    rules: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    companies: tuple[str, ...] = ()
+    max_attempts: int = 5
+    timeout_seconds: float = 5.0
+
+    def wants(self, alert: dict) -> bool:
+        return ((not self.rules or alert["rule"] in self.rules)
+                and (not self.severities or alert["severity"] in self.severities)
+                and (not self.companies or alert["company_id"] in self.companies
+                     or alert.get("counterparty_id") in self.companies))
+
+
+def load_receivers(path: Path | None, company_id=lambda c: c) -> list[Receiver]:
+    """``[[webhook]]`` tables: name, url, secret, rules, severities, companies, max_attempts."""
+    if path is None:
+        return []
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WebhookConfigError(f"cannot read webhooks file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise WebhookConfigError(f"{path}: {exc}") from None
+    out = []
+    for i, entry in enumerate(data.get("webhook", [])):
+        unknown = set(entry) - {"name", "url", "secret", "rules", "severities", "companies", "max_attempts", "timeout_seconds"}
+        if unknown:
+            raise WebhookConfigError(f"{path}: webhook[{i}]: unknown key {sorted(unknown)[0]!r}")
+        if not str(entry.get("url", "")).startswith(("http://", "https://")):
+            raise WebhookConfigError(f"{path}: webhook[{i}].url must be an http(s) URL")
+        out.append(Receiver(
+            name=str(entry.get("name", f"webhook-{i}")), url=entry["url"], secret=entry.get("secret"),
+            rules=tuple(entry.get("rules", ())), severities=tuple(entry.get("severities", ())),
+            companies=tuple(company_id(c) for c in entry.get("companies", ())),
+            max_attempts=int(entry.get("max_attempts", 5)), timeout_seconds=float(entry.get("timeout_seconds", 5.0))))
+    return out
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def am_alert(alert: dict, external_url: str) -> dict:
+    """One alert in Alertmanager's shape."""
+    return {"status": alert["status"], "labels": alert["labels"], "annotations": alert["annotations"],
+            "startsAt": alert["startsAt"], "endsAt": alert["endsAt"], "fingerprint": alert["fingerprint"],
+            "generatorURL": f"{external_url}v1/alerts?company={alert['company_id']}"}
+
+
+def webhook_payload(alert: dict, receiver: str, external_url: str) -> dict:
+    """Alertmanager webhook v4 payload for one alert state change."""
+    labels = alert["labels"]
+    group = {"alertname": labels["alertname"], "company": labels["company"]}
+    return {
+        "version": "4",
+        "groupKey": "{}:{" + ",".join(f'{k}="{v}"' for k, v in group.items()) + "}",
+        "truncatedAlerts": 0,
+        "status": alert["status"],
+        "receiver": receiver,
+        "groupLabels": group,
+        "commonLabels": labels,
+        "commonAnnotations": alert["annotations"],
+        "externalURL": external_url,
+        "alerts": [am_alert(alert, external_url)],
+    }
+
+
+class Delivery:
+    """Delivers committed alert changes to webhooks and Alertmanager; woken by the sink after each flush."""
+
+    def __init__(self, database: Database, receivers: list[Receiver], alertmanager_url: str | None = None,
+                 external_url: str = "http://127.0.0.1:8000/", resend_seconds: float = 60.0) -> None:
+        self.db = database
+        self.receivers = receivers
+        self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
+        self.external_url = external_url
+        self.resend_seconds = resend_seconds
+        self.wake = asyncio.Event()
+        self.counts: dict[tuple[str, str], int] = {}
+        with self.db.writer() as con:
+            for ddl in DDL:
+                con.execute(ddl)
+
+    def _pending(self, receiver: Receiver) -> list[dict]:
+        with self.db.writer() as con:
+            rows = con.execute(
+                "SELECT h.message FROM alert_history h ANTI JOIN webhook_deliveries d ON d.receiver = ?"
+                " AND d.fingerprint = h.fingerprint AND d.starts_at = h.starts_at AND d.change = h.change"
+                " AND d.severity = h.severity AND d.status = h.status ORDER BY h.recorded_at", [receiver.name]).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    def _record(self, receiver: Receiver, alert: dict, outcome: str, attempts: int, payload: bytes, error: str | None) -> None:
+        now = datetime.now(timezone.utc)
+        key = [alert["fingerprint"], alert["starts_at"], alert["change"], alert["severity"], alert["status"]]
+        with self.db.writer() as con:
+            con.execute("INSERT OR IGNORE INTO webhook_deliveries VALUES (?, ?, ?::DATE, ?, ?, ?, ?, ?, ?)",
+                        [receiver.name, *key, outcome, attempts, now])
+            if outcome == "dead_letter":
+                con.execute("INSERT INTO delivery_dead_letters VALUES (?, ?, ?::DATE, ?, ?, ?::JSON, ?, ?, ?)",
+                            [receiver.name, alert["fingerprint"], alert["starts_at"], alert["change"], receiver.url,
+                             payload.decode(), error, attempts, now])
+        self.counts[(receiver.name, outcome)] = self.counts.get((receiver.name, outcome), 0) + 1
+
+    async def _post(self, client: httpx.AsyncClient, receiver: Receiver, alert: dict) -> None:
+        body = orjson.dumps(webhook_payload(alert, receiver.name, self.external_url))
+        headers = {"content-type": "application/json", "user-agent": "ai-signals"}
+        if receiver.secret:
+            headers["X-AISignals-Signature"] = sign(receiver.secret, body)
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(receiver.max_attempts),
+                                               wait=wait_random_exponential(multiplier=0.2, max=10), reraise=False):
+                with attempt:
+                    attempts += 1
+                    response = await client.post(receiver.url, content=body, headers=headers,
+                                                 timeout=receiver.timeout_seconds)
+                    response.raise_for_status()
+        except RetryError as exc:
+            error = exc.last_attempt.exception()
+            await asyncio.to_thread(self._record, receiver, alert, "dead_letter", attempts, body,
+                                    " ".join(str(error).split())[:500])
+            return
+        await asyncio.to_thread(self._record, receiver, alert, "delivered", attempts, body, None)
+
+    async def _deliver_webhooks(self, client: httpx.AsyncClient) -> None:
+        for receiver in self.receivers:
+            pending = await asyncio.to_thread(self._pending, receiver)
+            wanted = [a for a in pending if receiver.wants(a)]
+            skipped = [a for a in pending if not receiver.wants(a)]
+            for alert in skipped:
+                await asyncio.to_thread(self._record, receiver, alert, "filtered", 0, b"", None)
+            await asyncio.gather(*(self._post(client, receiver, a) for a in wanted))
+
+    def _firing(self) -> list[dict]:
+        with self.db.writer() as con:
+            rows = con.execute("SELECT h.message FROM alerts a JOIN alert_history h ON h.fingerprint = a.fingerprint"
+                               " AND h.starts_at = a.starts_at WHERE a.status = 'firing'"
+                               " QUALIFY row_number() OVER (PARTITION BY a.fingerprint, a.starts_at"
+                               " ORDER BY h.recorded_at DESC) = 1").fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def _push_alertmanager(self, client: httpx.AsyncClient, changed: list[dict]) -> None:
+        """Firing alerts are re-sent with endsAt a few minutes ahead; a resolve carries its endsAt."""
+        horizon = (datetime.now(timezone.utc) + timedelta(seconds=5 * self.resend_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        firing = await asyncio.to_thread(self._firing)
+        batch = [{**am_alert(a, self.external_url), "endsAt": horizon} for a in firing]
+        batch += [am_alert(a, self.external_url) for a in changed if a["status"] == "resolved"]
+        if not batch:
+            return
+        for a in batch:
+            a.pop("status", None)
+            a.pop("fingerprint", None)
+        try:
+            response = await client.post(f"{self.alertmanager_url}/api/v2/alerts", content=orjson.dumps(batch),
+                                         headers={"content-type": "application/json"}, timeout=5.0)
+            response.raise_for_status()
+            self.counts[("alertmanager", "pushed")] = self.counts.get(("alertmanager", "pushed"), 0) + len(batch)
+        except httpx.HTTPError as exc:
+            log.warning("alertmanager push failed: %s", exc)
+            self.counts[("alertmanager", "failed")] = self.counts.get(("alertmanager", "failed"), 0) + 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        am_receiver = Receiver("alertmanager", "http://alertmanager.invalid/")
+        last_push = 0.0
+        async with httpx.AsyncClient() as client:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
+                try:
+                    await self._deliver_webhooks(client)
+                    if self.alertmanager_url:
+                        changed = await asyncio.to_thread(self._pending, am_receiver)
+                        loop_time = asyncio.get_running_loop().time()
+                        if changed or loop_time - last_push >= self.resend_seconds:
+                            await self._push_alertmanager(client, changed)
+                            last_push = loop_time
+                            for alert in changed:
+                                await asyncio.to_thread(self._record, am_receiver, alert, "pushed", 1, b"", None)
+                except Exception:  # noqa: BLE001 - delivery must never take the pipeline down
+                    log.exception("alert delivery round failed; retrying")
