@@ -156,6 +156,118 @@ def up(
 
 
 @app.command()
+def produce(
+    files: List[Path] = typer.Argument(..., help="input files"),
+    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    fmt: InputFormat = typer.Option(InputFormat.jsonl, "--format", help="input format"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    maps: List[str] = typer.Option([], "--map", help="csv: FIELD=COLUMN (repeatable)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
+    date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
+    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML mapping file"),
+) -> None:
+    """Send events to the ingest topic with kafka-python (key = company_id, timestamp = occurred_at)."""
+    from aisignals.pipeline import quiet_logs
+    from streams.broker import check_reachable
+    from streams.companies import normalizer
+    from streams.producer import EventProducer
+    from streams.topics import Topics, ensure_topics
+
+    quiet_logs()
+    check_reachable(bootstrap)
+    settings = settings_from(bootstrap=bootstrap, partitions=partitions)
+    paths = check_readable(files)
+    mapping = None
+    if fmt is InputFormat.csv:
+        from streams.adapters import CsvMapping
+
+        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
+    items, accounting = read_items(paths, fmt, mapping)
+    if accounting is not None:
+        print_accounting(accounting)
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    ensure_topics(bootstrap, topics)
+    producer = EventProducer(bootstrap, topics, normalizer(settings.aliases_file))
+    try:
+        sent = producer.send_all(items)
+        producer.flush()
+    finally:
+        producer.close()
+    console.print(f"sent {sent} records to {topics.ingest}")
+
+
+@app.command()
+def worker(
+    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file to restore state from"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="alert rules TOML"),
+) -> None:
+    """The Faust stream processors on their own (a consumer group: start several to share partitions)."""
+    from aisignals.pipeline import quiet_logs, run_parts
+
+    quiet_logs()
+    settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, rules_file=rules)
+    load_rules(settings.rules_file)
+    asyncio.run(run_parts(settings, worker=True, sink=False, console=console))
+
+
+@app.command()
+def sink(
+    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file to write"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
+    alertmanager: Optional[str] = typer.Option(None, "--alertmanager", help="Alertmanager base URL"),
+) -> None:
+    """The DuckDB sink (and alert delivery) on its own: the single writer of the DuckDB file."""
+    from aisignals.pipeline import check_db_writable, quiet_logs, run_parts
+
+    quiet_logs()
+    settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, webhooks_file=webhooks,
+                             alertmanager_url=alertmanager)
+    check_db_writable(settings.db)
+    asyncio.run(run_parts(settings, worker=False, sink=True, console=console))
+
+
+@app.command()
+def serve(
+    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file the sink writes"),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535),
+    host: Optional[str] = typer.Option(None, "--host", help="bind address (needs a token unless loopback)"),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+) -> None:
+    """The HTTP server on its own, next to a worker and a sink that run elsewhere."""
+    import uvicorn
+
+    from aisignals.pipeline import bind_host, quiet_logs
+    from sinks.database import Database
+    from sinks.http import create_app
+    from streams.broker import check_reachable, wait_for_port
+    from streams.companies import normalizer
+    from streams.topics import Topics
+
+    quiet_logs()
+    settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions)
+    check_reachable(bootstrap)
+    bind, note = bind_host(settings)
+    if note:
+        err.print(note)
+    h, _, p = bootstrap.rpartition(":")
+
+    def ready():
+        broker = wait_for_port(h, int(p), 0.5)
+        sink = settings.db.exists()
+        return broker and sink, {"broker": broker, "sink": sink}
+
+    api = create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), Database(settings.db),
+                     normalizer(settings.aliases_file), ready)
+    console.print(f"ai-signals HTTP on http://{bind}:{settings.port}/ (broker {bootstrap}, DuckDB {settings.db})", soft_wrap=True)
+    uvicorn.run(api, host=bind, port=settings.port, log_level="warning")
+
+
+@app.command()
 def query(
     sql: str = typer.Argument(..., help="one read-only SQL statement"),
     db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),

@@ -20,7 +20,8 @@ from processors.app import Worker
 from processors.rules import RuleSet, load_rules
 from sinks.database import SinkError
 from sinks.delivery import Delivery, load_receivers
-from sinks.duckdb_sink import DuckDBSink
+from sinks.database import Database
+from sinks.duckdb_sink import DuckDBSink, load_worker_state
 from streams.broker import EmbeddedBroker, check_reachable
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
@@ -79,6 +80,8 @@ class Pipeline:
         self._stop_sink = asyncio.Event()
         self._sink_task: asyncio.Task | None = None
         self._done: dict[str, asyncio.Future] = {}
+        self.delivery: Delivery | None = None
+        self._delivery_task: asyncio.Task | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start_broker(self) -> str:
@@ -93,33 +96,35 @@ class Pipeline:
         self.run_id = run_id
         return self.bootstrap
 
-    async def start(self) -> None:
-        """Open the sink, restore the worker from it, start both."""
+    async def start(self, worker: bool = True, sink: bool = True) -> None:
+        """Open the sink, restore the worker from what it committed, start both (or one of them)."""
         s = self.settings
         check_db_writable(s.db)
-        self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
-        self.sink.on_backfill.append(self._backfill_done)
-        self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows), s.lateness_days,
-                             wall_clock=self.live)
-        seen, max_us, facts, published = self.sink.load_worker_state()
-        corrections = self.worker.restore(seen, max_us, facts, published)
-        await self.worker.start()
-        by_partition: dict[int, list] = {}
-        for partition, alert in corrections:
-            by_partition.setdefault(partition, []).append(alert)
-        for partition, alerts in by_partition.items():
-            await self.worker.publish(partition, [], alerts)
-        self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink), name="sink")
-        self.delivery = None
-        receivers = load_receivers(s.webhooks_file, self.companies.company_id)
-        if receivers or s.alertmanager_url:
-            self.delivery = Delivery(self.sink.db, receivers, s.alertmanager_url, f"http://{s.host}:{s.port}/")
-            self.sink.after_flush.append(self.delivery.wake.set)
-            self._delivery_task = asyncio.create_task(self.delivery.run(self._stop_sink), name="delivery")
+        if sink:
+            self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
+            self.sink.on_backfill.append(self._backfill_done)
+        if worker:
+            self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
+                                 s.lateness_days, wall_clock=self.live)
+            state = load_worker_state(self.sink.db if self.sink is not None else Database(s.db))
+            corrections = self.worker.restore(*state)
+            await self.worker.start()
+            by_partition: dict[int, list] = {}
+            for partition, alert in corrections:
+                by_partition.setdefault(partition, []).append(alert)
+            for partition, alerts in by_partition.items():
+                await self.worker.publish(partition, [], alerts)
+        if sink:
+            self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink), name="sink")
+            receivers = load_receivers(s.webhooks_file, self.companies.company_id)
+            if receivers or s.alertmanager_url:
+                self.delivery = Delivery(self.sink.db, receivers, s.alertmanager_url, f"http://{s.host}:{s.port}/")
+                self.sink.after_flush.append(self.delivery.wake.set)
+                self._delivery_task = asyncio.create_task(self.delivery.run(self._stop_sink), name="delivery")
 
     async def stop(self) -> None:
         self._stop_sink.set()
-        if getattr(self, "_delivery_task", None) is not None:
+        if self._delivery_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._delivery_task
         if self._sink_task is not None:
@@ -137,8 +142,8 @@ class Pipeline:
     def readiness(self) -> tuple[bool, dict]:
         """Ready only when the broker, the worker and the sink are."""
         broker = self.broker.alive() if self.broker is not None else self.bootstrap is not None
-        worker = self.worker is not None and self.worker.app.started
-        sink = self._sink_task is not None and not self._sink_task.done()
+        worker = self.worker is None or self.worker.app.started
+        sink = self.sink is None or (self._sink_task is not None and not self._sink_task.done())
         return broker and worker and sink, {"broker": broker, "worker": worker, "sink": sink}
 
     async def serve_http(self, host: str, port: int) -> "HttpServer":
@@ -250,3 +255,28 @@ def bind_host(settings: Settings) -> tuple[str, str | None]:
     if settings.token is None and not loopback:
         return "127.0.0.1", f"no token configured: binding to 127.0.0.1 instead of {settings.host}"
     return settings.host, None
+
+
+async def run_parts(settings: Settings, worker: bool, sink: bool, console) -> None:
+    """``aisignals worker`` / ``aisignals sink``: one part against a Kafka cluster, until SIGINT/SIGTERM."""
+    import signal
+
+    pipeline = Pipeline(settings)
+    await asyncio.to_thread(pipeline.start_broker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await pipeline.start(worker=worker, sink=sink)
+        console.print(f"ai-signals {'worker' if worker else 'sink'} running (broker {pipeline.bootstrap}, DuckDB {settings.db})",
+                      soft_wrap=True)
+        while not stop.is_set():
+            failed = pipeline.sink_failed()
+            if failed is not None:
+                raise failed
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        await pipeline.stop()
+        pipeline.stop_broker()

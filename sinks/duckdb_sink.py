@@ -45,6 +45,30 @@ def _date32(iso: str | None):
     return None if iso is None else date.fromisoformat(iso).toordinal() - EPOCH_ORDINAL
 
 
+def load_worker_state(database: Database):
+    """What the stream processors need to continue, from what the sink committed:
+    every stored event id, the greatest accepted time, the accepted facts, and the published alerts."""
+    if not database.path.exists():
+        return [], None, [], []
+    with database.reader(sandboxed=False) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "events" not in tables or "alerts" not in tables:
+            return [], None, [], []
+        seen = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
+        max_us = con.execute(
+            "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
+        rows = con.execute(
+            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, amount_usd "
+            "FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
+        facts = [fact_from_fields(*r) for r in rows]
+        published = [
+            (rule, company, counterparty, start.toordinal(), severity, end.toordinal() if end else None)
+            for rule, company, counterparty, start, severity, end in con.execute(
+                "SELECT rule, company_id, counterparty_id, starts_at, severity, ends_at FROM alerts").fetchall()
+        ]
+        return seen, max_us, facts, published
+
+
 class Batch:
     """Records buffered between two flushes, already reduced to their final effect."""
 
@@ -85,24 +109,9 @@ class DuckDBSink:
     # ---- durable state for the worker --------------------------------------------------
     def load_worker_state(self):
         """What the stream processors need to continue: seen ids, watermark, facts, published alerts."""
-        with self.db.writer() as con:
-            return self._load_worker_state(con)
+        return load_worker_state(self.db)
 
-    @staticmethod
-    def _load_worker_state(con):
-        seen = [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
-        max_us = con.execute(
-            "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
-        rows = con.execute(
-            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, amount_usd "
-            "FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
-        facts = [fact_from_fields(*r) for r in rows]
-        published = [
-            (rule, company, counterparty, start.toordinal(), severity, end.toordinal() if end else None)
-            for rule, company, counterparty, start, severity, end in con.execute(
-                "SELECT rule, company_id, counterparty_id, starts_at, severity, ends_at FROM alerts").fetchall()
-        ]
-        return seen, max_us, facts, published
+
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         with self.db.writer() as con:
