@@ -202,12 +202,14 @@ def worker(
     db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file to restore state from"),
     partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
     rules: Optional[Path] = typer.Option(None, "--rules", help="alert rules TOML"),
+    metrics_port: int = typer.Option(9101, "--metrics-port", min=0, max=65535, help="port of /metrics"),
 ) -> None:
     """The Faust stream processors on their own (a consumer group: start several to share partitions)."""
     from aisignals.pipeline import quiet_logs, run_parts
 
     quiet_logs()
-    settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, rules_file=rules)
+    settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, rules_file=rules,
+                             metrics_port=metrics_port)
     load_rules(settings.rules_file)
     asyncio.run(run_parts(settings, worker=True, sink=False, console=console))
 
@@ -219,13 +221,14 @@ def sink(
     partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
     alertmanager: Optional[str] = typer.Option(None, "--alertmanager", help="Alertmanager base URL"),
+    metrics_port: int = typer.Option(9102, "--metrics-port", min=0, max=65535, help="port of /metrics"),
 ) -> None:
     """The DuckDB sink (and alert delivery) on its own: the single writer of the DuckDB file."""
     from aisignals.pipeline import check_db_writable, quiet_logs, run_parts
 
     quiet_logs()
     settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, webhooks_file=webhooks,
-                             alertmanager_url=alertmanager)
+                             alertmanager_url=alertmanager, metrics_port=metrics_port)
     check_db_writable(settings.db)
     asyncio.run(run_parts(settings, worker=False, sink=True, console=console))
 

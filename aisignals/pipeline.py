@@ -22,6 +22,7 @@ from sinks.database import SinkError
 from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database
 from sinks.duckdb_sink import DuckDBSink, load_worker_state
+from sinks.metrics import register, serve_metrics
 from streams.broker import EmbeddedBroker, check_reachable
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
@@ -121,6 +122,8 @@ class Pipeline:
                 self.delivery = Delivery(self.sink.db, receivers, s.alertmanager_url, f"http://{s.host}:{s.port}/")
                 self.sink.after_flush.append(self.delivery.wake.set)
                 self._delivery_task = asyncio.create_task(self.delivery.run(self._stop_sink), name="delivery")
+        role = "all" if worker and sink else ("worker" if worker else "sink")
+        register(role, self.worker, self.sink, self.delivery)
 
     async def stop(self) -> None:
         self._stop_sink.set()
@@ -269,6 +272,8 @@ async def run_parts(settings: Settings, worker: bool, sink: bool, console) -> No
         loop.add_signal_handler(sig, stop.set)
     try:
         await pipeline.start(worker=worker, sink=sink)
+        if settings.metrics_port:
+            serve_metrics(settings.metrics_port, settings.host)
         console.print(f"ai-signals {'worker' if worker else 'sink'} running (broker {pipeline.bootstrap}, DuckDB {settings.db})",
                       soft_wrap=True)
         while not stop.is_set():

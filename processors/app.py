@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Iterable
@@ -24,9 +25,10 @@ from processors.facts import MICROS, Fact, fact_from_event, fact_from_fields
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
+from processors.stats import WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, parse_event, to_wire
-from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, ORIGIN, Topics
+from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, ORIGIN, SENT, Topics
 
 log = logging.getLogger("aisignals.worker")
 
@@ -88,7 +90,8 @@ class Worker:
         self.sequencer = Sequencer(lateness_days)
         self.engines: dict[int, Engine] = {}
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
-        self.totals: Counter = Counter()
+        self.stats = WorkerStats()
+        self._sent: dict[int, dict[str, float]] = defaultdict(dict)  # partition -> company -> newest produce time
         self.app = faust.App(
             f"{topics.prefix}-worker",
             broker=f"kafka://{bootstrap}",
@@ -178,24 +181,29 @@ class Worker:
                     fact = fact_from_event(parsed, self.companies)
                 except InvalidEvent as exc:
                     self._count(batch_id, "dead_letters")
+                    self.stats.dead_letters[dead_letter_reason(str(exc))] += 1
                     await self._send(topics.dead_letters, dead_letter_record(origin, raw, str(exc)), partition=0,
                                      headers=[(BATCH, batch_id.encode())] if batch_id else None)
                     continue
                 verdict = self.sequencer.admit(fact.event_id, fact.time_us)
                 self._count(batch_id, verdict.value)
                 if verdict is Verdict.DUPLICATE:
+                    self.stats.duplicates += 1
                     continue
                 ts = fact.time_us / MICROS if fact.time_us > 0 else None
                 wire = to_wire(parsed)
+                sent = headers.get(SENT)
+                out_headers = [(SENT, sent)] if sent else None
                 if verdict is Verdict.ACCEPTED:
+                    self.stats.accepted[parsed.kind] += 1
                     await self._send(topics.events, wire, fact.company_id.encode(),
-                                     partition_of(fact.company_id, n), ts)
+                                     partition_of(fact.company_id, n), ts, out_headers)
                 else:
-                    await self._send(topics.late, wire, fact.company_id.encode(), 0, ts)
+                    self.stats.late += 1
+                    await self._send(topics.late, wire, fact.company_id.encode(), 0, ts, out_headers)
             await self._clock(before)
 
     def _count(self, batch_id: str, what: str) -> None:
-        self.totals[what] += 1
         if batch_id:
             self.counts[batch_id][what] += 1
 
@@ -229,11 +237,15 @@ class Worker:
             for partition, messages in by_partition.items():
                 engine = self.engine(partition)
                 for message in messages:
-                    control = None
+                    control = sent = None
                     if message.headers:
-                        control = dict(message.headers).get(CONTROL)
+                        headers = dict(message.headers)
+                        control, sent = headers.get(CONTROL), headers.get(SENT)
                     if control is None:
-                        engine.add(self._fact(message.value))
+                        fact = self._fact(message.value)
+                        engine.add(fact)
+                        if sent:
+                            self._sent[partition][fact.company_id] = int(sent) / 1000
                     elif control == CLOCK:
                         clock = orjson.loads(message.value)
                         engine.advance(clock["stream_day"] if "stream_day" in clock else _day_of_us(clock["stream_time_us"]))
@@ -259,11 +271,22 @@ class Worker:
     async def _emit(self, partition: int, engine: Engine) -> None:
         rows, alerts = engine.flush()
         await self.publish(partition, rows, alerts)
+        sent = self._sent.pop(partition, None)
+        if sent:
+            now = time.time()
+            for when in sent.values():
+                self.stats.processing_latency.observe(max(now - when, 0.0))
+            for alert in alerts:
+                when = sent.get(alert["company_id"])
+                if when is not None:
+                    self.stats.alert_latency.observe(max(now - when, 0.0))
 
     async def publish(self, partition: int, rows: list[dict], alerts: list[dict]) -> None:
         for i in range(0, len(rows), ROWS_PER_MESSAGE):
             await self._send(self.topics.indicators, orjson.dumps(rows[i : i + ROWS_PER_MESSAGE]), None, partition)
+        self.stats.indicator_rows += len(rows)
         for alert in alerts:
+            self.stats.alert_changes[(alert["rule"], alert["severity"], alert["status"])] += 1
             await self._send(self.topics.alerts, orjson.dumps(alert), alert["fingerprint"].encode(), partition)
 
     # ---- lifecycle ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.facts import fact_from_fields
+from processors.stats import Histogram
 from sinks.database import Database, SinkError
 from streams.companies import CompanyNormalizer
 from streams.topics import BARRIER, CLOCK, CONTROL, Topics
@@ -105,6 +106,10 @@ class DuckDBSink:
         self.after_flush: list[Callable[[], None]] = []  # e.g. wake alert delivery
         self.rows_written: dict[str, int] = defaultdict(int)
         self.flushes = 0
+        self.flush_failures = 0
+        self.flush_duration = Histogram((0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self.lag: dict[tuple[str, int], int] = {}  # from fetch high watermarks, not ListOffsets (wrong on Tansu)
+        self.next_offsets: dict[tuple[str, int], int] = {}
 
     # ---- durable state for the worker --------------------------------------------------
     def load_worker_state(self):
@@ -149,6 +154,12 @@ class DuckDBSink:
                 for tp, messages in records.items():
                     for message in messages:
                         self.add(tp.topic, tp.partition, message)
+                    self.next_offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
+                for tp in tps:
+                    high = consumer.highwater(tp)
+                    if high is not None:
+                        done = self.next_offsets.get((tp.topic, tp.partition), stored.get((tp.topic, tp.partition), 0))
+                        self.lag[(tp.topic, tp.partition)] = max(high - done, 0)
                 if self.batch.records and (len(self.batch) >= self.flush_rows
                                            or time.monotonic() - last_flush >= self.flush_seconds
                                            or self._barrier_complete()):
@@ -211,12 +222,18 @@ class DuckDBSink:
         """Write the buffered batch and the offsets it covers in one transaction."""
         b, self.batch = self.batch, Batch()
         now_us = int(time.time() * 1_000_000)
-        with self.db.writer() as con:
-            self.con = con
-            try:
-                self._flush(b, con, now_us)
-            finally:
-                self.con = None
+        started = time.perf_counter()
+        try:
+            with self.db.writer() as con:
+                self.con = con
+                try:
+                    self._flush(b, con, now_us)
+                finally:
+                    self.con = None
+        except Exception:
+            self.flush_failures += 1
+            raise
+        self.flush_duration.observe(time.perf_counter() - started)
 
     def _flush(self, b: Batch, con, now_us: int) -> None:
         con.execute("BEGIN TRANSACTION")

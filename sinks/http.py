@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
+import time
 from typing import Any, Callable
 
 import orjson
@@ -25,7 +26,7 @@ from sinks.query import QueryError, to_csv
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, parse_event, to_wire
 from streams.settings import Settings
-from streams.topics import CONTROL, ORIGIN, Topics
+from streams.topics import CONTROL, ORIGIN, SENT, Topics
 
 import duckdb
 
@@ -138,7 +139,9 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                 await producer.send(topics.ingest, raw, headers=[(ORIGIN, f"http:{index}".encode())])
                 continue
             key = companies.company_id(event.company).encode()
-            await producer.send(topics.ingest, to_wire(event), key=key, headers=[(ORIGIN, f"http:{index}".encode())])
+            sent = str(int(time.time() * 1000)).encode()
+            await producer.send(topics.ingest, to_wire(event), key=key,
+                                headers=[(ORIGIN, f"http:{index}".encode()), (SENT, sent)])
             accepted.append(event.event_id)
         await producer.flush()
         payload = {"accepted": len(accepted), "event_ids": accepted}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Iterable
 
@@ -11,7 +12,7 @@ from kafka.errors import KafkaError
 
 from streams.companies import CompanyNormalizer
 from streams.reader import ReplayItem
-from streams.topics import BARRIER, BATCH, CONTROL, ORIGIN, Topics
+from streams.topics import BARRIER, BATCH, CONTROL, ORIGIN, SENT, Topics
 
 
 class ProduceError(RuntimeError):
@@ -38,7 +39,7 @@ class EventProducer:
             raise ProduceError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
 
     def send(self, item: ReplayItem, batch_id: str | None = None) -> None:
-        headers = [(ORIGIN, item.origin.encode())]
+        headers = [(ORIGIN, item.origin.encode()), (SENT, str(int(time.time() * 1000)).encode())]
         if batch_id:
             headers.append((BATCH, batch_id.encode()))
         key = self.companies.company_id(item.key).encode() if item.key else None

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     query_max_rows: int = Field(default=10_000, ge=1, description="ad-hoc SQL returns at most this many rows")
     webhooks_file: Path | None = Field(default=None, description="TOML file of webhook receivers ([[webhook]] url, secret, filters)")
     alertmanager_url: str | None = Field(default=None, description="push alerts to this Alertmanager (…/api/v2/alerts)")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="/metrics port of `worker` and `sink` (the HTTP server has its own)")
     log_dir: Path | None = Field(default=None, description="where the embedded broker log goes; unset = beside the DB")
 
     def log_path(self) -> Path:

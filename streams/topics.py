@@ -11,6 +11,7 @@ from kafka.errors import TopicAlreadyExistsError
 CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records, not events
 ORIGIN = "aisignals-origin"  # where a raw line came from, e.g. "file.jsonl:12" or "http"
 BATCH = "aisignals-batch"  # id of the backfill a record belongs to
+SENT = "aisignals-sent"  # wall-clock ms when the producer sent the event (for latency metrics)
 CLOCK, BARRIER = b"clock", b"barrier"
 
 

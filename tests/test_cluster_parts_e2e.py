@@ -46,8 +46,8 @@ def wait_for(db, sql, expected, timeout=120):
 def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
     db = tmp_path / "parts.duckdb"
     common = ["--bootstrap", broker.bootstrap]
-    sink = start("sink", *common, "--db", str(db))
-    worker = start("worker", *common, "--db", str(db))
+    sink = start("sink", *common, "--db", str(db), "--metrics-port", "0")
+    worker = start("worker", *common, "--db", str(db), "--metrics-port", "0")
     try:
         aisignals("produce", str(CONFORMANCE / "stream.jsonl"), *common)
         with open(CONFORMANCE / "expected_indicators.csv") as fh:

@@ -1,0 +1,135 @@
+"""Prometheus metrics of every ai-signals process, read at scrape time from the parts' own counters.
+
+Conventions: ``aisignals_`` prefix, ``_total`` counters, ``_seconds`` histograms, bounded labels.
+Domain gauges exist only for a bounded top-N of companies.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    VERSION = version("ai-signals")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    VERSION = "unknown"
+
+TOP_N = 10
+
+
+def _histogram(name: str, doc: str, hist) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc)
+    family.add_metric([], hist.cumulative(), hist.sum)
+    return family
+
+
+class PipelineCollector(Collector):
+    """Collects from whichever parts run in this process (worker, sink, delivery)."""
+
+    def __init__(self, role: str, worker=None, sink=None, delivery=None) -> None:
+        self.role, self.worker, self.sink, self.delivery = role, worker, sink, delivery
+
+    def collect(self):
+        info = InfoMetricFamily("aisignals_build", "ai-signals version and the role of this process")
+        info.add_metric([], {"version": VERSION, "role": self.role})
+        yield info
+        if self.worker is not None:
+            yield from self._worker(self.worker)
+        if self.sink is not None:
+            yield from self._sink(self.sink)
+        if self.delivery is not None:
+            yield from self._delivery(self.delivery)
+
+    def _worker(self, worker):
+        st = worker.stats
+        ingested = CounterMetricFamily("aisignals_events_ingested", "Accepted events, by kind", labels=["kind"])
+        for kind in ("hiring", "departure", "funding", "model_release"):
+            ingested.add_metric([kind], st.accepted.get(kind, 0))
+        yield ingested
+        dead = CounterMetricFamily("aisignals_dead_letters", "Invalid input sent to the dead letters, by reason",
+                                   labels=["reason"])
+        for reason in ("not_json", "too_large", "not_object", "bad_kind", "bad_time", "invalid_field"):
+            dead.add_metric([reason], st.dead_letters.get(reason, 0))
+        yield dead
+        yield CounterMetricFamily("aisignals_late_events", "Events older than the watermark", value=st.late)
+        yield CounterMetricFamily("aisignals_duplicate_events", "Events whose event_id was already seen",
+                                  value=st.duplicates)
+        yield CounterMetricFamily("aisignals_indicator_rows_emitted", "Indicator rows emitted (inserted or corrected)",
+                                  value=st.indicator_rows)
+        alerts = CounterMetricFamily("aisignals_alert_changes", "Alert state changes published",
+                                     labels=["rule", "severity", "status"])
+        for (rule, severity, status), n in sorted(st.alert_changes.items()):
+            alerts.add_metric([rule, severity, status], n)
+        yield alerts
+        yield _histogram("aisignals_processing_latency_seconds", "Event produced → its indicator rows emitted",
+                         st.processing_latency)
+        yield _histogram("aisignals_alert_latency_seconds", "Event produced → the alert state change it caused",
+                         st.alert_latency)
+        watermark = GaugeMetricFamily("aisignals_stream_time_seconds", "Greatest accepted occurred_at (Unix time)")
+        if worker.sequencer.max_time_us is not None:
+            watermark.add_metric([], worker.sequencer.max_time_us / 1e6)
+        yield watermark
+        drain = GaugeMetricFamily("aisignals_talent_drain_ratio",
+                                  f"90-day talent-drain ratio on the latest day, top {TOP_N} companies",
+                                  labels=["company"])
+        funding = GaugeMetricFamily("aisignals_funding_usd_30d",
+                                    f"Funding in the 30 days to the latest day, top {TOP_N} companies",
+                                    labels=["company"])
+        latest = []
+        for engine in list(worker.engines.values()):
+            day = engine.stream_day
+            if day is None:
+                continue
+            for company, timeline in list(engine.timelines.items()):
+                latest.append((company, timeline.totals(90, day), timeline.totals(30, day)))
+        for company, t90, _ in sorted(latest, key=lambda x: (-x[1].talent_drain_ratio, x[0]))[:TOP_N]:
+            drain.add_metric([company], t90.talent_drain_ratio)
+        for company, _, t30 in sorted(latest, key=lambda x: (-x[2].funding_micro, x[0]))[:TOP_N]:
+            funding.add_metric([company], t30.funding_usd)
+        yield drain
+        yield funding
+
+    def _sink(self, sink):
+        rows = CounterMetricFamily("aisignals_sink_rows_written", "Rows written to DuckDB, by table", labels=["table"])
+        for table in ("events", "indicators", "alerts", "dead_letters"):
+            rows.add_metric([table], sink.rows_written.get(table, 0))
+        yield rows
+        yield CounterMetricFamily("aisignals_sink_flushes", "Committed DuckDB flushes", value=sink.flushes)
+        yield CounterMetricFamily("aisignals_sink_flush_failures", "Failed DuckDB flushes", value=sink.flush_failures)
+        yield _histogram("aisignals_sink_flush_duration_seconds", "Duration of one DuckDB flush", sink.flush_duration)
+        lag = GaugeMetricFamily("aisignals_consumer_lag_messages",
+                                "Messages behind the high watermark seen in fetch responses", labels=["topic", "partition"])
+        for (topic, partition), n in sorted(sink.lag.items()):
+            lag.add_metric([topic, str(partition)], n)
+        yield lag
+
+    def _delivery(self, delivery):
+        fam = CounterMetricFamily("aisignals_webhook_deliveries", "Alert deliveries by receiver and outcome",
+                                  labels=["receiver", "outcome"])
+        for (receiver, outcome), n in sorted(delivery.counts.items()):
+            fam.add_metric([receiver, outcome], n)
+        yield fam
+
+
+_registered: list[PipelineCollector] = []
+
+
+def register(role: str, worker=None, sink=None, delivery=None) -> PipelineCollector:
+    """Expose this process's parts on the default registry (replacing an earlier registration)."""
+    for old in _registered:
+        REGISTRY.unregister(old)
+    _registered.clear()
+    collector = PipelineCollector(role, worker, sink, delivery)
+    REGISTRY.register(collector)
+    _registered.append(collector)
+    return collector
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """A bare /metrics endpoint for processes without the HTTP API (``worker``, ``sink``)."""
+    start_http_server(port, addr=host)
+
+
