@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
@@ -29,6 +30,9 @@ from streams.settings import Settings
 from streams.topics import CONTROL, ORIGIN, SENT, Topics
 
 import duckdb
+
+
+DASHBOARD = Path(__file__).resolve().parent / "static" / "dashboard.html"
 
 
 class QueryRequest(BaseModel):
@@ -241,10 +245,47 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                         media_type="application/json")
 
     @app.get("/", include_in_schema=False)
-    async def home():
-        from fastapi.responses import RedirectResponse
+    async def dashboard():
+        from fastapi.responses import HTMLResponse
 
-        return RedirectResponse("/docs")
+        return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))
+
+    def read(sql: str, params: list | None = None):
+        with database.reader() as con:
+            cursor = con.execute(sql, params or [])
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    @app.get("/v1/dashboard/summary")
+    async def summary(top: int = Query(10, ge=1, le=100)):
+        """Counts, stream time, top companies by 90-day drain ratio and by 30-day funding (latest row of each)."""
+        latest = ("SELECT * FROM indicators i WHERE window_days = {w} AND window_end = (SELECT max(window_end) "
+                  "FROM indicators j WHERE j.company_id = i.company_id AND j.window_days = {w})")
+
+        def collect():
+            counts = read("SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM dead_letters) AS dead,"
+                          " (SELECT count(*) FROM alerts WHERE status = 'firing') AS firing,"
+                          " (SELECT strftime(max(occurred_at), '%Y-%m-%d') FROM events WHERE NOT late) AS stream_time")[0]
+            drain = read(f"SELECT company_id, departures, hires, talent_drain_ratio FROM ({latest.format(w=90)})"
+                         f" WHERE departures > 0 ORDER BY talent_drain_ratio DESC, departures DESC LIMIT {top}")
+            funding = read(f"SELECT company_id, funding_usd, funding_rounds FROM ({latest.format(w=30)})"
+                           f" WHERE funding_usd > 0 ORDER BY funding_usd DESC LIMIT {top}")
+            return counts, drain, funding
+
+        counts, drain, funding = await asyncio.to_thread(collect)
+        ok, parts = ready() if ready is not None else (True, {})
+        return {"events": counts["events"], "dead_letters": counts["dead"], "firing": counts["firing"],
+                "stream_time": counts["stream_time"], "top_drain": drain, "top_funding": funding,
+                "health": {"ready": ok, **parts}}
+
+    @app.get("/v1/companies/{company}/history")
+    async def history(company: str, window_days: int = Query(90, ge=1, le=3650)):
+        """A company's indicator rows over time (for one window length)."""
+        rows = await asyncio.to_thread(
+            read, "SELECT strftime(window_end, '%Y-%m-%d') AS window_end, hires, departures, key_departures,"
+                  " net_talent_flow, talent_drain_ratio, funding_usd, funding_rounds, model_releases FROM indicators"
+                  " WHERE company_id = ? AND window_days = ? ORDER BY window_end", [companies.company_id(company), window_days])
+        return rows
 
     @app.get("/metrics")
     async def metrics():
