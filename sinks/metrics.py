@@ -91,6 +91,18 @@ class PipelineCollector(Collector):
             funding.add_metric([company], t30.funding_usd)
         yield drain
         yield funding
+        assigned = GaugeMetricFamily("aisignals_assigned_partitions", "Partitions assigned to this worker, by topic",
+                                     labels=["topic"])
+        try:
+            tps = worker.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started yet
+            tps = set()
+        by_topic: dict[str, int] = {}
+        for tp in tps:
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + 1
+        for topic, n in sorted(by_topic.items()):
+            assigned.add_metric([topic], n)
+        yield assigned
 
     def _sink(self, sink):
         rows = CounterMetricFamily("aisignals_sink_rows_written", "Rows written to DuckDB, by table", labels=["table"])

@@ -63,3 +63,59 @@ def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
         ("hiring_spree", "beta-labs", "resolved"), ("funding_surge", "gamma", "resolved"),
         ("release_burst", "delta", "resolved"), ("talent_poaching", "google-deepmind", "firing"),
         ("hiring_spree", "epsilon", "firing")])
+
+
+def assigned(port: int) -> dict[str, int]:
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("aisignals_assigned_partitions{"):
+            topic = line.split('topic="')[1].split('"')[0]
+            out[topic] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def test_two_workers_share_partitions_and_match_one_worker(tmp_path, broker):
+    """Two worker processes in one consumer group split the 4 partitions; the tables equal one worker's."""
+    from tests.test_live_e2e import free_port
+
+    db = tmp_path / "two.duckdb"
+    common = ["--bootstrap", broker.bootstrap]
+    ports = [free_port(), free_port()]
+    sink = start("sink", *common, "--db", str(db), "--metrics-port", "0")
+    workers = [start("worker", *common, "--db", str(db), "--metrics-port", str(p)) for p in ports]
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # wait until the group has settled with both members
+            a, b = assigned(ports[0]), assigned(ports[1])
+            if (a.get("aisignals.events", 0) and b.get("aisignals.events", 0)
+                    and a.get("aisignals.events", 0) + b.get("aisignals.events", 0) == 4):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"group did not settle: {assigned(ports[0])} {assigned(ports[1])}")
+        split = (assigned(ports[0]), assigned(ports[1]))
+        aisignals("produce", str(CONFORMANCE / "stream.jsonl"), *common)
+        assert wait_for(db, "SELECT count(*) FROM alerts", 7) == 7
+        assert wait_for(db, "SELECT count(*) FROM indicators", 46) == 46
+    finally:
+        for w in workers:
+            stop(w)
+        stop(sink)
+    print("partition split:", split)
+    with open(CONFORMANCE / "expected_indicators.csv") as fh:
+        expected = {(r["company_id"], int(r["window_days"]), r["window_end"]): r for r in csv.DictReader(fh)}
+    got = {(r[0], r[1], r[2]): r for r in fetch(
+        db, "SELECT company_id, window_days, strftime(window_end, '%Y-%m-%d'), hires, departures FROM indicators")}
+    assert set(got) == set(expected)
+    for k, row in expected.items():
+        assert (got[k][3], got[k][4]) == (int(row["hires"]), int(row["departures"]))
+    with open(CONFORMANCE / "expected_alerts.csv") as fh:
+        exp_alerts = sorted((r["rule"], r["company_id"], r["starts_at"], r["ends_at"]) for r in csv.DictReader(fh))
+    assert sorted(fetch(db, "SELECT rule, company_id, strftime(starts_at, '%Y-%m-%d'), "
+                            "coalesce(strftime(ends_at, '%Y-%m-%d'), '') FROM alerts")) == exp_alerts
