@@ -132,7 +132,8 @@ class Engine:
                 if series is None:
                     series = mine[key] = AlertSeries("talent_poaching", company, counterparty, window)
                 pair_start = max(start, pair.days[0])
-                if pair_start <= through:
+                # a pair changes only on its own days and when they leave the window
+                if pair_start <= through and pair.days[-1] + window >= pair_start:
                     series.evaluate(
                         pair_start,
                         through,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from streams.companies import CompanyNormalizer
-from streams.events import KEY_SENIORITIES, counterparty_name
+from streams.events import KEY_SENIORITIES
 
 HIRING, DEPARTURE, FUNDING, MODEL_RELEASE = 0, 1, 2, 3
 KIND_CODES = {"hiring": HIRING, "departure": DEPARTURE, "funding": FUNDING, "model_release": MODEL_RELEASE}
@@ -64,14 +64,15 @@ def fact_from_fields(
 
 def fact_from_event(event, companies: CompanyNormalizer) -> Fact:
     """Build the fact of a validated SPEC §2 event."""
-    other = counterparty_name(event)
+    fields = event.__dict__  # declared fields only: cheaper than pydantic's attribute fallback
+    other = fields.get("to_company") or fields.get("from_company")
     return fact_from_fields(
-        event_id=event.event_id,
-        kind=event.kind,
-        company_id=companies.company_id(event.company),
+        event_id=fields["event_id"],
+        kind=fields["kind"],
+        company_id=companies.company_id(fields["company"]),
         counterparty_id=companies.company_id(other) if other else None,
-        occurred_at=event.occurred_at,
-        headcount=getattr(event, "headcount", None),
-        seniority=getattr(event, "seniority", None),
-        amount_usd=getattr(event, "amount_usd", None),
+        occurred_at=fields["occurred_at"],
+        headcount=fields.get("headcount"),
+        seniority=fields.get("seniority"),
+        amount_usd=fields.get("amount_usd"),
     )

@@ -88,6 +88,8 @@ class SortedSeries:
         if lo >= hi:
             return None
         a, b = self.prefix[hi], self.prefix[lo]
+        if len(a) == 6:
+            return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], a[5] - b[5])
         return tuple(x - y for x, y in zip(a, b))
 
     def days_between(self, first_day: int, last_day: int) -> list[int]:
@@ -104,8 +106,12 @@ class CompanyTimeline:
     poaching: dict[str, SortedSeries] = field(default_factory=dict)
     # day -> [(event_id, kind, counterparty_id)], for alert evidence
     ids: dict[int, list[tuple[str, int, str | None]]] = field(default_factory=dict)
+    # (window, day) -> totals, valid until the next add (rules and rows ask for the same windows)
+    _memo: dict[tuple[int, int], "WindowTotals"] = field(default_factory=dict)
 
     def add(self, fact: Fact) -> None:
+        if self._memo:
+            self._memo.clear()
         n = fact.headcount
         if fact.kind == HIRING:
             delta = (n, 0, 0, 0, 0, 0)
@@ -125,8 +131,11 @@ class CompanyTimeline:
 
     def totals(self, window_days: int, day: int) -> WindowTotals:
         """Indicators of the window of ``window_days`` ending on ``day`` (inclusive)."""
-        sums = self.series.total(day - window_days + 1, day) or ZERO
-        return WindowTotals(*sums)
+        key = (window_days, day)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = WindowTotals(*(self.series.total(day - window_days + 1, day) or ZERO))
+        return found
 
     def pair_departures(self, counterparty_id: str, window_days: int, day: int) -> int:
         pair = self.poaching.get(counterparty_id)
