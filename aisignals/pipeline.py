@@ -114,7 +114,7 @@ class Pipeline:
             for partition, alert in corrections:
                 by_partition.setdefault(partition, []).append(alert)
             for partition, alerts in by_partition.items():
-                await self.worker.publish(partition, [], alerts)
+                await self.worker.publish_now(partition, alerts)
         if sink:
             self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink), name="sink")
             receivers = load_receivers(s.webhooks_file, self.companies.company_id)
@@ -178,7 +178,7 @@ class Pipeline:
         def produce() -> None:
             producer = EventProducer(self.bootstrap, self.topics, self.companies)
             try:
-                producer.send_all(items, batch_id, progress)
+                producer.send_packed(items, batch_id, progress)
                 producer.barrier(batch_id)
                 producer.flush()
             finally:

@@ -1,11 +1,15 @@
 """The Faust side: agents that drive the pure core over Kafka topics.
 
 ``sequence`` (ingest, one partition) validates raw events, dead-letters bad ones, de-duplicates,
-applies the watermark, and forwards accepted events keyed by company, followed by in-band clock
-records that carry stream time to every partition (the way Flink propagates watermarks).
-``companies`` (events, N partitions) keeps one ``Engine`` per partition and emits indicator rows
-and alert state changes. Both read in batches (``take_events``) and write outputs per batch:
-the per-event path through Faust is the cost to design around.
+applies the watermark, and publishes each accepted event on the public events topic (SPEC §2
+JSON, keyed by company). For the company agents it also writes one compact record per partition
+and batch to the internal facts topic, followed by an in-band clock record that carries stream
+time to every partition (the way Flink propagates watermarks). ``companies`` (facts, N
+partitions) keeps one ``Engine`` per partition and emits indicator rows and alert state changes.
+
+Faust's per-record cost (~0.1 ms here) is what to design around: bulk replays arrive many events
+per ingest record, the company agents read batches, and every output goes through one aiokafka
+producer in per-partition record batches (one producer, so records of a partition stay in order).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Iterable
 
 import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from processors.engine import Engine
 from processors.facts import MICROS, Fact, fact_from_event, fact_from_fields
@@ -28,7 +33,7 @@ from processors.sequencer import Sequencer, Verdict
 from processors.stats import WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, parse_event, to_wire
-from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, ORIGIN, SENT, Topics
+from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, FORMAT, ORIGIN, SENT, Topics
 
 log = logging.getLogger("aisignals.worker")
 
@@ -77,12 +82,24 @@ def dead_letter_record(origin: str, raw: bytes, error: str) -> bytes:
     })
 
 
+class Outputs:
+    """Records produced while handling one batch, grouped by topic and partition, sent in order."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes, int | None, list | None]]] = defaultdict(list)
+
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None = None,
+            headers: list | None = None) -> None:
+        self.records[(topic, partition)].append((key, value, timestamp_ms, headers))
+
+
 class Worker:
-    """The stream processors: one Faust app, a sequencer, and an engine per events partition."""
+    """The stream processors: one Faust app, a sequencer, and an engine per facts partition."""
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
                  wall_clock: bool = False):
+        self.bootstrap = bootstrap
         self.topics = topics
         self.rules = rules
         self.windows = windows
@@ -91,7 +108,7 @@ class Worker:
         self.engines: dict[int, Engine] = {}
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
         self.stats = WorkerStats()
-        self._sent: dict[int, dict[str, float]] = defaultdict(dict)  # partition -> company -> newest produce time
+        self.producer: AIOKafkaProducer | None = None
         self.app = faust.App(
             f"{topics.prefix}-worker",
             broker=f"kafka://{bootstrap}",
@@ -102,30 +119,18 @@ class Worker:
             topic_disable_leader=True,
             broker_session_timeout=10,
             broker_heartbeat_interval=1,
-            producer_linger=0.005,
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
             **(broker_kwargs or {}),
         )
         ingest = self.app.topic(topics.ingest, partitions=1, key_serializer="raw", value_serializer="raw")
-        events = self.app.topic(topics.events, partitions=topics.partitions, key_serializer="raw", value_serializer="raw")
+        facts = self.app.topic(topics.facts, partitions=topics.partitions, key_serializer="raw", value_serializer="raw")
         self.app.agent(ingest, name="sequence")(self._sequence)
-        self.app.agent(events, name="companies")(self._companies)
+        self.app.agent(facts, name="companies")(self._companies)
         self.wall_clock_day: int | None = None
         if wall_clock:
             # live mode: stream time also follows the wall clock, so alerts resolve as real days pass
             self.app.timer(interval=30.0, name="wall_clock")(self._wall_clock)
-
-    async def _wall_clock(self) -> None:
-        today = datetime.now(timezone.utc).date().toordinal()
-        known = self.sequencer.max_time_us
-        if known is not None and _day_of_us(known) >= today:
-            return
-        if self.wall_clock_day != today:
-            self.wall_clock_day = today
-            value = orjson.dumps({"stream_day": today})
-            for partition in range(self.topics.partitions):
-                await self._send(self.topics.events, value, None, partition, None, [(CONTROL, CLOCK)])
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -134,7 +139,8 @@ class Worker:
         return engine
 
     # ---- restore -----------------------------------------------------------------------
-    def restore(self, seen_ids: Iterable[str], max_time_us: int | None, facts: Iterable[Fact], published: Iterable[tuple]) -> list[tuple[int, dict]]:
+    def restore(self, seen_ids: Iterable[str], max_time_us: int | None, facts: Iterable[Fact],
+                published: Iterable[tuple]) -> list[tuple[int, dict]]:
         """Continue from durable state; returns alert corrections the stored state calls for."""
         self.sequencer.restore(seen_ids, max_time_us)
         n = self.topics.partitions
@@ -156,66 +162,103 @@ class Worker:
                 pending.extend((partition, a) for a in alerts)
         return pending
 
-    # ---- agents ------------------------------------------------------------------------
-    async def _send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
-                    timestamp: float | None = None, headers=None):
-        return await self.app.producer.send(topic, key, value, partition, timestamp, headers)
+    # ---- producing ---------------------------------------------------------------------
+    async def _produce(self, out: Outputs) -> None:
+        """Send buffered records: per partition, in record batches, in the order they were added."""
+        producer = self.producer
+        for (topic, partition), records in out.records.items():
+            batch = producer.create_batch()
+            for key, value, ts, headers in records:
+                while batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
+                    if batch.record_count() == 0:
+                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+                    await producer.send_batch(batch, topic, partition=partition)
+                    batch = producer.create_batch()
+            if batch.record_count():
+                await producer.send_batch(batch, topic, partition=partition)
+        out.records.clear()
+
+    # ---- sequencer ---------------------------------------------------------------------
+    @staticmethod
+    def _raw_items(message, headers: dict) -> list[tuple[str, bytes]]:
+        origin = (headers.get(ORIGIN) or b"kafka").decode("utf-8", "replace")
+        raw = message.value or b""
+        if headers.get(FORMAT) == b"batch":
+            try:
+                packed = orjson.loads(raw)
+                return [(o, line.encode("utf-8", "surrogatepass")) for o, line in zip(packed["origins"], packed["lines"])]
+            except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeEncodeError):
+                return [(origin, raw)]  # not a batch after all: dead-letter it whole
+        return [(origin, raw)]
 
     async def _sequence(self, stream):
-        topics, n = self.topics, self.topics.partitions
         async for batch in stream.take_events(TAKE, within=WITHIN):
+            out = Outputs()
+            facts: dict[int, list] = defaultdict(list)
             before = self.sequencer.max_time_us
             for event in batch:
                 message = event.message
                 headers = dict(message.headers or ())
                 batch_id = (headers.get(BATCH) or b"").decode()
                 if headers.get(CONTROL) == BARRIER:
-                    await self._clock(before)
+                    self._facts_and_clock(out, facts, before)
                     before = self.sequencer.max_time_us
-                    await self._barrier(batch_id)
+                    self._barrier(out, batch_id)
                     continue
-                raw = message.value or b""
-                origin = (headers.get(ORIGIN) or b"kafka").decode("utf-8", "replace")
-                try:
-                    parsed = parse_event(raw)
-                    fact = fact_from_event(parsed, self.companies)
-                except InvalidEvent as exc:
-                    self._count(batch_id, "dead_letters")
-                    self.stats.dead_letters[dead_letter_reason(str(exc))] += 1
-                    await self._send(topics.dead_letters, dead_letter_record(origin, raw, str(exc)), partition=0,
-                                     headers=[(BATCH, batch_id.encode())] if batch_id else None)
-                    continue
-                verdict = self.sequencer.admit(fact.event_id, fact.time_us)
-                self._count(batch_id, verdict.value)
-                if verdict is Verdict.DUPLICATE:
-                    self.stats.duplicates += 1
-                    continue
-                ts = fact.time_us / MICROS if fact.time_us > 0 else None
-                wire = to_wire(parsed)
                 sent = headers.get(SENT)
-                out_headers = [(SENT, sent)] if sent else None
-                if verdict is Verdict.ACCEPTED:
-                    self.stats.accepted[parsed.kind] += 1
-                    await self._send(topics.events, wire, fact.company_id.encode(),
-                                     partition_of(fact.company_id, n), ts, out_headers)
-                else:
-                    self.stats.late += 1
-                    await self._send(topics.late, wire, fact.company_id.encode(), 0, ts, out_headers)
-            await self._clock(before)
+                for origin, raw in self._raw_items(message, headers):
+                    self._admit(out, facts, origin, raw, batch_id, sent)
+            self._facts_and_clock(out, facts, before)
+            await self._produce(out)
+
+    def _admit(self, out: Outputs, facts: dict[int, list], origin: str, raw: bytes, batch_id: str,
+               sent: bytes | None) -> None:
+        topics = self.topics
+        try:
+            parsed = parse_event(raw)
+            fact = fact_from_event(parsed, self.companies)
+        except InvalidEvent as exc:
+            self._count(batch_id, "dead_letters")
+            self.stats.dead_letters[dead_letter_reason(str(exc))] += 1
+            out.add(topics.dead_letters, 0, None, dead_letter_record(origin, raw, str(exc)),
+                    headers=[(BATCH, batch_id.encode())] if batch_id else None)
+            return
+        verdict = self.sequencer.admit(fact.event_id, fact.time_us)
+        self._count(batch_id, verdict.value)
+        if verdict is Verdict.DUPLICATE:
+            self.stats.duplicates += 1
+            return
+        ts = fact.time_us // 1000 if fact.time_us > 0 else None
+        key = fact.company_id.encode()
+        wire = to_wire(parsed)
+        if verdict is Verdict.LATE:
+            self.stats.late += 1
+            out.add(topics.late, 0, key, wire, ts)
+            return
+        self.stats.accepted[parsed.kind] += 1
+        partition = partition_of(fact.company_id, topics.partitions)
+        out.add(topics.events, partition, key, wire, ts)
+        facts[partition].append((fact.event_id, fact.kind, fact.company_id, fact.counterparty_id, fact.day,
+                                 fact.time_us, fact.headcount, fact.key, fact.amount_micro,
+                                 int(sent) if sent else None))
 
     def _count(self, batch_id: str, what: str) -> None:
         if batch_id:
             self.counts[batch_id][what] += 1
 
-    async def _clock(self, before: int | None) -> None:
+    def _facts_and_clock(self, out: Outputs, facts: dict[int, list], before: int | None) -> None:
+        """Facts of this batch per partition, then a clock record to every partition if stream time moved."""
+        for partition, items in facts.items():
+            out.add(self.topics.facts, partition, None, orjson.dumps(items))
+        facts.clear()
         now = self.sequencer.max_time_us
         if now is None or (before is not None and _day_of_us(now) == _day_of_us(before)):
             return
         value = orjson.dumps({"stream_time_us": now})
         for partition in range(self.topics.partitions):
-            await self._send(self.topics.events, value, None, partition, None, [(CONTROL, CLOCK)])
+            out.add(self.topics.facts, partition, None, value, headers=[(CONTROL, CLOCK)])
 
-    async def _barrier(self, batch_id: str) -> None:
+    def _barrier(self, out: Outputs, batch_id: str) -> None:
         counts = self.counts.pop(batch_id, Counter())
         value = orjson.dumps({
             "batch_id": batch_id,
@@ -225,27 +268,41 @@ class Worker:
         })
         headers = [(CONTROL, BARRIER), (BATCH, batch_id.encode())]
         for partition in range(self.topics.partitions):
-            await self._send(self.topics.events, value, None, partition, None, headers)
-        await self._send(self.topics.late, value, None, 0, None, headers)
-        await self._send(self.topics.dead_letters, value, None, 0, None, headers)
+            out.add(self.topics.events, partition, None, value, headers=headers)
+            out.add(self.topics.facts, partition, None, value, headers=headers)
+        out.add(self.topics.late, 0, None, value, headers=headers)
+        out.add(self.topics.dead_letters, 0, None, value, headers=headers)
 
+    async def _wall_clock(self) -> None:
+        today = datetime.now(timezone.utc).date().toordinal()
+        known = self.sequencer.max_time_us
+        if known is not None and _day_of_us(known) >= today:
+            return
+        if self.wall_clock_day != today:
+            self.wall_clock_day = today
+            out = Outputs()
+            value = orjson.dumps({"stream_day": today})
+            for partition in range(self.topics.partitions):
+                out.add(self.topics.facts, partition, None, value, headers=[(CONTROL, CLOCK)])
+            await self._produce(out)
+
+    # ---- company agents ----------------------------------------------------------------
     async def _companies(self, stream):
         async for batch in stream.take_events(TAKE, within=WITHIN):
+            out = Outputs()
             by_partition: dict[int, list] = defaultdict(list)
             for event in batch:
                 by_partition[event.message.partition].append(event.message)
             for partition, messages in by_partition.items():
                 engine = self.engine(partition)
+                sent: dict[str, float] = {}
                 for message in messages:
-                    control = sent = None
-                    if message.headers:
-                        headers = dict(message.headers)
-                        control, sent = headers.get(CONTROL), headers.get(SENT)
+                    control = dict(message.headers).get(CONTROL) if message.headers else None
                     if control is None:
-                        fact = self._fact(message.value)
-                        engine.add(fact)
-                        if sent:
-                            self._sent[partition][fact.company_id] = int(sent) / 1000
+                        for item in orjson.loads(message.value):
+                            engine.add(Fact(*item[:9]))
+                            if item[9]:
+                                sent[item[2]] = item[9] / 1000
                     elif control == CLOCK:
                         clock = orjson.loads(message.value)
                         engine.advance(clock["stream_day"] if "stream_day" in clock else _day_of_us(clock["stream_time_us"]))
@@ -253,25 +310,16 @@ class Worker:
                         info = orjson.loads(message.value)
                         if info.get("stream_time_us") is not None:
                             engine.advance(_day_of_us(info["stream_time_us"]))
-                        await self._emit(partition, engine)
+                        self._emit(out, partition, engine, sent)
+                        sent = {}
                         for topic in (self.topics.indicators, self.topics.alerts):
-                            await self._send(topic, message.value, None, partition, None, list(message.headers))
-                await self._emit(partition, engine)
+                            out.add(topic, partition, None, message.value, headers=list(message.headers))
+                self._emit(out, partition, engine, sent)
+            await self._produce(out)
 
-    def _fact(self, value: bytes) -> Fact:
-        data = orjson.loads(value)
-        other = data.get("to_company") or data.get("from_company")
-        return fact_from_fields(
-            data["event_id"], data["kind"], self.companies.company_id(data["company"]),
-            self.companies.company_id(other) if other else None,
-            datetime.fromisoformat(data["occurred_at"]), data.get("headcount"), data.get("seniority"),
-            data.get("amount_usd"),
-        )
-
-    async def _emit(self, partition: int, engine: Engine) -> None:
+    def _emit(self, out: Outputs, partition: int, engine: Engine, sent: dict[str, float]) -> None:
         rows, alerts = engine.flush()
-        await self.publish(partition, rows, alerts)
-        sent = self._sent.pop(partition, None)
+        self.publish(out, partition, rows, alerts)
         if sent:
             now = time.time()
             for when in sent.values():
@@ -281,20 +329,30 @@ class Worker:
                 if when is not None:
                     self.stats.alert_latency.observe(max(now - when, 0.0))
 
-    async def publish(self, partition: int, rows: list[dict], alerts: list[dict]) -> None:
+    def publish(self, out: Outputs, partition: int, rows: list[dict], alerts: list[dict]) -> None:
         for i in range(0, len(rows), ROWS_PER_MESSAGE):
-            await self._send(self.topics.indicators, orjson.dumps(rows[i : i + ROWS_PER_MESSAGE]), None, partition)
+            out.add(self.topics.indicators, partition, None, orjson.dumps(rows[i : i + ROWS_PER_MESSAGE]))
         self.stats.indicator_rows += len(rows)
         for alert in alerts:
             self.stats.alert_changes[(alert["rule"], alert["severity"], alert["status"])] += 1
-            await self._send(self.topics.alerts, orjson.dumps(alert), alert["fingerprint"].encode(), partition)
+            out.add(self.topics.alerts, partition, alert["fingerprint"].encode(), orjson.dumps(alert))
+
+    async def publish_now(self, partition: int, alerts: list[dict]) -> None:
+        out = Outputs()
+        self.publish(out, partition, [], alerts)
+        await self._produce(out)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="aisignals-worker",
+                                         linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+                                         acks="all")
+        await self.producer.start()
         await self.app.start()
 
     async def stop(self) -> None:
         try:
-            await self.app.producer.flush()
-        finally:
             await self.app.stop()
+        finally:
+            if self.producer is not None:
+                await self.producer.stop()

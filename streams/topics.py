@@ -11,6 +11,7 @@ from kafka.errors import TopicAlreadyExistsError
 CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records, not events
 ORIGIN = "aisignals-origin"  # where a raw line came from, e.g. "file.jsonl:12" or "http"
 BATCH = "aisignals-batch"  # id of the backfill a record belongs to
+FORMAT = "aisignals-format"  # b"batch": the record holds many raw events (bulk replay)
 SENT = "aisignals-sent"  # wall-clock ms when the producer sent the event (for latency metrics)
 CLOCK, BARRIER = b"clock", b"barrier"
 
@@ -31,6 +32,11 @@ class Topics:
     def events(self) -> str:
         """Accepted events (SPEC §2 JSON), keyed by company_id; also carries in-band clock records."""
         return f"{self.prefix}.events"
+
+    @property
+    def facts(self) -> str:
+        """Internal: compact per-partition batches of accepted facts and clock records for the company agents."""
+        return f"{self.prefix}.facts"
 
     @property
     def late(self) -> str:
@@ -58,6 +64,7 @@ class Topics:
         return {
             self.ingest: 1,
             self.events: n,
+            self.facts: n,
             self.late: 1,
             self.dead_letters: 1,
             self.indicators: n,

@@ -93,8 +93,8 @@ def test_two_workers_share_partitions_and_match_one_worker(tmp_path, broker):
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:  # wait until the group has settled with both members
             a, b = assigned(ports[0]), assigned(ports[1])
-            if (a.get("aisignals.events", 0) and b.get("aisignals.events", 0)
-                    and a.get("aisignals.events", 0) + b.get("aisignals.events", 0) == 4):
+            if (a.get("aisignals.facts", 0) and b.get("aisignals.facts", 0)
+                    and a.get("aisignals.facts", 0) + b.get("aisignals.facts", 0) == 4):
                 break
             time.sleep(0.5)
         else:

@@ -1,0 +1,318 @@
+"""ai-signals benchmark suite: one command, a table on stdout, JSON on disk, medians of several runs.
+
+    .venv/bin/python -m benchmarks.run                     # the full suite (N = 200k and 1M)
+    .venv/bin/python -m benchmarks.run --sizes 2000 --repeat 1 --live-seconds 5 --smoke   # CI smoke
+
+Every ratio is computed against a baseline measured in the same run on the same embedded broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from aisignals.pipeline import Pipeline, quiet_logs
+from processors.rules import load_rules
+from sinks.duckdb_sink import DuckDBSink
+from streams.broker import EmbeddedBroker
+from streams.companies import normalizer
+from streams.reader import RawLine, replay_order
+from streams.settings import Settings
+from streams.synthetic import steady
+from streams.topics import SENT, Topics, ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_lines(n: int, seed: int = 7) -> list[bytes]:
+    return [orjson.dumps(e) for e in steady(n, seed, date(2022, 1, 1), 3 * 365)]
+
+
+# ---- (a) the baseline: bare aiokafka produce → consume -----------------------------------------
+async def bare_aiokafka(lines: list[bytes], workdir: Path) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    broker = EmbeddedBroker(workdir / "baseline-tansu.log")
+    bootstrap = broker.start()
+    try:
+        ensure_topics(bootstrap, Topics("bench", 4))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1024 * 1024)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50,
+                                    max_partition_fetch_bytes=8 * 1024 * 1024)
+        await producer.start()
+        await consumer.start()
+        tps = [TopicPartition("bench.events", p) for p in range(4)]
+        consumer.assign(tps)
+        for tp in tps:
+            await consumer.seek_to_beginning(tp)
+        started = time.perf_counter()
+
+        async def produce():
+            for i, line in enumerate(lines):
+                await producer.send("bench.events", line, key=str(i % 200).encode())
+            await producer.flush()
+
+        task = asyncio.create_task(produce())
+        seen = 0
+        while seen < len(lines):
+            batch = await consumer.getmany(timeout_ms=200, max_records=50_000)
+            seen += sum(len(m) for m in batch.values())
+        await task
+        elapsed = time.perf_counter() - started
+        await producer.stop()
+        await consumer.stop()
+        return len(lines) / elapsed
+    finally:
+        broker.stop()
+
+
+# ---- (b) end-to-end backfill -------------------------------------------------------------------
+async def backfill(lines: list[bytes], workdir: Path, tag: str) -> tuple[float, Path]:
+    """Events/s from the first produced record to the last row committed (start-up excluded)."""
+    db = workdir / f"backfill-{tag}.duckdb"
+    for p in (db, Path(str(db) + ".wal")):
+        p.unlink(missing_ok=True)
+    items = replay_order(RawLine(f"bench:{i}", line) for i, line in enumerate(lines))
+    pipeline = Pipeline(Settings(db=db, log_dir=workdir))
+    await asyncio.to_thread(pipeline.start_broker)
+    try:
+        await pipeline.start()
+        started = time.perf_counter()
+        await pipeline.replay(items)
+        elapsed = time.perf_counter() - started
+        await pipeline.stop()
+    finally:
+        pipeline.stop_broker()
+    return len(items) / elapsed, db
+
+
+def backfill_rss(path: Path, workdir: Path) -> float:
+    """Peak RSS (MB) of an `aisignals backfill` process (worker, sink and producer in one process)."""
+    db = workdir / "rss.duckdb"
+    db.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-m", "aisignals", "backfill", str(path), "--db", str(db)], check=True,
+                   capture_output=True, cwd=ROOT)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(peak, before) / 1024
+
+
+# ---- (c) steady live load ----------------------------------------------------------------------
+def quantile(hist, q: float) -> float:
+    """histogram_quantile over cumulative buckets (linear interpolation inside the bucket)."""
+    buckets = hist.cumulative()
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank, prev_bound, prev_count = q * total, 0.0, 0
+    for bound, count in buckets:
+        upper = float("inf") if bound == "+Inf" else float(bound)
+        if count >= rank:
+            if upper == float("inf"):
+                return prev_bound
+            return prev_bound + (upper - prev_bound) * (rank - prev_count) / max(count - prev_count, 1)
+        prev_bound, prev_count = upper, count
+    return prev_bound
+
+
+async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
+    from aiokafka import AIOKafkaProducer
+
+    db = workdir / "live.duckdb"
+    db.unlink(missing_ok=True)
+    pipeline = Pipeline(Settings(db=db, log_dir=workdir), live=True)
+    await asyncio.to_thread(pipeline.start_broker)
+    try:
+        await pipeline.start()
+        producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap, linger_ms=0)
+        await producer.start()
+        await asyncio.sleep(8)  # let the consumer group settle before timing
+        today = datetime.now(timezone.utc).date()
+        events = list(steady(int(rate * seconds), 11, today, 1, companies=30))
+        started = time.perf_counter()
+        for i, event in enumerate(events):
+            target = started + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event["occurred_at"] = datetime.now(timezone.utc).isoformat()
+            await producer.send(pipeline.topics.ingest, orjson.dumps(event),
+                                headers=[(SENT, str(int(time.time() * 1000)).encode())])
+        await producer.flush()
+        await asyncio.sleep(2)
+        await producer.stop()
+        st = pipeline.worker.stats
+        result = {
+            "events": len(events), "rate": rate, "seconds": seconds,
+            "indicator_p50_ms": quantile(st.processing_latency, 0.5) * 1000,
+            "indicator_p99_ms": quantile(st.processing_latency, 0.99) * 1000,
+            "alert_p50_ms": quantile(st.alert_latency, 0.5) * 1000,
+            "alert_p99_ms": quantile(st.alert_latency, 0.99) * 1000,
+            "alert_samples": st.alert_latency.count,
+        }
+        await pipeline.stop()
+        return result
+    finally:
+        pipeline.stop_broker()
+
+
+# ---- (d) the sink against a raw DuckDB bulk insert -----------------------------------------------
+def sink_vs_raw(lines: list[bytes], workdir: Path) -> tuple[float, float]:
+    events = {}
+    for line in lines:
+        d = orjson.loads(line)
+        events[d["event_id"]] = (d, False)
+    sink_db = workdir / "sink.duckdb"
+    raw_db = workdir / "raw.duckdb"
+    for p in (sink_db, raw_db):
+        p.unlink(missing_ok=True)
+    sink = DuckDBSink(sink_db, Topics(), normalizer(), "bench")
+    started = time.perf_counter()
+    with sink.db.writer() as con:
+        sink.con = con
+        con.execute("BEGIN")
+        sink._write_events(events, int(time.time() * 1e6))
+        con.execute("COMMIT")
+    sink_rate = len(events) / (time.perf_counter() - started)
+    # raw: the same rows already as an Arrow table, appended with one statement
+    with sink.db.writer() as con:
+        table = con.execute("SELECT * FROM events").arrow()
+    raw = duckdb.connect(str(raw_db))
+    raw.execute("CREATE TABLE events AS SELECT * FROM table LIMIT 0")
+    started = time.perf_counter()
+    raw.execute("INSERT INTO events SELECT * FROM table")
+    raw_rate = table.num_rows / (time.perf_counter() - started)
+    raw.close()
+    return sink_rate, raw_rate
+
+
+# ---- (e) ad-hoc queries ----------------------------------------------------------------------
+QUERIES = {
+    "top companies by drain": "SELECT company_id, talent_drain_ratio FROM indicators i WHERE window_days = 90 AND "
+                              "window_end = (SELECT max(window_end) FROM indicators) ORDER BY talent_drain_ratio DESC LIMIT 10",
+    "a company's history": "SELECT window_end, hires, departures, talent_drain_ratio FROM indicators "
+                           "WHERE company_id = 'openai' AND window_days = 90 ORDER BY window_end",
+    "funding by month": "SELECT date_trunc('month', occurred_at) AS m, sum(amount_usd) FROM events "
+                        "WHERE kind = 'funding' GROUP BY m ORDER BY m",
+    "releases by modality": "SELECT payload->>'modality' AS modality, count(*) FROM events "
+                            "WHERE kind = 'model_release' GROUP BY modality ORDER BY 2 DESC",
+    "alert evidence": "SELECT e.event_id, e.kind, e.occurred_at FROM alerts a, unnest(CAST(a.evidence->'event_ids' AS VARCHAR[])) u(id) "
+                      "JOIN events e ON e.event_id = u.id WHERE a.fingerprint = (SELECT min(fingerprint) FROM alerts)",
+}
+
+
+def query_latencies(db: Path, runs: int = 20) -> dict[str, float]:
+    con = duckdb.connect(str(db), read_only=True)
+    out = {}
+    for name, sql in QUERIES.items():
+        con.execute(sql).fetchall()  # warm
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            con.execute(sql).fetchall()
+            times.append(time.perf_counter() - started)
+        out[name] = statistics.median(times) * 1000
+    con.close()
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="200000,1000000", help="backfill sizes, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is reported)")
+    parser.add_argument("--live-rate", type=int, default=1000)
+    parser.add_argument("--live-seconds", type=float, default=60.0)
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
+    parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
+    parser.add_argument("--smoke", action="store_true", help="small sizes for CI: checks it runs, asserts no speed")
+    args = parser.parse_args()
+    quiet_logs()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict = {"machine": machine(), "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "repeat": args.repeat, "backfill": {}}
+    with tempfile.TemporaryDirectory(prefix="aisignals-bench-") as tmp:
+        workdir = Path(tmp)
+        largest_db = None
+        for n in sizes:
+            lines = synthetic_lines(n)
+            base = [asyncio.run(bare_aiokafka(lines, workdir)) for _ in range(args.repeat)]
+            runs = []
+            for r in range(args.repeat):
+                rate, db = asyncio.run(backfill(lines, workdir, f"{n}-{r}"))
+                runs.append(rate)
+                largest_db = db
+            results["backfill"][n] = {"baseline_events_per_s": statistics.median(base),
+                                      "backfill_events_per_s": statistics.median(runs),
+                                      "ratio": statistics.median(runs) / statistics.median(base),
+                                      "runs": runs, "baseline_runs": base}
+            print(f"N={n}: baseline {statistics.median(base):,.0f}/s, backfill {statistics.median(runs):,.0f}/s", flush=True)
+        lines = synthetic_lines(min(sizes[0], 200_000))
+        sink_runs = [sink_vs_raw(lines, workdir) for _ in range(args.repeat)]
+        results["sink"] = {"sink_rows_per_s": statistics.median(r[0] for r in sink_runs),
+                           "raw_rows_per_s": statistics.median(r[1] for r in sink_runs)}
+        results["sink"]["ratio"] = results["sink"]["sink_rows_per_s"] / results["sink"]["raw_rows_per_s"]
+        results["queries_ms_p50"] = query_latencies(largest_db)
+        results["queries_rows"] = sizes[-1]
+        path = workdir / "rss.jsonl"
+        path.write_bytes(b"\n".join(synthetic_lines(sizes[-1])) + b"\n")
+        results["backfill_peak_rss_mb"] = backfill_rss(path, workdir)
+        results["rss_events"] = sizes[-1]
+        results["live"] = asyncio.run(live_latency(args.live_rate, args.live_seconds, workdir))
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    table = render(results)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+
+
+def render(r: dict) -> str:
+    lines = [f"Machine: {r['machine']}  ", f"Run: {r['when']}, each figure the median of {r['repeat']} runs.", "",
+             "| figure | value | target | ratio / note |", "|---|---|---|---|"]
+    for n, b in r["backfill"].items():
+        lines.append(f"| (a) bare aiokafka produce→consume, N={int(n):,} | {b['baseline_events_per_s']:,.0f} events/s | the ceiling | |")
+        lines.append(f"| (b) end-to-end backfill, N={int(n):,} | {b['backfill_events_per_s']:,.0f} events/s | ≥ 0.5 × (a) | "
+                     f"{b['ratio']:.2f} × (a) |")
+    live = r["live"]
+    lines.append(f"| (c) live {live['rate']}/s for {live['seconds']:.0f} s: produce → alert, p50 / p99 | "
+                 f"{live['alert_p50_ms']:.0f} / {live['alert_p99_ms']:.0f} ms | p99 ≤ 50 ms | "
+                 f"{live['alert_samples']} alert samples; produce → indicator p50/p99 {live['indicator_p50_ms']:.0f} / {live['indicator_p99_ms']:.0f} ms |")
+    s = r["sink"]
+    lines.append(f"| (d) DuckDB sink rows/s vs raw Arrow bulk insert | {s['sink_rows_per_s']:,.0f} vs {s['raw_rows_per_s']:,.0f} rows/s | "
+                 f"≥ 200k and ≥ 0.5 × raw | {s['ratio']:.2f} × raw |")
+    for name, ms in r["queries_ms_p50"].items():
+        lines.append(f"| (e) query p50: {name} ({int(r['queries_rows']):,} events) | {ms:.1f} ms | ≤ 20 ms | |")
+    lines.append(f"| (f) peak RSS of a backfill process (worker + sink + producer), {int(r['rss_events']):,} events | "
+                 f"{r['backfill_peak_rss_mb']:.0f} MB | ≤ 300 MB | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
