@@ -191,12 +191,13 @@ def sink_vs_raw(lines: list[bytes], workdir: Path) -> tuple[float, float]:
     sink_rate = len(events) / (time.perf_counter() - started)
     # raw: the same rows already as an Arrow table, appended with one statement
     with sink.db.writer() as con:
-        table = con.execute("SELECT * FROM events").arrow()
+        rows = con.execute("SELECT * FROM events").to_arrow_table()
     raw = duckdb.connect(str(raw_db))
-    raw.execute("CREATE TABLE events AS SELECT * FROM table LIMIT 0")
+    raw.register("incoming", rows)
+    raw.execute("CREATE TABLE events AS SELECT * FROM incoming LIMIT 0")
     started = time.perf_counter()
-    raw.execute("INSERT INTO events SELECT * FROM table")
-    raw_rate = table.num_rows / (time.perf_counter() - started)
+    raw.execute("INSERT INTO events SELECT * FROM incoming")
+    raw_rate = rows.num_rows / (time.perf_counter() - started)
     raw.close()
     return sink_rate, raw_rate
 
