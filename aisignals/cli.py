@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from processors.alerts import alert_matches
 from processors.rules import RulesFileError, load_rules
 from sinks.database import SinkError
 from sinks.query import QueryError, run_query, to_csv, to_json
@@ -35,6 +36,18 @@ err = Console(stderr=True)
 
 KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFileError, ProduceError, QueryError,
                 TopicLayoutError, TimeoutError, MappingError, WebhookConfigError, OSError)
+
+
+def bootstrap_option():
+    return typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker")
+
+
+def db_option(help_text: str = "DuckDB file"):
+    return typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help=help_text)
+
+
+def partitions_option():
+    return typer.Option(None, "--partitions", min=1, max=64, help="partitions of company-keyed topics")
 
 
 class InputFormat(str, Enum):
@@ -94,12 +107,17 @@ def backfill(
     kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
     date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML file with [columns], kind, date_format"),
+    webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers to notify"),
 ) -> None:
     """Replay files through the streaming pipeline, wait until everything is written, print a summary."""
     from aisignals.pipeline import backfill as run_backfill, check_db_writable, quiet_logs
 
     quiet_logs()
-    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, rules_file=rules, lateness_days=lateness_days)
+    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, rules_file=rules, lateness_days=lateness_days,
+                             webhooks_file=webhooks)
+    from sinks.delivery import load_receivers
+
+    load_receivers(settings.webhooks_file)
     check_db_writable(settings.db)
     rule_set = load_rules(settings.rules_file)
     paths = check_readable(files)
@@ -135,7 +153,7 @@ def up(
     no_demo: bool = typer.Option(False, "--no-demo", help="do not replay the bundled data nor feed live events"),
     seconds: Optional[float] = typer.Option(None, "--for", min=1, help="stop after this many seconds"),
     rate: float = typer.Option(20.0, "--rate", min=1, help="live synthetic events per second after the replay"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    partitions: Optional[int] = partitions_option(),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="HTTP port (0 = any free port)"),
     host: Optional[str] = typer.Option(None, "--host", help="HTTP bind address (needs a token unless loopback)"),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
@@ -158,9 +176,9 @@ def up(
 @app.command()
 def produce(
     files: List[Path] = typer.Argument(..., help="input files"),
-    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    bootstrap: str = bootstrap_option(),
     fmt: InputFormat = typer.Option(InputFormat.jsonl, "--format", help="input format"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    partitions: Optional[int] = partitions_option(),
     maps: List[str] = typer.Option([], "--map", help="csv: FIELD=COLUMN (repeatable)"),
     kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
     date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
@@ -185,9 +203,11 @@ def produce(
     items, accounting = read_items(paths, fmt, mapping)
     if accounting is not None:
         print_accounting(accounting)
+    from streams.security import kafka_python_kwargs
+
     topics = Topics(settings.topic_prefix, settings.partitions)
-    ensure_topics(bootstrap, topics)
-    producer = EventProducer(bootstrap, topics, normalizer(settings.aliases_file))
+    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))
+    producer = EventProducer(bootstrap, topics, normalizer(settings.aliases_file), **kafka_python_kwargs(settings))
     try:
         sent = producer.send_all(items)
         producer.flush()
@@ -198,9 +218,9 @@ def produce(
 
 @app.command()
 def worker(
-    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
-    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file to restore state from"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    bootstrap: str = bootstrap_option(),
+    db: Path = db_option("DuckDB file to restore state from"),
+    partitions: Optional[int] = partitions_option(),
     rules: Optional[Path] = typer.Option(None, "--rules", help="alert rules TOML"),
     metrics_port: int = typer.Option(9101, "--metrics-port", min=0, max=65535, help="port of /metrics"),
 ) -> None:
@@ -216,9 +236,9 @@ def worker(
 
 @app.command()
 def sink(
-    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
-    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file to write"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    bootstrap: str = bootstrap_option(),
+    db: Path = db_option("DuckDB file to write"),
+    partitions: Optional[int] = partitions_option(),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
     alertmanager: Optional[str] = typer.Option(None, "--alertmanager", help="Alertmanager base URL"),
     metrics_port: int = typer.Option(9102, "--metrics-port", min=0, max=65535, help="port of /metrics"),
@@ -235,11 +255,11 @@ def sink(
 
 @app.command()
 def serve(
-    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
-    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file the sink writes"),
+    bootstrap: str = bootstrap_option(),
+    db: Path = db_option("DuckDB file the sink writes"),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535),
     host: Optional[str] = typer.Option(None, "--host", help="bind address (needs a token unless loopback)"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    partitions: Optional[int] = partitions_option(),
 ) -> None:
     """The HTTP server on its own, next to a worker and a sink that run elsewhere."""
     import uvicorn
@@ -264,8 +284,10 @@ def serve(
         sink = settings.db.exists()
         return broker and sink, {"broker": broker, "sink": sink}
 
+    from streams.security import aiokafka_kwargs
+
     api = create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), Database(settings.db),
-                     normalizer(settings.aliases_file), ready)
+                     normalizer(settings.aliases_file), ready, aiokafka_kwargs(settings))
     console.print(f"ai-signals HTTP on http://{bind}:{settings.port}/ (broker {bootstrap}, DuckDB {settings.db})", soft_wrap=True)
     uvicorn.run(api, host=bind, port=settings.port, log_level="warning")
 
@@ -273,11 +295,13 @@ def serve(
 @app.command()
 def query(
     sql: str = typer.Argument(..., help="one read-only SQL statement"),
-    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
+    db: Path = db_option("DuckDB file"),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, csv or json"),
+    max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="row cap"),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="seconds before the query is cancelled"),
 ) -> None:
-    """Run read-only SQL against the DuckDB file."""
-    names, rows = run_query(db, sql)
+    """Run one read-only SELECT against the DuckDB file (sandboxed: no files, network or extensions)."""
+    names, rows = run_query(db, sql, max_rows=max_rows, timeout=timeout)
     if fmt is OutputFormat.csv:
         sys.stdout.write(to_csv(names, rows))
     elif fmt is OutputFormat.json:
@@ -324,7 +348,7 @@ app.add_typer(alerts_app, name="alerts")
 
 @alerts_app.command("list")
 def alerts_list(
-    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
+    db: Path = db_option("DuckDB file"),
     status: Optional[str] = typer.Option(None, "--status", help="firing or resolved"),
     rule: Optional[str] = typer.Option(None, "--rule", help="talent_drain, talent_poaching, funding_surge, …"),
     company: Optional[str] = typer.Option(None, "--company", help="company name or id"),
@@ -353,7 +377,7 @@ def alerts_list(
 @alerts_app.command("explain")
 def alerts_explain(
     fingerprint: str = typer.Argument(..., help="the alert's fingerprint (from `alerts list`)"),
-    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file"),
+    db: Path = db_option("DuckDB file"),
 ) -> None:
     """One alert's instances and the evidence events behind them, read from DuckDB."""
     names, rows = run_query(db, "SELECT rule, company_id, counterparty_id, severity, status, starts_at, ends_at,"
@@ -379,12 +403,12 @@ def alerts_explain(
 
 @alerts_app.command("tail")
 def alerts_tail(
-    bootstrap: str = typer.Option(..., "--bootstrap", envvar="AISIGNALS_BOOTSTRAP", help="HOST:PORT of the Kafka broker"),
+    bootstrap: str = bootstrap_option(),
     rule: Optional[str] = typer.Option(None, "--rule"),
     severity: Optional[str] = typer.Option(None, "--severity"),
     company: Optional[str] = typer.Option(None, "--company"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the oldest retained alert"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", min=1, max=64),
+    partitions: Optional[int] = partitions_option(),
     count: Optional[int] = typer.Option(None, "--count", min=1, help="stop after this many alerts"),
     idle: Optional[float] = typer.Option(None, "--idle", min=0.1, help="stop after this many seconds without alerts"),
 ) -> None:
@@ -401,7 +425,10 @@ def alerts_tail(
     async def follow() -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        from streams.security import aiokafka_kwargs
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                    **aiokafka_kwargs(settings))
         await consumer.start()
         try:
             tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
@@ -420,8 +447,8 @@ def alerts_tail(
                         if any(k == CONTROL for k, _ in (m.headers or ())):
                             continue
                         a = orjson.loads(m.value)
-                        if (rule and a["rule"] != rule) or (severity and a["severity"] != severity) or (
-                                company_id and company_id not in (a["company_id"], a["counterparty_id"])):
+                        if not alert_matches(a, (rule,) if rule else (), (severity,) if severity else (),
+                                             (company_id,) if company_id else ()):
                             continue
                         sys.stdout.write(orjson.dumps({k: a[k] for k in (
                             "status", "change", "rule", "company_id", "counterparty_id", "severity", "starts_at",

@@ -21,12 +21,13 @@ from processors.rules import RuleSet, load_rules
 from sinks.database import SinkError
 from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database
-from sinks.duckdb_sink import DuckDBSink, load_worker_state
+from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
 from streams.broker import EmbeddedBroker, check_reachable
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayItem
+from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
 
@@ -93,7 +94,7 @@ class Pipeline:
             self.broker = EmbeddedBroker(self.settings.log_path())
             self.bootstrap = self.broker.start()
             run_id = f"embedded:{uuid.uuid4().hex}"
-        ensure_topics(self.bootstrap, self.topics)
+        ensure_topics(self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
         self.run_id = run_id
         return self.bootstrap
 
@@ -106,17 +107,20 @@ class Pipeline:
             self.sink.on_backfill.append(self._backfill_done)
         if worker:
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
-                                 s.lateness_days, wall_clock=self.live)
-            state = load_worker_state(self.sink.db if self.sink is not None else Database(s.db))
-            corrections = self.worker.restore(*state)
+                                 s.lateness_days, broker_kwargs=faust_kwargs(s), wall_clock=self.live,
+                                 client_kwargs=aiokafka_kwargs(s))
+            database = self.sink.db if self.sink is not None else Database(s.db)
+            # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
+            rebuild = rollback_unfinished(database) if self.sink is not None else False
+            state = load_worker_state(database)
+            pending = self.worker.restore(*state, rebuild=rebuild)
             await self.worker.start()
-            by_partition: dict[int, list] = {}
-            for partition, alert in corrections:
-                by_partition.setdefault(partition, []).append(alert)
-            for partition, alerts in by_partition.items():
-                await self.worker.publish_now(partition, alerts)
+            for partition, rows, alerts in pending:
+                if rows or alerts:
+                    await self.worker.publish_now(partition, rows, alerts)
         if sink:
-            self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink), name="sink")
+            self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink, aiokafka_kwargs(s)),
+                                                  name="sink")
             receivers = load_receivers(s.webhooks_file, self.companies.company_id)
             if receivers or s.alertmanager_url:
                 self.delivery = Delivery(self.sink.db, receivers, s.alertmanager_url, f"http://{s.host}:{s.port}/")
@@ -152,7 +156,8 @@ class Pipeline:
     async def serve_http(self, host: str, port: int) -> "HttpServer":
         from sinks.http import create_app
 
-        app = create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies, self.readiness)
+        app = create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies, self.readiness,
+                         aiokafka_kwargs(self.settings))
         server = HttpServer(app, host, port)
         await server.start()
         return server
@@ -176,7 +181,7 @@ class Pipeline:
         self._done[batch_id] = loop.create_future()
 
         def produce() -> None:
-            producer = EventProducer(self.bootstrap, self.topics, self.companies)
+            producer = EventProducer(self.bootstrap, self.topics, self.companies, **kafka_python_kwargs(self.settings))
             try:
                 producer.send_packed(items, batch_id, progress)
                 producer.barrier(batch_id)
@@ -194,6 +199,10 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"backfill not written within {timeout:.0f} s")
             await asyncio.wait({future}, timeout=0.2)
+        if self.delivery is not None:  # and every alert change it caused has been delivered (or dead-lettered)
+            self.delivery.wake.set()
+            while await asyncio.to_thread(self.delivery.pending_count) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
         return future.result()
 
 

@@ -176,7 +176,7 @@ def sink_vs_raw(lines: list[bytes], workdir: Path) -> tuple[float, float]:
     events = {}
     for line in lines:
         d = orjson.loads(line)
-        events[d["event_id"]] = (d, False)
+        events[d["event_id"]] = (d, False, None)
     sink_db = workdir / "sink.duckdb"
     raw_db = workdir / "raw.duckdb"
     for p in (sink_db, raw_db):

@@ -165,3 +165,10 @@ def iso_day(day: int) -> str:
 
 def iso_time(day: int | None) -> str:
     return ZERO_TIME if day is None else f"{iso_day(day)}T00:00:00Z"
+
+
+def alert_matches(alert: dict, rules=(), severities=(), companies=()) -> bool:
+    """Subscription filters: empty means any; a company matches as the company or the counterparty."""
+    return ((not rules or alert["rule"] in rules)
+            and (not severities or alert["severity"] in severities)
+            and (not companies or alert["company_id"] in companies or alert.get("counterparty_id") in companies))

@@ -64,6 +64,7 @@ _short_fetch_wait()
 TAKE = 5000  # records per batch
 WITHIN = 0.05  # seconds to wait for a batch to fill
 ROWS_PER_MESSAGE = 2000
+FLUSH_RECORDS = 5000  # the sequencer sends its outputs at least this often
 
 
 def _day_of_us(time_us: int) -> int:
@@ -87,10 +88,12 @@ class Outputs:
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes, int | None, list | None]]] = defaultdict(list)
+        self.size = 0
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None = None,
             headers: list | None = None) -> None:
         self.records[(topic, partition)].append((key, value, timestamp_ms, headers))
+        self.size += 1
 
 
 class Worker:
@@ -98,8 +101,9 @@ class Worker:
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
-                 wall_clock: bool = False):
+                 wall_clock: bool = False, client_kwargs: dict | None = None):
         self.bootstrap = bootstrap
+        self.client_kwargs = client_kwargs or {}
         self.topics = topics
         self.rules = rules
         self.windows = windows
@@ -140,26 +144,42 @@ class Worker:
 
     # ---- restore -----------------------------------------------------------------------
     def restore(self, seen_ids: Iterable[str], max_time_us: int | None, facts: Iterable[Fact],
-                published: Iterable[tuple]) -> list[tuple[int, dict]]:
-        """Continue from durable state; returns alert corrections the stored state calls for."""
+                published: Iterable[tuple], rebuild: bool = False) -> list[tuple[int, list[dict], list[dict]]]:
+        """Continue from durable state. Returns, per partition, the indicator rows and alert corrections
+        to publish: none of the rows normally; every row when ``rebuild`` (after an interrupted
+        backfill was rolled back). After a rollback, alerts already published are kept as they are:
+        the replay that finishes the backfill recomputes them, and only real differences are sent."""
         self.sequencer.restore(seen_ids, max_time_us)
         n = self.topics.partitions
         for fact in facts:
             self.engine(partition_of(fact.company_id, n)).add(fact)
         windows = {name: w for name, w, _, _ in self.rules.company_rules()}
         windows["talent_poaching"] = self.rules.talent_poaching.window_days
-        for rule, company_id, counterparty_id, start, severity, end in published:
-            if rule in windows:
-                self.engine(partition_of(company_id, n)).restore_published(
-                    rule, company_id, counterparty_id, windows[rule], start, severity, end)
-        pending: list[tuple[int, dict]] = []
+        published = list(published)
+
+        def remember() -> None:
+            for rule, company_id, counterparty_id, start, severity, end in published:
+                if rule in windows:
+                    self.engine(partition_of(company_id, n)).restore_published(
+                        rule, company_id, counterparty_id, windows[rule], start, severity, end)
+
+        if not rebuild:
+            remember()
+        pending: list[tuple[int, list[dict], list[dict]]] = []
         if max_time_us is not None:
             day = _day_of_us(max_time_us)
             for partition, engine in self.engines.items():
                 engine.advance(day)
-                engine.forget_row_changes()
-                _, alerts = engine.flush()
-                pending.extend((partition, a) for a in alerts)
+                if not rebuild:
+                    engine.forget_row_changes()
+                rows, alerts = engine.flush()
+                pending.append((partition, rows, [] if rebuild else alerts))
+        if rebuild:
+            for engine in self.engines.values():
+                for series in engine.series.values():
+                    for s in series.values():
+                        s.published.clear()
+            remember()
         return pending
 
     # ---- producing ---------------------------------------------------------------------
@@ -177,6 +197,7 @@ class Worker:
             if batch.record_count():
                 await producer.send_batch(batch, topic, partition=partition)
         out.records.clear()
+        out.size = 0
 
     # ---- sequencer ---------------------------------------------------------------------
     @staticmethod
@@ -208,20 +229,24 @@ class Worker:
                 sent = headers.get(SENT)
                 for origin, raw in self._raw_items(message, headers):
                     self._admit(out, facts, origin, raw, batch_id, sent)
+                if out.size >= FLUSH_RECORDS:  # a take may hold thousands of packed records: bound the memory
+                    self._facts_and_clock(out, facts, before)
+                    before = self.sequencer.max_time_us
+                    await self._produce(out)
             self._facts_and_clock(out, facts, before)
             await self._produce(out)
 
     def _admit(self, out: Outputs, facts: dict[int, list], origin: str, raw: bytes, batch_id: str,
                sent: bytes | None) -> None:
         topics = self.topics
+        tag = [(BATCH, batch_id.encode())] if batch_id else None
         try:
             parsed = parse_event(raw)
             fact = fact_from_event(parsed, self.companies)
         except InvalidEvent as exc:
             self._count(batch_id, "dead_letters")
             self.stats.dead_letters[dead_letter_reason(str(exc))] += 1
-            out.add(topics.dead_letters, 0, None, dead_letter_record(origin, raw, str(exc)),
-                    headers=[(BATCH, batch_id.encode())] if batch_id else None)
+            out.add(topics.dead_letters, 0, None, dead_letter_record(origin, raw, str(exc)), headers=tag)
             return
         verdict = self.sequencer.admit(fact.event_id, fact.time_us)
         self._count(batch_id, verdict.value)
@@ -233,11 +258,11 @@ class Worker:
         wire = to_wire(parsed)
         if verdict is Verdict.LATE:
             self.stats.late += 1
-            out.add(topics.late, 0, key, wire, ts)
+            out.add(topics.late, 0, key, wire, ts, tag)
             return
         self.stats.accepted[parsed.kind] += 1
         partition = partition_of(fact.company_id, topics.partitions)
-        out.add(topics.events, partition, key, wire, ts)
+        out.add(topics.events, partition, key, wire, ts, tag)
         facts[partition].append((fact.event_id, fact.kind, fact.company_id, fact.counterparty_id, fact.day,
                                  fact.time_us, fact.headcount, fact.key, fact.amount_micro,
                                  int(sent) if sent else None))
@@ -337,16 +362,16 @@ class Worker:
             self.stats.alert_changes[(alert["rule"], alert["severity"], alert["status"])] += 1
             out.add(self.topics.alerts, partition, alert["fingerprint"].encode(), orjson.dumps(alert))
 
-    async def publish_now(self, partition: int, alerts: list[dict]) -> None:
+    async def publish_now(self, partition: int, rows: list[dict], alerts: list[dict]) -> None:
         out = Outputs()
-        self.publish(out, partition, [], alerts)
+        self.publish(out, partition, rows, alerts)
         await self._produce(out)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="aisignals-worker",
                                          linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
-                                         acks="all")
+                                         acks="all", **self.client_kwargs)
         await self.producer.start()
         await self.app.start()
 

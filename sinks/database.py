@@ -80,6 +80,8 @@ class Database:
             con = self._connect(read_only=True)
             try:
                 if sandboxed:
+                    con.execute("SET memory_limit = '1GB'")
+                    con.execute("SET max_temp_directory_size = '0KiB'")
                     con.execute("SET enable_external_access = false")
                     con.execute("SET autoinstall_known_extensions = false")
                     con.execute("SET autoload_known_extensions = false")

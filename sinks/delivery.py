@@ -23,6 +23,7 @@ import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_exponential
 
+from processors.alerts import alert_matches
 from sinks.database import Database
 
 log = logging.getLogger("aisignals.delivery")
@@ -54,10 +55,7 @@ class Receiver:
     timeout_seconds: float = 5.0
 
     def wants(self, alert: dict) -> bool:
-        return ((not self.rules or alert["rule"] in self.rules)
-                and (not self.severities or alert["severity"] in self.severities)
-                and (not self.companies or alert["company_id"] in self.companies
-                     or alert.get("counterparty_id") in self.companies))
+        return alert_matches(alert, self.rules, self.severities, self.companies)
 
 
 def load_receivers(path: Path | None, company_id=lambda c: c) -> list[Receiver]:
@@ -137,6 +135,10 @@ class Delivery:
                 " AND d.fingerprint = h.fingerprint AND d.starts_at = h.starts_at AND d.change = h.change"
                 " AND d.severity = h.severity AND d.status = h.status ORDER BY h.recorded_at", [receiver.name]).fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    def pending_count(self) -> int:
+        """Alert changes some receiver has not had an outcome for yet."""
+        return sum(len(self._pending(r)) for r in self.receivers)
 
     def _record(self, receiver: Receiver, alert: dict, outcome: str, attempts: int, payload: bytes, error: str | None) -> None:
         now = datetime.now(timezone.utc)

@@ -25,7 +25,7 @@ from processors.facts import fact_from_fields
 from processors.stats import Histogram
 from sinks.database import Database, SinkError
 from streams.companies import CompanyNormalizer
-from streams.topics import BARRIER, CLOCK, CONTROL, Topics
+from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -70,11 +70,29 @@ def load_worker_state(database: Database):
         return seen, max_us, facts, published
 
 
+def rollback_unfinished(database: Database) -> bool:
+    """Delete what backfills that never finished (a crash, a kill) wrote, and the indicator rows derived
+    from anything; the worker then re-emits every row from the remaining events. True if it did."""
+    with database.writer() as con:
+        unfinished = [r[0] for r in con.execute(
+            "SELECT DISTINCT batch_id FROM (SELECT batch_id FROM events UNION ALL SELECT batch_id FROM dead_letters)"
+            " WHERE batch_id IS NOT NULL AND batch_id NOT IN (SELECT batch_id FROM backfills)").fetchall()]
+        if not unfinished:
+            return False
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM events WHERE list_contains(?::VARCHAR[], batch_id)", [unfinished])
+        con.execute("DELETE FROM dead_letters WHERE list_contains(?::VARCHAR[], batch_id)", [unfinished])
+        con.execute("DELETE FROM indicators")
+        con.execute("COMMIT")
+    log.warning("rolled back %d interrupted backfill(s): %s", len(unfinished), ", ".join(unfinished))
+    return True
+
+
 class Batch:
     """Records buffered between two flushes, already reduced to their final effect."""
 
     def __init__(self) -> None:
-        self.events: dict[str, tuple[dict, bool]] = {}
+        self.events: dict[str, tuple[dict, bool, str | None]] = {}
         self.indicators: dict[tuple, dict] = {}
         self.alerts: dict[tuple[str, str], dict | None] = {}  # None = delete
         self.history: list[dict] = []
@@ -188,7 +206,8 @@ class DuckDBSink:
         value = message.value
         if topic == t.events or topic == t.late:
             data = orjson.loads(value)
-            b.events.setdefault(data["event_id"], (data, topic == t.late))
+            batch = headers.get(BATCH)
+            b.events.setdefault(data["event_id"], (data, topic == t.late, batch.decode() if batch else None))
         elif topic == t.indicators:
             for row in orjson.loads(value):
                 b.indicators[(row["company_id"], row["window_days"], row["window_end"])] = row
@@ -201,6 +220,8 @@ class DuckDBSink:
             b.history.append(alert)
         elif topic == t.dead_letters:
             data = orjson.loads(value)
+            batch = headers.get(BATCH)
+            data["batch_id"] = batch.decode() if batch else None
             b.dead_letters.setdefault(data["dead_letter_id"], data)
 
     def _barrier_complete(self) -> bool:
@@ -266,10 +287,10 @@ class DuckDBSink:
         self.flushes += 1
         self.finished.extend(done)
 
-    def _write_events(self, events: dict[str, tuple[dict, bool]], now_us: int) -> None:
+    def _write_events(self, events: dict[str, tuple[dict, bool, str | None]], now_us: int) -> None:
         cid = self.companies.company_id
         cols = defaultdict(list)
-        for event_id, (d, late) in events.items():
+        for event_id, (d, late, batch) in events.items():
             other = d.get("to_company") or d.get("from_company")
             cols["event_id"].append(event_id)
             cols["kind"].append(d["kind"])
@@ -286,6 +307,7 @@ class DuckDBSink:
             cols["region"].append(d.get("region"))
             cols["late"].append(late)
             cols["payload"].append(orjson.dumps(d).decode())
+            cols["batch_id"].append(batch)
         table = pa.table({
             **{k: cols[k] for k in ("event_id", "kind", "company_id", "company", "counterparty_id")},
             "occurred_at": pa.array(cols["occurred_at"], UTC_US),
@@ -296,10 +318,11 @@ class DuckDBSink:
             **{k: pa.array(cols[k], pa.string()) for k in ("model_name", "source", "region")},
             "late": pa.array(cols["late"], pa.bool_()),
             "payload": cols["payload"],
+            "batch_id": pa.array(cols["batch_id"], pa.string()),
         })
         self._insert(
             "INSERT OR IGNORE INTO events SELECT event_id, kind, company_id, company, counterparty_id, occurred_at,"
-            " ingested_at, headcount, seniority, amount_usd, model_name, source, region, late, payload::JSON"
+            " ingested_at, headcount, seniority, amount_usd, model_name, source, region, late, payload::JSON, batch_id"
             " FROM incoming_events", "incoming_events", table)
         self.rows_written["events"] += len(events)
 
@@ -359,8 +382,8 @@ class DuckDBSink:
 
     def _write_dead_letters(self, rows: list[dict]) -> None:
         self.con.executemany(
-            "INSERT OR IGNORE INTO dead_letters VALUES (?, ?::TIMESTAMPTZ, ?, ?, ?)",
-            [[r["dead_letter_id"], r["received_at"], r["origin"], r["raw"], r["error"]] for r in rows])
+            "INSERT OR IGNORE INTO dead_letters VALUES (?, ?::TIMESTAMPTZ, ?, ?, ?, ?)",
+            [[r["dead_letter_id"], r["received_at"], r["origin"], r["raw"], r["error"], r.get("batch_id")] for r in rows])
         self.rows_written["dead_letters"] += len(rows)
 
     def close(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,17 +21,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
+from processors.alerts import alert_matches
 from sinks.database import Database, SinkError
-from sinks.query import QueryError, to_csv
+from sinks.query import QueryError, run_sql, to_csv
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, parse_event, to_wire
 from streams.settings import Settings
 from streams.topics import CONTROL, ORIGIN, SENT, Topics
 
-import duckdb
 
 
 DASHBOARD = Path(__file__).resolve().parent / "static" / "dashboard.html"
+
+
+class RateLimiter:
+    """A token bucket per client address: refills ``rate`` tokens a second up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self.buckets.get(client, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self.buckets[client] = (tokens, now)
+            return False
+        self.buckets[client] = (tokens - 1, now)
+        if len(self.buckets) > 10_000:  # forget idle clients
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 60}
+        return True
 
 
 class QueryRequest(BaseModel):
@@ -59,41 +78,16 @@ def split_body(body: bytes, content_type: str) -> list[bytes]:
     return [text]
 
 
-def run_sql(database: Database, sql: str, max_rows: int, timeout: float) -> tuple[list[str], list[tuple], bool]:
-    """Exactly one read-only statement, on a sandboxed connection, interrupted after ``timeout``."""
-    with database.reader() as con:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise QueryError(str(exc).splitlines()[0]) from None
-        if len(statements) != 1:
-            raise QueryError(f"exactly one statement is allowed, got {len(statements)}")
-        if statements[0].type != duckdb.StatementType.SELECT:
-            raise QueryError(f"only SELECT queries are allowed, got {statements[0].type.name}")
-        timer = threading.Timer(timeout, con.interrupt)
-        timer.start()
-        try:
-            cursor = con.execute(sql)
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchmany(max_rows + 1)
-        except duckdb.InterruptException:
-            raise QueryError(f"query cancelled after {timeout:g} s") from None
-        except duckdb.Error as exc:
-            raise QueryError(str(exc).splitlines()[0]) from None
-        finally:
-            timer.cancel()
-    return names, rows[:max_rows], len(rows) > max_rows
-
-
 def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Database, companies: CompanyNormalizer,
-               ready: Callable[[], tuple[bool, dict]] | None = None) -> FastAPI:
+               ready: Callable[[], tuple[bool, dict]] | None = None, client_kwargs: dict | None = None) -> FastAPI:
     app = FastAPI(title="ai-signals", version="0.1.0",
                   description="Push AI-industry events, subscribe to alerts, query DuckDB.")
     state: dict[str, Any] = {}
 
     @app.on_event("startup")
     async def _start() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2,
+                                    **(client_kwargs or {}))
         await producer.start()
         state["producer"] = producer
 
@@ -103,7 +97,11 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
         if producer is not None:
             await producer.stop()
 
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+
     def authorised(request: Request) -> None:
+        if not limiter.allow(request.client.host if request.client else "unknown"):
+            raise HTTPException(429, "too many requests", headers={"Retry-After": "1"})
         if settings.token is None:
             return
         given = request.headers.get("authorization", "")
@@ -184,11 +182,13 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                            company: str | None = None, from_beginning: bool = False):
         """Server-Sent Events of alert state changes; reconnect with Last-Event-ID to resume."""
         resume = request.headers.get("last-event-id")
-        company_id = companies.company_id(company) if company else None
+        wanted_rules = (rule,) if rule else ()
+        wanted_severities = (severity,) if severity else ()
+        wanted_companies = (companies.company_id(company),) if company else ()
 
         async def events():
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                        client_id="aisignals-sse", fetch_max_wait_ms=50)
+                                        client_id="aisignals-sse", fetch_max_wait_ms=50, **(client_kwargs or {}))
             await consumer.start()
             try:
                 tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
@@ -217,8 +217,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                             if any(k == CONTROL for k, _ in (m.headers or ())):
                                 continue
                             alert = orjson.loads(m.value)
-                            if (rule and alert["rule"] != rule) or (severity and alert["severity"] != severity) or (
-                                    company_id and company_id not in (alert["company_id"], alert["counterparty_id"])):
+                            if not alert_matches(alert, wanted_rules, wanted_severities, wanted_companies):
                                 continue
                             yield {"event": "alert", "id": ",".join(f"{p}:{o}" for p, o in sorted(positions.items())),
                                    "data": orjson.dumps(alert).decode()}

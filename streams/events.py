@@ -7,6 +7,7 @@ line (bytes or str) into a validated event, or raises ``InvalidEvent`` with a on
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import date, datetime, time, timezone
 from typing import Annotated, Any, Literal, Union
 
@@ -143,17 +144,36 @@ def derive_event_id(event: BaseModel) -> str:
     return f"ev-{digest[:32]}"
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key[:60])
+        out[key] = value
+    return out
+
+
 def parse_event(raw: bytes | str) -> Event:
     """Validate one raw line; the returned event always has an ``event_id``."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > MAX_LINE_BYTES:
         raise InvalidEvent(f"line is {len(data)} bytes, over the {MAX_LINE_BYTES}-byte limit")
     try:
-        obj = orjson.loads(data)
+        obj = orjson.loads(data)  # strict: no NaN/Infinity, valid UTF-8, no lone surrogates
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"not JSON: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(obj).__name__}")
+    try:
+        json.loads(data, object_pairs_hook=_no_duplicate_keys)  # orjson keeps the last of duplicate keys silently
+    except _DuplicateKey as exc:
+        raise InvalidEvent(f"duplicate key {exc.args[0]!r}") from None
+    except (ValueError, RecursionError):
+        pass  # orjson accepted it; nothing more to learn here
     try:
         event = EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:

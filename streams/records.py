@@ -39,6 +39,7 @@ class EventRow(Stored):
     region: str | None
     late: bool = Field(description="older than the watermark: stored, but left out of indicators and alerts")
     payload: dict[str, Any] = Field(description="the whole event as JSON, extra fields included")
+    batch_id: str | None = Field(default=None, description="the backfill that brought it (none for live events)")
 
 
 class IndicatorRow(Stored):
@@ -104,6 +105,7 @@ class DeadLetterRow(Stored):
     origin: str
     raw: str
     error: str
+    batch_id: str | None = Field(default=None, description="the backfill that brought it (none for live input)")
 
 
 class BackfillRow(Stored):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,12 +30,22 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="HTTP bind address (without a token only loopback is allowed)")
     token: str | None = Field(default=None, description="bearer token for POST /v1/events and /v1/query", repr=False)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest accepted HTTP request body")
+    rate_limit_per_second: float = Field(default=50.0, gt=0, description="POST requests per second per client")
+    rate_limit_burst: int = Field(default=100, ge=1, description="POST requests a client may burst")
     query_timeout_seconds: float = Field(default=5.0, gt=0, description="ad-hoc SQL is interrupted after this")
     query_max_rows: int = Field(default=10_000, ge=1, description="ad-hoc SQL returns at most this many rows")
     webhooks_file: Path | None = Field(default=None, description="TOML file of webhook receivers ([[webhook]] url, secret, filters)")
     alertmanager_url: str | None = Field(default=None, description="push alerts to this Alertmanager (…/api/v2/alerts)")
     metrics_port: int | None = Field(default=None, ge=0, le=65535,
                                      description="/metrics port of `worker` and `sink` (the HTTP server has its own)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how every Kafka client connects")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(default=None, repr=False)
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(default=None, repr=False, description="client key (mutual TLS)")
     log_dir: Path | None = Field(default=None, description="where the embedded broker log goes; unset = beside the DB")
 
     def log_path(self) -> Path:

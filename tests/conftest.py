@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,28 @@ def fetch(db: Path, sql: str):
 
     with Database(db).reader(sandboxed=False) as con:
         return con.execute(sql).fetchall()
+
+
+def read_topic(bootstrap: str, topic: str, include_control: bool = False) -> list:
+    """Every record of a topic, read with aiokafka (another client than the project's producers)."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def run():
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            out = []
+            while True:
+                batch = await consumer.getmany(timeout_ms=2000)
+                if not batch:
+                    return out
+                for messages in batch.values():
+                    out.extend(m for m in messages if include_control or not any(k == "aisignals-control" for k, _ in (m.headers or ())))
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
 
 
 @pytest.fixture

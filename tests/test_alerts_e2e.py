@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from datetime import date
 
@@ -12,30 +11,9 @@ import pytest
 from processors.rules import load_rules
 from streams.synthetic import generate
 from tests import reference
-from tests.conftest import aisignals, fetch
+from tests.conftest import aisignals, fetch, read_topic
 
 pytestmark = pytest.mark.e2e
-
-
-def read_topic(bootstrap: str, topic: str) -> list:
-    from aiokafka import AIOKafkaConsumer
-
-    async def run():
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            out = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=2000)
-                if not batch:
-                    return out
-                for messages in batch.values():
-                    out.extend(m for m in messages if not any(k == "aisignals-control" for k, _ in (m.headers or ())))
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
 
 
 def test_alert_changes_published_once_across_restart_and_rerun(tmp_path, broker):

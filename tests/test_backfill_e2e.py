@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from datetime import date
 
@@ -13,7 +12,7 @@ from processors.rules import load_rules
 from streams.events import parse_event
 from streams.synthetic import generate
 from tests import reference
-from tests.conftest import CONFORMANCE, aisignals, fetch
+from tests.conftest import CONFORMANCE, aisignals, fetch, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -113,27 +112,10 @@ def test_partitions_1_and_4_identical_and_equal_reference(tmp_path, mixed_file):
 
 def test_other_client_reads_spec_events(tmp_path, broker):
     """With --bootstrap, another Kafka client (aiokafka) reads valid SPEC §2 JSON off the events topic."""
-    from aiokafka import AIOKafkaConsumer
-
     db = tmp_path / "b.duckdb"
     aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db), "--bootstrap", broker.bootstrap)
 
-    async def read_all():
-        consumer = AIOKafkaConsumer("aisignals.events", bootstrap_servers=broker.bootstrap,
-                                    auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            out = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=2000)
-                if not batch:
-                    return out
-                for messages in batch.values():
-                    out.extend(messages)
-        finally:
-            await consumer.stop()
-
-    records = asyncio.run(read_all())
+    records = read_topic(broker.bootstrap, "aisignals.events", include_control=True)
     events = [r for r in records if not any(k == "aisignals-control" for k, _ in (r.headers or ()))]
     assert len(events) == 23
     for r in events:

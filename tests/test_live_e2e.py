@@ -262,6 +262,14 @@ def test_http_errors_lose_nothing(live):
     assert httpx.get(f"{live['url']}readyz", timeout=5).json()["ready"] is True
 
 
+def test_rate_limit_answers_429(live):
+    with httpx.Client(timeout=10) as client:
+        codes = [client.post(f"{live['url']}v1/events", content=b"{}", headers={"authorization": "Bearer wrong"}).status_code
+                 for _ in range(150)]
+    assert 429 in codes and set(codes) <= {401, 429}
+    time.sleep(2.5)  # the bucket refills; later tests are not throttled
+
+
 def test_sql_while_running_from_another_process(live):
     marker = f"fresh-{time.time_ns()}"
     assert post(live, ndjson([{"kind": "model_release", "company": "Fresh AI", "occurred_at": "2026-11-02",

@@ -1,0 +1,60 @@
+"""Kafka connection security (SASL and TLS) from the settings, in each client library's own terms.
+
+Secrets are read from the settings (``AISIGNALS_KAFKA_SASL_PASSWORD`` …) and never logged: the
+settings object hides them from its repr.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from streams.settings import Settings
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    return context
+
+
+def kafka_python_kwargs(settings: Settings) -> dict:
+    """For kafka-python clients (producer, admin)."""
+    out: dict = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL"):
+        out.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                   sasl_plain_password=settings.kafka_sasl_password)
+    context = _ssl_context(settings)
+    if context is not None:
+        out["ssl_context"] = context
+    return out
+
+
+def aiokafka_kwargs(settings: Settings) -> dict:
+    """For aiokafka clients (worker outputs, sink, HTTP, tail)."""
+    out: dict = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL"):
+        out.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                   sasl_plain_password=settings.kafka_sasl_password)
+    context = _ssl_context(settings)
+    if context is not None:
+        out["ssl_context"] = context
+    return out
+
+
+def faust_kwargs(settings: Settings) -> dict:
+    """For the Faust app (``broker_credentials``)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    context = _ssl_context(settings)
+    if protocol.startswith("SASL"):
+        return {"broker_credentials": faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism, ssl_context=context)}
+    if context is not None:
+        return {"broker_credentials": context}
+    return {}

@@ -1,0 +1,131 @@
+"""Crash recovery: SIGKILL a backfill (worker, sink and broker all die) at random moments, run it again,
+and compare DuckDB with a clean run. Also counts duplicate webhook notifications.
+
+    .venv/bin/python -m tests.crash_harness --runs 20 --events 100000     # the full run
+    (the test suite runs a short variant)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+
+from sinks.database import Database
+from streams.synthetic import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Receiver:
+    """Counts alert notifications by state; a duplicate is the same state delivered twice."""
+
+    def __init__(self) -> None:
+        self.seen: Counter = Counter()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                payload = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+                for a in payload["alerts"]:
+                    receiver.seen[(a["fingerprint"], a["startsAt"], a["status"], a["labels"]["severity"], a["endsAt"])] += 1
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.seen.values() if n > 1)
+
+
+def backfill_cmd(path: Path, db: Path, hooks: Path) -> list[str]:
+    return [sys.executable, "-m", "aisignals", "backfill", str(path), "--db", str(db), "--webhooks", str(hooks)]
+
+
+def snapshot(db: Path) -> dict:
+    with Database(db).reader(sandboxed=False) as con:
+        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        return {
+            "events": q("SELECT event_id, late FROM events ORDER BY event_id"),
+            "indicators": q("SELECT * FROM indicators ORDER BY company_id, window_days, window_end"),
+            "alerts": q("SELECT fingerprint, rule, company_id, counterparty_id, severity, status, starts_at, ends_at"
+                        " FROM alerts ORDER BY fingerprint, starts_at"),
+            "dead_letters": q("SELECT dead_letter_id FROM dead_letters ORDER BY 1"),
+        }
+
+
+def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], workdir: Path) -> dict:
+    rng = random.Random(seed)
+    path = workdir / "input.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in generate("conformance-mix", events, seed, date(2024, 1, 1), 365)) + b"\n")
+    clean_receiver, receiver = Receiver(), Receiver()
+    clean_hooks, hooks = workdir / "clean-hooks.toml", workdir / "hooks.toml"
+    clean_hooks.write_text(f'[[webhook]]\nname = "r"\nurl = "{clean_receiver.url}"\n')
+    hooks.write_text(f'[[webhook]]\nname = "r"\nurl = "{receiver.url}"\n')
+    clean_db = workdir / "clean.duckdb"
+    subprocess.run(backfill_cmd(path, clean_db, clean_hooks), check=True, capture_output=True, cwd=ROOT)
+    clean = snapshot(clean_db)
+    report = {"runs": runs, "events": events, "kills": 0, "exact_runs": 0, "events_lost": 0, "events_stored_twice": 0,
+              "duplicate_notifications": 0, "mismatches": []}
+    for i in range(runs):
+        db = workdir / f"run{i}.duckdb"
+        kills = rng.choice([1, 2])
+        for _ in range(kills):
+            proc = subprocess.Popen(backfill_cmd(path, db, hooks), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(rng.uniform(*kill_after))
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                report["kills"] += 1
+            proc.wait()
+        subprocess.run(backfill_cmd(path, db, hooks), check=True, capture_output=True, cwd=ROOT)
+        got = snapshot(db)
+        ids = [e[0] for e in got["events"]]
+        report["events_lost"] += len({e[0] for e in clean["events"]} - set(ids))
+        report["events_stored_twice"] += len(ids) - len(set(ids))
+        differing = [k for k in clean if clean[k] != got[k]]
+        if differing:
+            report["mismatches"].append({"run": i, "tables": differing})
+        else:
+            report["exact_runs"] += 1
+    report["duplicate_notifications"] = receiver.duplicates
+    report["clean_notifications"] = sum(clean_receiver.seen.values())
+    report["notifications"] = sum(receiver.seen.values())
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kill-min", type=float, default=3.0, help="earliest kill, seconds after start")
+    parser.add_argument("--kill-max", type=float, default=25.0, help="latest kill, seconds after start")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aisignals-crash-") as tmp:
+        report = run(args.events, args.runs, args.seed, (args.kill_min, args.kill_max), Path(tmp))
+    print(json.dumps(report, indent=2))
+    sys.exit(0 if not report["mismatches"] and not report["duplicate_notifications"] else 1)
+
+
+if __name__ == "__main__":
+    main()

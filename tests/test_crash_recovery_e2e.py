@@ -1,0 +1,19 @@
+"""SIGKILL during a backfill, then run it again: DuckDB equals a clean run, and no notification is sent twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.crash_harness import run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_killed_backfills_recover_exactly(tmp_path):
+    report = run(events=6000, runs=2, seed=3, kill_after=(5.0, 9.0), workdir=tmp_path)
+    print(report)
+    assert report["kills"] >= 1
+    assert report["mismatches"] == []
+    assert report["events_lost"] == 0 and report["events_stored_twice"] == 0
+    assert report["duplicate_notifications"] == 0
+    assert report["notifications"] > 0
