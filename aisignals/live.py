@@ -96,6 +96,7 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
 
         feeder = asyncio.create_task(feed())
         deadline = None if seconds is None else time.monotonic() + seconds
+        said_down = False
         with Live(view(pipeline, started), console=console, refresh_per_second=2, transient=False) as live:
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -106,7 +107,14 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                 if failed is not None:
                     raise failed
                 await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)
-                live.update(view(pipeline, started))
+                ready, parts = await asyncio.to_thread(pipeline.readiness)
+                if not ready and not said_down:
+                    console.print(f"not ready: {parts.get('reason') or parts}", soft_wrap=True)
+                said_down = not ready
+                try:
+                    live.update(view(pipeline, started))
+                except Exception as exc:  # noqa: BLE001 - the view must not take the service down
+                    console.print(f"view not updated: {exc}", soft_wrap=True)
         stop.set()
         feeder.cancel()
         try:

@@ -23,7 +23,7 @@ from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database
 from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
-from streams.broker import EmbeddedBroker, check_reachable
+from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayItem
@@ -147,11 +147,21 @@ class Pipeline:
             self.broker.stop()
 
     def readiness(self) -> tuple[bool, dict]:
-        """Ready only when the broker, the worker and the sink are."""
-        broker = self.broker.alive() if self.broker is not None else self.bootstrap is not None
+        """Ready only when the broker, the worker and the sink are; the answer says which is not."""
+        if self.broker is not None:
+            broker = self.broker.alive()
+        elif self.bootstrap:
+            host, _, port = self.bootstrap.rpartition(":")
+            broker = wait_for_port(host, int(port), 0.3)
+        else:
+            broker = False
         worker = self.worker is None or self.worker.app.started
         sink = self.sink is None or (self._sink_task is not None and not self._sink_task.done())
-        return broker and worker and sink, {"broker": broker, "worker": worker, "sink": sink}
+        parts = {"broker": broker, "worker": worker, "sink": sink}
+        if not broker:
+            parts["reason"] = (f"the embedded broker has stopped (exit code {self.broker.process.returncode if self.broker.process else '?'})"
+                               if self.broker is not None else f"cannot reach the Kafka broker at {self.bootstrap}")
+        return broker and worker and sink, parts
 
     async def serve_http(self, host: str, port: int) -> "HttpServer":
         from sinks.http import create_app

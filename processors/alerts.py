@@ -150,6 +150,8 @@ class AlertSeries:
                     out.append(("corrected", inst, replaced))
                 else:
                     out.append(("firing", inst, None))
+                    if inst.severity != inst.raises[0][1]:
+                        out.append(("severity_raised", inst, None))
                     if inst.end is not None:
                         out.append(("resolved", inst, None))
             self.published[inst.start] = (inst.severity, inst.end)

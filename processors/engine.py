@@ -175,9 +175,11 @@ def alert_message(
     labels = {"alertname": series.rule, "company": series.company_id}
     start = inst.start if inst is not None else previous
     if inst is not None:
-        labels["severity"] = inst.severity
-        status = "firing" if inst.end is None else "resolved"
-        ends = inst.end
+        # each change is rendered as the state it announces: a "firing" sent together with its own
+        # resolve (one batch) still says firing, at the severity it fired with
+        labels["severity"] = inst.raises[0][1] if change == "firing" else inst.severity
+        status = "firing" if inst.end is None or change in ("firing", "severity_raised") else "resolved"
+        ends = inst.end if status == "resolved" else None
         t = timeline.totals(series.window_days, inst.start)
         summary = SUMMARIES[series.rule].format(
             company=series.company_id, counterparty=series.counterparty_id, window=series.window_days,

@@ -272,7 +272,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
             return counts, drain, funding
 
         counts, drain, funding = await asyncio.to_thread(collect)
-        ok, parts = ready() if ready is not None else (True, {})
+        ok, parts = await asyncio.to_thread(ready) if ready is not None else (True, {})
         return {"events": counts["events"], "dead_letters": counts["dead"], "firing": counts["firing"],
                 "stream_time": counts["stream_time"], "top_drain": drain, "top_funding": funding,
                 "health": {"ready": ok, **parts}}
@@ -296,7 +296,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
 
     @app.get("/readyz")
     async def readyz():
-        ok, parts = ready() if ready is not None else (True, {})
+        ok, parts = await asyncio.to_thread(ready) if ready is not None else (True, {})
         return JSONResponse({"ready": ok, **parts}, status_code=200 if ok else 503)
 
     return app

@@ -98,6 +98,10 @@ class EmbeddedBroker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:

@@ -77,17 +77,20 @@ def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], work
     rng = random.Random(seed)
     path = workdir / "input.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in generate("conformance-mix", events, seed, date(2024, 1, 1), 365)) + b"\n")
-    clean_receiver, receiver = Receiver(), Receiver()
-    clean_hooks, hooks = workdir / "clean-hooks.toml", workdir / "hooks.toml"
+    clean_receiver = Receiver()
+    clean_hooks = workdir / "clean-hooks.toml"
     clean_hooks.write_text(f'[[webhook]]\nname = "r"\nurl = "{clean_receiver.url}"\n')
-    hooks.write_text(f'[[webhook]]\nname = "r"\nurl = "{receiver.url}"\n')
     clean_db = workdir / "clean.duckdb"
     subprocess.run(backfill_cmd(path, clean_db, clean_hooks), check=True, capture_output=True, cwd=ROOT)
     clean = snapshot(clean_db)
     report = {"runs": runs, "events": events, "kills": 0, "exact_runs": 0, "events_lost": 0, "events_stored_twice": 0,
-              "duplicate_notifications": 0, "mismatches": []}
+              "duplicate_notifications": 0, "notifications": 0, "clean_notifications": sum(clean_receiver.seen.values()),
+              "missing_notifications": 0, "mismatches": []}
     for i in range(runs):
         db = workdir / f"run{i}.duckdb"
+        receiver = Receiver()  # one subscriber per database: it must get each state change exactly once
+        hooks = workdir / f"hooks{i}.toml"
+        hooks.write_text(f'[[webhook]]\nname = "r"\nurl = "{receiver.url}"\n')
         kills = rng.choice([1, 2])
         for _ in range(kills):
             proc = subprocess.Popen(backfill_cmd(path, db, hooks), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -107,9 +110,10 @@ def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], work
             report["mismatches"].append({"run": i, "tables": differing})
         else:
             report["exact_runs"] += 1
-    report["duplicate_notifications"] = receiver.duplicates
-    report["clean_notifications"] = sum(clean_receiver.seen.values())
-    report["notifications"] = sum(receiver.seen.values())
+        report["duplicate_notifications"] += receiver.duplicates
+        report["notifications"] += sum(receiver.seen.values())
+        report["missing_notifications"] += len(set(clean_receiver.seen) - set(receiver.seen))
+        receiver.server.shutdown()
     return report
 
 

@@ -16,4 +16,4 @@ def test_killed_backfills_recover_exactly(tmp_path):
     assert report["mismatches"] == []
     assert report["events_lost"] == 0 and report["events_stored_twice"] == 0
     assert report["duplicate_notifications"] == 0
-    assert report["notifications"] > 0
+    assert report["notifications"] > 0 and report["missing_notifications"] == 0

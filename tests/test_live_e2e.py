@@ -299,3 +299,38 @@ def test_sql_while_running_from_another_process(live):
     refused = httpx.post(f"{live['url']}v1/query", json={"sql": "DELETE FROM events"},
                          headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert refused.status_code == 400 and "only SELECT" in refused.json()["detail"]
+
+
+def test_broker_outage_is_reported_not_fatal(tmp_path):
+    """Kill the embedded broker under a running `up`: not ready, a reason, no crash; it still stops cleanly."""
+    db = tmp_path / "outage.duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "aisignals", "up", "--no-demo", "--port", "0", "--db", str(db)],
+                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = None
+    for _ in range(200):
+        m = re.search(r"dashboard (http://[\d.]+:\d+/) · broker [\d.]+:(\d+)", proc.stdout.readline() or "")
+        if m:
+            url, port = m.group(1), int(m.group(2))
+            break
+    assert url
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    assert httpx.get(f"{url}readyz", timeout=5).status_code == 200
+    tansu = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True).stdout.split()
+    assert tansu
+    for pid in tansu:
+        os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{url}readyz", timeout=5)
+        if r.status_code == 503:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 503 and r.json()["broker"] is False and "broker" in r.json()["reason"]
+    time.sleep(3)
+    assert proc.poll() is None  # still serving, no crash loop
+    assert httpx.get(f"{url}healthz", timeout=5).status_code == 200
+    proc.send_signal(signal.SIGINT)
+    proc.wait(90)
+    assert any("not ready" in line for line in lines)
