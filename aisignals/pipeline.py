@@ -129,16 +129,26 @@ class Pipeline:
         role = "all" if worker and sink else ("worker" if worker else "sink")
         register(role, self.worker, self.sink, self.delivery)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 20.0) -> None:
+        """Stop every part; each gets ``grace`` seconds (a dead broker must not hang the shutdown)."""
         self._stop_sink.set()
+        if self.broker is not None and not self.broker.alive():
+            grace = min(grace, 3.0)
+
+        async def bounded(awaitable, what: str) -> None:
+            try:
+                await asyncio.wait_for(awaitable, grace)
+            except asyncio.TimeoutError:
+                log.warning("%s did not stop within %.0f s; abandoned", what, grace)
+            except asyncio.CancelledError:
+                pass
+
         if self._delivery_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._delivery_task
+            await bounded(self._delivery_task, "alert delivery")
         if self._sink_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sink_task
+            await bounded(self._sink_task, "the sink")
         if self.worker is not None:
-            await self.worker.stop()
+            await bounded(self.worker.stop(), "the worker")
         if self.sink is not None:
             self.sink.close()
 
@@ -267,8 +277,8 @@ class HttpServer:
     async def stop(self) -> None:
         self.server.should_exit = True
         if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError, SystemExit):
-                await self.task
+            with contextlib.suppress(asyncio.CancelledError, SystemExit, asyncio.TimeoutError):
+                await asyncio.wait_for(self.task, 10)
 
 
 def bind_host(settings: Settings) -> tuple[str, str | None]:

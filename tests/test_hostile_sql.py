@@ -58,7 +58,7 @@ def db(tmp_path_factory):
     database = Database(path)
     database.create()
     with database.writer() as con:
-        con.execute("INSERT INTO dead_letters VALUES ('d1', now(), 'o', 'raw', 'err')")
+        con.execute("INSERT INTO dead_letters VALUES ('d1', now(), 'o', 'raw', 'err', NULL)")
     return database
 
 
