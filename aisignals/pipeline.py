@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from processors.app import Worker
 from processors.rules import RuleSet, load_rules
@@ -58,7 +57,6 @@ class Summary:
     indicator_rows: int = 0
     alerts: int = 0
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:

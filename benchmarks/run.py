@@ -24,10 +24,8 @@ from pathlib import Path
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from aisignals.pipeline import Pipeline, quiet_logs
-from processors.rules import load_rules
 from sinks.duckdb_sink import DuckDBSink
 from streams.broker import EmbeddedBroker
 from streams.companies import normalizer

@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processors.engine import Engine
-from processors.facts import MICROS, Fact, fact_from_event, fact_from_fields
+from processors.facts import MICROS, Fact, fact_from_event
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.facts import fact_from_fields
 from processors.stats import Histogram
-from sinks.database import Database, SinkError
+from sinks.database import Database
 from streams.companies import CompanyNormalizer
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 

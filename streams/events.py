@@ -186,8 +186,3 @@ def parse_event(raw: bytes | str) -> Event:
 def to_wire(event: BaseModel) -> bytes:
     """Canonical SPEC §2 JSON of a validated event (extras kept, UTC times, nulls dropped)."""
     return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
-
-
-def counterparty_name(event: BaseModel) -> str | None:
-    """The other company of a people event: ``to_company`` of a departure, ``from_company`` of a hire."""
-    return getattr(event, "to_company", None) or getattr(event, "from_company", None)

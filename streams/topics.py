@@ -54,11 +54,6 @@ class Topics:
     def alerts(self) -> str:
         return f"{self.prefix}.alerts"
 
-    @property
-    def progress(self) -> str:
-        """The sink announces finished backfills here."""
-        return f"{self.prefix}.progress"
-
     def layout(self) -> dict[str, int]:
         n = self.partitions
         return {
@@ -69,7 +64,6 @@ class Topics:
             self.dead_letters: 1,
             self.indicators: n,
             self.alerts: n,
-            self.progress: 1,
         }
 
 
