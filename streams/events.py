@@ -157,6 +157,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+_STRICT_KEYS = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
 def parse_event(raw: bytes | str) -> Event:
     """Validate one raw line; the returned event always has an ``event_id``."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
@@ -169,7 +172,7 @@ def parse_event(raw: bytes | str) -> Event:
     if not isinstance(obj, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(obj).__name__}")
     try:
-        json.loads(data, object_pairs_hook=_no_duplicate_keys)  # orjson keeps the last of duplicate keys silently
+        _STRICT_KEYS.decode(data.decode("utf-8"))  # orjson keeps the last of duplicate keys silently
     except _DuplicateKey as exc:
         raise InvalidEvent(f"duplicate key {exc.args[0]!r}") from None
     except (ValueError, RecursionError):
