@@ -6,6 +6,7 @@ alert rule is evaluated on every single day. Tests compare the streaming pipelin
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from datetime import date, timedelta
 
@@ -119,45 +120,61 @@ def alerts(events, rules: RuleSet, stream_day: date) -> list[dict]:
                 return hs.severity
         return None
 
+    keys = ("hires", "departures", "key_departures", "funding_usd", "funding_rounds", "model_releases")
     for company, evs in by_company.items():
-        first = min(e["day"] for e in evs)
-        # bucket per day for speed, still summed day by day
-        buckets = defaultdict(list)
+        # per day (as an ordinal) the plain sums of that day's events; windows add up W such days
+        per_day: dict[int, dict] = {}
         for e in evs:
-            buckets[e["day"]].append(e)
+            d = per_day.setdefault(e["day"].toordinal(), {k: 0 for k in keys} | {"to": defaultdict(int)})
+            if e["kind"] == "hiring":
+                d["hires"] += e["n"]
+            elif e["kind"] == "departure":
+                d["departures"] += e["n"]
+                d["key_departures"] += e["n"] if e["key"] else 0
+                if e["to"]:
+                    d["to"][e["to"]] += e["n"]
+            elif e["kind"] == "funding":
+                d["funding_usd"] += e["usd"]
+                d["funding_rounds"] += 1
+            else:
+                d["model_releases"] += 1
+        event_days = sorted(per_day)
+        first, last = event_days[0], stream_day.toordinal()
         series = [(r, w, None) for r, w, on in [
             ("talent_drain", td.window_days, td.enabled), ("funding_surge", fs.window_days, fs.enabled),
             ("release_burst", rb.window_days, rb.enabled), ("hiring_spree", hs.window_days, hs.enabled)] if on]
         if tp.enabled:
             series += [("talent_poaching", tp.window_days, cp) for cp in sorted({e["to"] for e in evs if e["kind"] == "departure" and e["to"] and e["to"] != company})]
-        event_days = sorted(buckets)
         for rule, w, cp in series:
             current = None
             day = first
-            while day <= stream_day:
-                if current is None and not any(day - timedelta(days=k) in buckets for k in range(w)):
+            while day <= last:
+                window_days = [per_day[d] for d in range(day - w + 1, day + 1) if d in per_day]
+                if current is None and not window_days:
                     # nothing in the window and nothing firing: jump to the next day with an event
-                    later = [d for d in event_days if d > day]
-                    if not later:
+                    i = bisect_right(event_days, day)
+                    if i == len(event_days):
                         break
-                    day = later[0]
+                    day = event_days[i]
                     continue
-                window_events = [e for d in (day - timedelta(days=k) for k in range(w)) for e in buckets.get(d, ())]
                 if rule == "talent_poaching":
-                    n = sum(e["n"] for e in window_events if e["kind"] == "departure" and e["to"] == cp)
+                    n = sum(d["to"].get(cp, 0) for d in window_days)
                     sev = tp.severity if n >= tp.min_departures else None
                 else:
-                    sev = level(rule, _window(window_events, company, day - timedelta(days=w - 1), day))
+                    s = {k: sum(d[k] for d in window_days) for k in keys}
+                    s["talent_drain_ratio"] = s["departures"] / max(s["hires"], 1)
+                    sev = level(rule, s)
+                iso = date.fromordinal(day).isoformat()
                 if current is None and sev is not None:
                     current = {"rule": rule, "company_id": company, "counterparty_id": cp, "severity": sev,
-                               "starts_at": day.isoformat(), "ends_at": None}
+                               "starts_at": iso, "ends_at": None}
                 elif current is not None and sev is None:
-                    current["ends_at"] = day.isoformat()
+                    current["ends_at"] = iso
                     out.append(current)
                     current = None
                 elif current is not None and RANK[sev] > RANK[current["severity"]]:
                     current["severity"] = sev
-                day += timedelta(days=1)
+                day += 1
             if current is not None:
                 out.append(current)
     return out
