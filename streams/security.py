@@ -21,8 +21,8 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def kafka_python_kwargs(settings: Settings) -> dict:
-    """For kafka-python clients (producer, admin)."""
+def client_kwargs(settings: Settings) -> dict:
+    """For kafka-python and aiokafka clients alike (both take these keyword arguments)."""
     out: dict = {"security_protocol": settings.kafka_security_protocol}
     if settings.kafka_security_protocol.startswith("SASL"):
         out.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
@@ -33,16 +33,8 @@ def kafka_python_kwargs(settings: Settings) -> dict:
     return out
 
 
-def aiokafka_kwargs(settings: Settings) -> dict:
-    """For aiokafka clients (worker outputs, sink, HTTP, tail)."""
-    out: dict = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol.startswith("SASL"):
-        out.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
-                   sasl_plain_password=settings.kafka_sasl_password)
-    context = _ssl_context(settings)
-    if context is not None:
-        out["ssl_context"] = context
-    return out
+kafka_python_kwargs = client_kwargs  # producer, admin
+aiokafka_kwargs = client_kwargs  # worker outputs, sink, HTTP, tail
 
 
 def faust_kwargs(settings: Settings) -> dict:
