@@ -83,6 +83,20 @@ def read_items(files: list[Path], fmt: InputFormat, mapping=None):
     return replay_order(lines), acc
 
 
+def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file):
+    """Readable files → replay items in order; adapters print their row accounting."""
+    paths = check_readable(files)
+    mapping = None
+    if fmt is InputFormat.csv:
+        from streams.adapters import CsvMapping
+
+        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
+    items, accounting = read_items(paths, fmt, mapping)
+    if accounting is not None:
+        print_accounting(accounting)
+    return items
+
+
 def print_accounting(acc) -> None:
     table = Table(title="input rows", show_header=False)
     table.add_row("rows", str(acc.rows))
@@ -120,15 +134,7 @@ def backfill(
     load_receivers(settings.webhooks_file)
     check_db_writable(settings.db)
     rule_set = load_rules(settings.rules_file)
-    paths = check_readable(files)
-    mapping = None
-    if fmt is InputFormat.csv:
-        from streams.adapters import CsvMapping
-
-        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
-    items, accounting = read_items(paths, fmt, mapping)
-    if accounting is not None:
-        print_accounting(accounting)
+    items = load_input(files, fmt, maps, kind, date_format, mapping_file)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("replaying", total=len(items))
@@ -194,15 +200,7 @@ def produce(
     quiet_logs()
     check_reachable(bootstrap)
     settings = settings_from(bootstrap=bootstrap, partitions=partitions)
-    paths = check_readable(files)
-    mapping = None
-    if fmt is InputFormat.csv:
-        from streams.adapters import CsvMapping
-
-        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
-    items, accounting = read_items(paths, fmt, mapping)
-    if accounting is not None:
-        print_accounting(accounting)
+    items = load_input(files, fmt, maps, kind, date_format, mapping_file)
     from streams.security import kafka_python_kwargs
 
     topics = Topics(settings.topic_prefix, settings.partitions)

@@ -29,7 +29,6 @@ class ReplayItem:
     value: bytes
     key: str | None  # company name for valid events
     time_ms: int | None  # occurred_at in ms since the epoch (None before 1970)
-    error: str | None = None
 
 
 def check_readable(paths: Iterable[Path]) -> list[Path]:
@@ -68,8 +67,8 @@ def replay_order(lines: Iterable[RawLine]) -> list[ReplayItem]:
     for index, line in enumerate(lines):
         try:
             event = parse_event(line.raw)
-        except InvalidEvent as exc:
-            bad.append(ReplayItem(line.origin, line.raw, None, None, str(exc)))
+        except InvalidEvent:
+            bad.append(ReplayItem(line.origin, line.raw, None, None))  # the sequencer dead-letters it
             continue
         ts = event.occurred_at.timestamp()
         good.append((int(ts * 1_000_000), index, ReplayItem(line.origin, to_wire(event), event.company,
