@@ -105,7 +105,7 @@ class Pipeline:
             self.sink.on_backfill.append(self._backfill_done)
         if worker:
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
-                                 s.lateness_days, broker_kwargs=faust_kwargs(s), wall_clock=self.live,
+                                 s.lateness_days, broker_kwargs=faust_kwargs(s), live=self.live,
                                  client_kwargs=aiokafka_kwargs(s))
             database = self.sink.db if self.sink is not None else Database(s.db)
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables

@@ -129,40 +129,27 @@ def quantile(hist, q: float) -> float:
 
 
 async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
-    from aiokafka import AIOKafkaProducer
-
+    """The pipeline as ``aisignals up`` runs it (worker + sink, live mode); the load and the alert
+    subscriber in another process (``benchmarks.live_load``), timing produce → alert on the alerts topic."""
     db = workdir / "live.duckdb"
     db.unlink(missing_ok=True)
     pipeline = Pipeline(Settings(db=db, log_dir=workdir), live=True)
     await asyncio.to_thread(pipeline.start_broker)
     try:
         await pipeline.start()
-        producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap, linger_ms=0)
-        await producer.start()
         await asyncio.sleep(8)  # let the consumer group settle before timing
-        today = datetime.now(timezone.utc).date()
-        events = list(steady(int(rate * seconds), 11, today, 1, companies=30))
-        started = time.perf_counter()
-        for i, event in enumerate(events):
-            target = started + i / rate
-            delay = target - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            event["occurred_at"] = datetime.now(timezone.utc).isoformat()
-            await producer.send(pipeline.topics.ingest, orjson.dumps(event),
-                                headers=[(SENT, str(int(time.time() * 1000)).encode())])
-        await producer.flush()
-        await asyncio.sleep(2)
-        await producer.stop()
+        t = pipeline.topics
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.live_load", "--bootstrap", pipeline.bootstrap, "--prefix", t.prefix,
+            "--partitions", str(t.partitions), "--rate", str(rate), "--seconds", str(seconds),
+            stdout=subprocess.PIPE, cwd=ROOT)
+        out, _ = await load.communicate()
+        if load.returncode != 0:
+            raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
+        result = json.loads(out.decode().strip().splitlines()[-1])
         st = pipeline.worker.stats
-        result = {
-            "events": len(events), "rate": rate, "seconds": seconds,
-            "indicator_p50_ms": quantile(st.processing_latency, 0.5) * 1000,
-            "indicator_p99_ms": quantile(st.processing_latency, 0.99) * 1000,
-            "alert_p50_ms": quantile(st.alert_latency, 0.5) * 1000,
-            "alert_p99_ms": quantile(st.alert_latency, 0.99) * 1000,
-            "alert_samples": st.alert_latency.count,
-        }
+        result["indicator_p50_ms"] = quantile(st.processing_latency, 0.5) * 1000
+        result["indicator_p99_ms"] = quantile(st.processing_latency, 0.99) * 1000
         await pipeline.stop()
         return result
     finally:
@@ -300,9 +287,10 @@ def render(r: dict) -> str:
         lines.append(f"| (b) end-to-end backfill, N={int(n):,} | {b['backfill_events_per_s']:,.0f} events/s | ≥ 0.5 × (a) | "
                      f"{b['ratio']:.2f} × (a) |")
     live = r["live"]
-    lines.append(f"| (c) live {live['rate']}/s for {live['seconds']:.0f} s: produce → alert, p50 / p99 | "
-                 f"{live['alert_p50_ms']:.0f} / {live['alert_p99_ms']:.0f} ms | p99 ≤ 50 ms | "
-                 f"{live['alert_samples']} alert samples; produce → indicator p50/p99 {live['indicator_p50_ms']:.0f} / {live['indicator_p99_ms']:.0f} ms |")
+    lines.append(f"| (c) live {live['rate']}/s for {live['seconds']:.0f} s: produce → alert on the alerts topic, p50 / p99 | "
+                 f"{live['alert_p50_ms']:.1f} / {live['alert_p99_ms']:.1f} ms | p99 ≤ 50 ms | "
+                 f"{live['alert_samples']} alerts read off the topic by a separate subscriber; produce → indicator row "
+                 f"(in the worker) p50/p99 {live['indicator_p50_ms']:.0f} / {live['indicator_p99_ms']:.0f} ms |")
     s = r["sink"]
     lines.append(f"| (d) DuckDB sink rows/s vs raw Arrow bulk insert | {s['sink_rows_per_s']:,.0f} vs {s['raw_rows_per_s']:,.0f} rows/s | "
                  f"≥ 200k and ≥ 0.5 × raw | {s['ratio']:.2f} × raw |")

@@ -31,8 +31,6 @@ class Instance:
     end: int | None  # resolve day, None while firing
     severity: Severity
     raises: list[tuple[int, Severity]]  # (day, severity) each time the severity went up, first = start
-    evidence_ids: list[str]
-    evidence_count: int
 
 
 @dataclass(slots=True)
@@ -69,9 +67,12 @@ class AlertSeries:
         through: int,
         days: list[int],
         severity_on: Callable[[int], Severity | None],
-        evidence_on: Callable[[int], tuple[list[str], int]],
     ) -> None:
-        """Re-evaluate days m … through. ``days`` are the sorted days with data for this series."""
+        """Re-evaluate days m … through. ``days`` are the sorted days with data for this series.
+
+        Evidence is not kept here: an instance's evidence is the window ending on its start day, which
+        only an event on or before that day can change, and such an event rewinds the instance anyway.
+        So it is read from the timeline when a change is rendered."""
         current = self._rewind(m)
         w = self.window_days
         candidates = {m}
@@ -95,8 +96,7 @@ class AlertSeries:
                     current.severity = level
                     current.raises.append((day, level))
             elif level is not None:
-                ids, count = evidence_on(day)
-                current = Instance(day, None, level, [(day, level)], ids, count)
+                current = Instance(day, None, level, [(day, level)])
                 self.instances.append(current)
 
     def next_change(self, after: int, days: list[int]) -> int | None:

@@ -37,12 +37,14 @@ from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, FORMAT, ORIGIN, SENT,
 
 log = logging.getLogger("aisignals.worker")
 
-FETCH_MAX_WAIT_MS = 50
+FETCH_MAX_WAIT_MS = 50  # bulk work: few, full fetches
+LIVE_FETCH_MAX_WAIT_MS = 10  # live: shorter waits make Tansu stall fetches for seconds (measured)
 
 
 def _short_fetch_wait() -> None:
     """Faust hard-codes aiokafka's fetch_max_wait_ms=1500; on a broker that holds fetches until that
-    timeout (Tansu does) every hop adds up to 1.5 s of latency. Cap it once, for every Faust consumer."""
+    timeout (Tansu does) every hop adds up to 1.5 s of latency. Cap it once, for every Faust consumer,
+    at the app's ``aisignals_fetch_wait_ms``."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     thread = faust_aiokafka.AIOKafkaConsumerThread
@@ -52,7 +54,7 @@ def _short_fetch_wait() -> None:
 
     def _create_worker_consumer(self, transport):
         consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = getattr(self.app, "aisignals_fetch_wait_ms", FETCH_MAX_WAIT_MS)
         return consumer
 
     thread._create_worker_consumer = _create_worker_consumer
@@ -62,7 +64,8 @@ def _short_fetch_wait() -> None:
 _short_fetch_wait()
 
 TAKE = 5000  # records per batch
-WITHIN = 0.05  # seconds to wait for a batch to fill
+WITHIN = 0.05  # seconds to wait for a batch to fill (Faust's take always waits this long unless full)
+LIVE_WITHIN = 0.02  # live: latency matters more than batch size
 ROWS_PER_MESSAGE = 2000
 FLUSH_RECORDS = 5000  # the sequencer sends its outputs at least this often
 
@@ -101,7 +104,7 @@ class Worker:
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
-                 wall_clock: bool = False, client_kwargs: dict | None = None):
+                 live: bool = False, client_kwargs: dict | None = None):
         self.bootstrap = bootstrap
         self.client_kwargs = client_kwargs or {}
         self.topics = topics
@@ -127,12 +130,14 @@ class Worker:
             consumer_auto_offset_reset="earliest",
             **(broker_kwargs or {}),
         )
+        self.app.aisignals_fetch_wait_ms = LIVE_FETCH_MAX_WAIT_MS if live else FETCH_MAX_WAIT_MS
+        self.within = LIVE_WITHIN if live else WITHIN
         ingest = self.app.topic(topics.ingest, partitions=1, key_serializer="raw", value_serializer="raw")
         facts = self.app.topic(topics.facts, partitions=topics.partitions, key_serializer="raw", value_serializer="raw")
         self.app.agent(ingest, name="sequence")(self._sequence)
         self.app.agent(facts, name="companies")(self._companies)
         self.wall_clock_day: int | None = None
-        if wall_clock:
+        if live:
             # live mode: stream time also follows the wall clock, so alerts resolve as real days pass
             self.app.timer(interval=30.0, name="wall_clock")(self._wall_clock)
 
@@ -213,7 +218,7 @@ class Worker:
         return [(origin, raw)]
 
     async def _sequence(self, stream):
-        async for batch in stream.take_events(TAKE, within=WITHIN):
+        async for batch in stream.take_events(TAKE, within=self.within):
             out = Outputs()
             facts: dict[int, list] = defaultdict(list)
             before = self.sequencer.max_time_us
@@ -313,7 +318,7 @@ class Worker:
 
     # ---- company agents ----------------------------------------------------------------
     async def _companies(self, stream):
-        async for batch in stream.take_events(TAKE, within=WITHIN):
+        async for batch in stream.take_events(TAKE, within=self.within):
             out = Outputs()
             by_partition: dict[int, list] = defaultdict(list)
             for event in batch:
@@ -344,7 +349,7 @@ class Worker:
 
     def _emit(self, out: Outputs, partition: int, engine: Engine, sent: dict[str, float]) -> None:
         rows, alerts = engine.flush()
-        self.publish(out, partition, rows, alerts)
+        self.publish(out, partition, rows, alerts, sent)
         if sent:
             now = time.time()
             for when in sent.values():
@@ -354,13 +359,18 @@ class Worker:
                 if when is not None:
                     self.stats.alert_latency.observe(max(now - when, 0.0))
 
-    def publish(self, out: Outputs, partition: int, rows: list[dict], alerts: list[dict]) -> None:
+    def publish(self, out: Outputs, partition: int, rows: list[dict], alerts: list[dict],
+                sent: dict[str, float] | None = None) -> None:
+        """Indicator rows in chunks, one record per alert change; an alert caused by events that carried
+        a send time carries the latest of them (SENT header), so consumers can measure the latency."""
         for i in range(0, len(rows), ROWS_PER_MESSAGE):
             out.add(self.topics.indicators, partition, None, orjson.dumps(rows[i : i + ROWS_PER_MESSAGE]))
         self.stats.indicator_rows += len(rows)
         for alert in alerts:
             self.stats.alert_changes[(alert["rule"], alert["severity"], alert["status"])] += 1
-            out.add(self.topics.alerts, partition, alert["fingerprint"].encode(), orjson.dumps(alert))
+            when = sent.get(alert["company_id"]) if sent else None
+            headers = [(SENT, str(int(when * 1000)).encode())] if when is not None else None
+            out.add(self.topics.alerts, partition, alert["fingerprint"].encode(), orjson.dumps(alert), headers=headers)
 
     async def publish_now(self, partition: int, rows: list[dict], alerts: list[dict]) -> None:
         out = Outputs()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 from datetime import date
+from typing import Callable
 
 from processors.alerts import AlertSeries, Instance, iso_day, iso_time
 from processors.facts import Fact
@@ -117,9 +118,8 @@ class Engine:
                 through,
                 days,
                 lambda d, w=window, fn=severity_fn: fn(timeline.totals(w, d)),
-                lambda d, w=window, k=kinds: timeline.event_ids(w, d, k),
             )
-            messages.extend(self._messages(series, timeline))
+            messages.extend(self._messages(series, timeline, lambda d, w=window, k=kinds: timeline.event_ids(w, d, k)))
             nxt = series.next_change(through, days)
             if nxt is not None:
                 next_days.append(nxt)
@@ -139,9 +139,9 @@ class Engine:
                         through,
                         pair.days,
                         lambda d, cp=counterparty: poaching.pair_severity(timeline.pair_departures(cp, window, d)),
-                        lambda d, cp=counterparty: timeline.event_ids(window, d, self.rules.poaching_evidence, cp),
                     )
-                    messages.extend(self._messages(series, timeline))
+                    messages.extend(self._messages(series, timeline, lambda d, cp=counterparty: timeline.event_ids(
+                        window, d, self.rules.poaching_evidence, cp)))
                 nxt = series.next_change(through, pair.days)
                 if nxt is not None:
                     next_days.append(nxt)
@@ -149,9 +149,10 @@ class Engine:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
 
-    def _messages(self, series: AlertSeries, timeline: CompanyTimeline) -> list[dict]:
+    def _messages(self, series: AlertSeries, timeline: CompanyTimeline,
+                  evidence_on: Callable[[int], tuple[list[str], int]]) -> list[dict]:
         return [
-            alert_message(series, change, inst, previous, timeline, self.stream_day)
+            alert_message(series, change, inst, previous, timeline, self.stream_day, evidence_on)
             for change, inst, previous in series.changes()
         ]
 
@@ -169,7 +170,7 @@ class Engine:
 
 def alert_message(
     series: AlertSeries, change: str, inst: Instance | None, previous: int | None,
-    timeline: CompanyTimeline, stream_day: int | None,
+    timeline: CompanyTimeline, stream_day: int | None, evidence_on: Callable[[int], tuple[list[str], int]],
 ) -> dict:
     """An alert state change in Prometheus Alertmanager's shape, plus ai-signals' own fields."""
     labels = {"alertname": series.rule, "company": series.company_id}
@@ -188,7 +189,8 @@ def alert_message(
             pair=timeline.pair_departures(series.counterparty_id, series.window_days, inst.start)
             if series.counterparty_id else 0,
         )
-        evidence = {"event_ids": inst.evidence_ids, "count": inst.evidence_count}
+        ids, count = evidence_on(inst.start)
+        evidence = {"event_ids": ids, "count": count}
     else:
         status, ends, summary, evidence = "resolved", previous, "retracted: an out-of-order event showed it never held", None
         labels["severity"] = series.published.get(previous, ("info", None))[0] if previous in series.published else "info"

@@ -1,0 +1,93 @@
+"""Benchmark (c), the client side: a steady load on the ingest topic, and the latency of the alerts it causes.
+
+Runs in its own process, like a real producer and a real subscriber, so that neither competes with
+the worker for its interpreter. Each event carries its send time (``aisignals-sent`` header); the
+worker copies the latest send time of a company's events onto the alert changes they cause, and
+this process reads them off the alerts topic: produce → alert on the alerts topic, one clock.
+
+    python -m benchmarks.live_load --bootstrap HOST:PORT --prefix aisignals --rate 1000 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from datetime import datetime, timezone
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.synthetic import steady
+from streams.topics import SENT, Topics
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+
+
+async def run(bootstrap: str, topics: Topics, rate: int, seconds: float, drain: float) -> dict:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5)
+    await producer.start()
+    await consumer.start()
+    tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
+    consumer.assign(tps)
+    for tp in tps:
+        await consumer.seek_to_end(tp)
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def subscribe() -> None:
+        while not done.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for messages in batch.values():
+                for message in messages:
+                    sent = dict(message.headers or ()).get(SENT)
+                    if sent:
+                        latencies.append(now - int(sent) / 1000)
+
+    subscriber = asyncio.create_task(subscribe())
+    today = datetime.now(timezone.utc).date()
+    events = list(steady(int(rate * seconds), 11, today, 1, companies=30))
+    started = time.perf_counter()
+    for i, event in enumerate(events):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        event["occurred_at"] = datetime.now(timezone.utc).isoformat()
+        await producer.send(topics.ingest, orjson.dumps(event), headers=[(SENT, str(int(time.time() * 1000)).encode())])
+    await producer.flush()
+    achieved = len(events) / (time.perf_counter() - started)
+    await asyncio.sleep(drain)
+    done.set()
+    await subscriber
+    await producer.stop()
+    await consumer.stop()
+    result = {"events": len(events), "rate": rate, "achieved_rate": achieved, "seconds": seconds,
+              "alert_samples": len(latencies)}
+    if latencies:
+        result.update(alert_p50_ms=percentile(latencies, 0.5) * 1000, alert_p99_ms=percentile(latencies, 0.99) * 1000,
+                      alert_max_ms=max(latencies) * 1000)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", default="aisignals")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--drain", type=float, default=3.0, help="seconds to keep reading alerts after the last event")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.bootstrap, Topics(args.prefix, args.partitions), args.rate, args.seconds, args.drain))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
