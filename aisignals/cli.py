@@ -391,7 +391,7 @@ def alerts_explain(
         _, events = run_query(
             db, "SELECT event_id, kind, company, occurred_at::DATE AS day, headcount, seniority,"
                 " payload->>'to_company' AS to_company, amount_usd, model_name FROM events"
-                " WHERE list_contains(?::VARCHAR[], event_id) ORDER BY occurred_at", params=[ev["event_ids"]])
+                " WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY occurred_at", params=[ev["event_ids"]])
         table = Table("event_id", "kind", "company", "day", "headcount", "seniority", "to", "amount_usd", "model",
                       title=f"evidence: {len(ev['event_ids'])} of {ev['count']} events in the window on {starts}")
         for row in events:

@@ -195,10 +195,10 @@ QUERIES = {
                            "WHERE company_id = 'openai' AND window_days = 90 ORDER BY window_end",
     "funding by month": "SELECT date_trunc('month', occurred_at) AS m, sum(amount_usd) FROM events "
                         "WHERE kind = 'funding' GROUP BY m ORDER BY m",
-    "releases by modality": "SELECT payload->>'modality' AS modality, count(*) FROM events "
-                            "WHERE kind = 'model_release' GROUP BY modality ORDER BY 2 DESC",
-    "alert evidence": "SELECT e.event_id, e.kind, e.occurred_at FROM alerts a, unnest(CAST(a.evidence->'event_ids' AS VARCHAR[])) u(id) "
-                      "JOIN events e ON e.event_id = u.id WHERE a.fingerprint = (SELECT min(fingerprint) FROM alerts)",
+    "releases by modality": "SELECT modality, count(*) FROM events WHERE kind = 'model_release' "
+                            "GROUP BY modality ORDER BY 2 DESC",
+    "alert evidence": "SELECT event_id, kind, occurred_at FROM events WHERE event_id IN (SELECT unnest(CAST("
+                      "evidence->'event_ids' AS VARCHAR[])) FROM alerts WHERE fingerprint = (SELECT min(fingerprint) FROM alerts))",
 }
 
 

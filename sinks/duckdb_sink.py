@@ -303,6 +303,8 @@ class DuckDBSink:
             cols["seniority"].append(d.get("seniority"))
             cols["amount_usd"].append(d.get("amount_usd"))
             cols["model_name"].append(d.get("model_name"))
+            modality = d.get("modality")
+            cols["modality"].append(modality if isinstance(modality, str) else None)
             cols["source"].append(d.get("source"))
             cols["region"].append(d.get("region"))
             cols["late"].append(late)
@@ -315,15 +317,14 @@ class DuckDBSink:
             "headcount": pa.array(cols["headcount"], pa.int32()),
             "seniority": cols["seniority"],
             "amount_usd": pa.array(cols["amount_usd"], pa.float64()),
-            **{k: pa.array(cols[k], pa.string()) for k in ("model_name", "source", "region")},
+            **{k: pa.array(cols[k], pa.string()) for k in ("model_name", "modality", "source", "region")},
             "late": pa.array(cols["late"], pa.bool_()),
             "payload": cols["payload"],
             "batch_id": pa.array(cols["batch_id"], pa.string()),
         })
         self._insert(
-            "INSERT OR IGNORE INTO events SELECT event_id, kind, company_id, company, counterparty_id, occurred_at,"
-            " ingested_at, headcount, seniority, amount_usd, model_name, source, region, late, payload::JSON, batch_id"
-            " FROM incoming_events", "incoming_events", table)
+            "INSERT OR IGNORE INTO events BY NAME SELECT * REPLACE (payload::JSON AS payload) FROM incoming_events",
+            "incoming_events", table)
         self.rows_written["events"] += len(events)
 
     def _write_indicators(self, rows: list[dict]) -> None:

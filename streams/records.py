@@ -35,6 +35,7 @@ class EventRow(Stored):
     seniority: str | None
     amount_usd: float | None
     model_name: str | None
+    modality: str | None = Field(default=None, description="model_release: the modality field, as a column for fast grouping")
     source: str | None
     region: str | None
     late: bool = Field(description="older than the watermark: stored, but left out of indicators and alerts")

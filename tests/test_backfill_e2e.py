@@ -59,6 +59,9 @@ def test_conformance_vectors(tmp_path):
     # the alert carries its evidence
     (evidence,) = fetch(db, "SELECT evidence FROM alerts WHERE rule = 'talent_poaching' AND company_id = 'alpha-ai'")[0]
     assert orjson.loads(evidence) == {"event_ids": ["a-d1", "a-d2", "a-d3"], "count": 3}
+    # typed columns mirror the payload (modality only where the event has one)
+    assert fetch(db, "SELECT count(*) FROM events WHERE modality IS DISTINCT FROM payload->>'modality'")[0][0] == 0
+    assert fetch(db, "SELECT modality, count(*) FROM events WHERE kind = 'model_release' GROUP BY ALL ORDER BY ALL") == [("language", 3), (None, 1)]
 
 
 def test_second_backfill_late_and_rerun_changes_nothing(tmp_path):

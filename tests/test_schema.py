@@ -25,5 +25,5 @@ def test_ddl_creates_spec_columns():
     assert types["late"] == "BOOLEAN" and types["payload"] == "JSON" and types["amount_usd"] == "DOUBLE"
     assert [c[0] for c in columns(IndicatorRow)][:3] == ["company_id", "window_days", "window_end"]
     assert set(EventRow.model_fields) >= {"event_id", "kind", "company_id", "company", "counterparty_id", "occurred_at",
-                                          "ingested_at", "headcount", "seniority", "amount_usd", "model_name", "source",
+                                          "ingested_at", "headcount", "seniority", "amount_usd", "model_name", "modality", "source",
                                           "late", "payload"}
