@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date, datetime, time, timezone
 from typing import Annotated, Any, Literal, Union
 
@@ -158,6 +159,21 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 
 _STRICT_KEYS = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+_KEY_END = re.compile(rb'"\s*:')  # the end of every object key (and of a few string contents)
+
+
+def _key_count(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_key_count(v) for v in value.values() if isinstance(v, (dict, list)))
+    if isinstance(value, list):
+        return sum(_key_count(v) for v in value if isinstance(v, (dict, list)))
+    return 0
+
+
+def _may_repeat_keys(data: bytes, obj: dict) -> bool:
+    """False when the text has no more key ends than the parsed object has keys: then no key was dropped.
+    (Every key ends in ``"`` + spaces + ``:``; strings can only add matches, so this never misses one.)"""
+    return len(_KEY_END.findall(data)) != _key_count(obj)
 
 
 def parse_event(raw: bytes | str) -> Event:
@@ -171,12 +187,13 @@ def parse_event(raw: bytes | str) -> Event:
         raise InvalidEvent(f"not JSON: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(obj).__name__}")
-    try:
-        _STRICT_KEYS.decode(data.decode("utf-8"))  # orjson keeps the last of duplicate keys silently
-    except _DuplicateKey as exc:
-        raise InvalidEvent(f"duplicate key {exc.args[0]!r}") from None
-    except (ValueError, RecursionError):
-        pass  # orjson accepted it; nothing more to learn here
+    if _may_repeat_keys(data, obj):  # orjson keeps the last of duplicate keys silently: look closer
+        try:
+            _STRICT_KEYS.decode(data.decode("utf-8"))
+        except _DuplicateKey as exc:
+            raise InvalidEvent(f"duplicate key {exc.args[0]!r}") from None
+        except (ValueError, RecursionError):
+            pass  # orjson accepted it; nothing more to learn here
     try:
         event = EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:

@@ -59,3 +59,20 @@ def test_company_normalisation_and_user_aliases(tmp_path):
     extra = tmp_path / "aliases.toml"
     extra.write_text('[aliases]\n"Acme Intelligence" = ["acme", "ACME Labs"]\n')
     assert CompanyNormalizer(extra).company_id("Acme Labs") == "acme-intelligence"
+
+
+@pytest.mark.parametrize("line, duplicate", [
+    (b'{"kind":"hiring","company":"A","occurred_at":"2024-01-01","company":"B"}', "company"),
+    (b'{"kind" : "hiring", "company":"A","occurred_at":"2024-01-01","x":{"a":1,"a":2}}', "a"),
+    (b'{"kind":"hiring","company":"A","occurred_at":"2024-01-01","x":[{"b":1},{"b":1,"b":2}]}', "b"),
+    (b'{"kind":"hiring","company":"A","occurred_at":"2024-01-01","note":"\\":","note":"y"}', "note"),
+    (b'{"kind":"hiring","company":"A","occurred_at":"2024-01-01","note" \n:"x","note"\t:"y"}', "note"),
+])
+def test_duplicate_keys_are_refused_at_any_depth(line, duplicate):
+    with pytest.raises(InvalidEvent, match=f"duplicate key '{duplicate}'"):
+        parse_event(line)
+
+
+def test_key_like_text_inside_strings_is_not_a_duplicate():
+    e = parse_event(b'{"kind":"hiring","company":"A\\":","occurred_at":"2024-01-01","note":"kind\\":x"}')
+    assert e.company == 'A":' and e.model_extra["note"] == 'kind":x'
