@@ -15,7 +15,7 @@ from rich.table import Table
 
 from aisignals.pipeline import Pipeline, bind_host
 from streams.adapters import Accounting, aiwatch_events, epoch_events
-from streams.reader import RawLine, ReplayItem, replay_order
+from streams.reader import RawLine, ReplayPlan, replay_order
 from streams.settings import Settings
 from streams.synthetic import steady
 
@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "data" / "real"
 
 
-def bundled_items() -> tuple[list[ReplayItem], Accounting]:
+def bundled_items() -> tuple[ReplayPlan, Accounting]:
     acc = Accounting()
     lines = [RawLine(o, orjson.dumps(e)) for o, e in epoch_events(REAL / "epoch_notable_ai_models.csv", acc)]
     lines += [RawLine(o, orjson.dumps(e)) for o, e in aiwatch_events(REAL / "aiwatch_positions.csv", acc)]
     return replay_order(lines), acc
 
 
-def trickle(n: int, seed: int) -> list[ReplayItem]:
+def trickle(n: int, seed: int) -> ReplayPlan:
     """Live synthetic events stamped with the current time."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     events = list(steady(n, seed, now.date(), 1, companies=40))

@@ -25,7 +25,7 @@ from sinks.metrics import register, serve_metrics
 from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
-from streams.reader import ReplayItem
+from streams.reader import ReplayPlan
 from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
@@ -191,7 +191,7 @@ class Pipeline:
         if future is not None and not future.done():
             future.set_result(summary)
 
-    async def replay(self, items: list[ReplayItem], progress: Callable[[int], None] | None = None,
+    async def replay(self, items: ReplayPlan, progress: Callable[[int], None] | None = None,
                      timeout: float = 3600.0) -> dict:
         """Produce items (kafka-python, in a thread), then wait until the sink has written all of it."""
         batch_id = new_batch_id()
@@ -224,7 +224,7 @@ class Pipeline:
         return future.result()
 
 
-async def backfill(settings: Settings, items: list[ReplayItem], progress: Callable[[int], None] | None = None,
+async def backfill(settings: Settings, items: ReplayPlan, progress: Callable[[int], None] | None = None,
                    rules: RuleSet | None = None) -> Summary:
     """Replay items through the streaming pipeline and wait until everything is written."""
     pipeline = Pipeline(settings, rules)

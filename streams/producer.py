@@ -44,7 +44,8 @@ class EventProducer:
         headers = [(ORIGIN, item.origin.encode()), (SENT, str(int(time.time() * 1000)).encode())]
         if batch_id:
             headers.append((BATCH, batch_id.encode()))
-        key = self.companies.company_id(item.key).encode() if item.key else None
+        company = item.key if item.key else _company_of(item.value)
+        key = self.companies.company_id(company).encode() if company else None
         self.producer.send(self.topics.ingest, value=item.value, key=key, headers=headers, timestamp_ms=item.time_ms)
 
     def send_all(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None) -> int:
@@ -58,24 +59,35 @@ class EventProducer:
             progress(sent % 1000)
         return sent
 
-    def send_packed(self, items: list[ReplayItem], batch_id: str | None = None, progress=None,
+    def send_packed(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None,
                     per_record: int = RECORD_BATCH) -> int:
         """Bulk replay: up to ``per_record`` events per ingest record (header ``aisignals-format: batch``).
 
         The stream processors then pay Kafka's and Faust's per-record cost once per batch, not per event;
         each event still becomes its own record on the public events topic.
         """
-        for start in range(0, len(items), per_record):
-            chunk = items[start : start + per_record]
-            value = orjson.dumps({"origins": [i.origin for i in chunk],
-                                  "lines": [i.value.decode("utf-8", "backslashreplace") for i in chunk]})
-            headers = [(FORMAT, b"batch"), (SENT, str(int(time.time() * 1000)).encode())]
-            if batch_id:
-                headers.append((BATCH, batch_id.encode()))
-            self.producer.send(self.topics.ingest, value=value, headers=headers)
-            if progress is not None:
-                progress(len(chunk))
-        return len(items)
+        sent = 0
+        chunk: list[ReplayItem] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == per_record:
+                self._send_pack(chunk, batch_id, progress)
+                sent += len(chunk)
+                chunk = []
+        if chunk:
+            self._send_pack(chunk, batch_id, progress)
+            sent += len(chunk)
+        return sent
+
+    def _send_pack(self, chunk: list[ReplayItem], batch_id: str | None, progress) -> None:
+        value = orjson.dumps({"origins": [i.origin for i in chunk],
+                              "lines": [i.value.decode("utf-8", "backslashreplace") for i in chunk]})
+        headers = [(FORMAT, b"batch"), (SENT, str(int(time.time() * 1000)).encode())]
+        if batch_id:
+            headers.append((BATCH, batch_id.encode()))
+        self.producer.send(self.topics.ingest, value=value, headers=headers)
+        if progress is not None:
+            progress(len(chunk))
 
     def barrier(self, batch_id: str) -> None:
         """Mark the end of a backfill: every stage forwards it once all records before it are done."""
@@ -90,6 +102,15 @@ class EventProducer:
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+
+
+def _company_of(value: bytes) -> str | None:
+    """The company named by a raw event line, for the record key (None if the line is not an event)."""
+    try:
+        company = orjson.loads(value).get("company")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return company if isinstance(company, str) else None
 
 
 def new_batch_id() -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
-from streams.events import InvalidEvent, parse_event, to_wire
+from streams.events import InvalidEvent, parse_event
 
 
 class InputFileError(OSError):
@@ -15,10 +16,12 @@ class InputFileError(OSError):
 
 @dataclass(slots=True)
 class RawLine:
-    """One non-empty input line and where it came from."""
+    """One non-empty input line and where it came from (``path``/``offset``: where to read it again)."""
 
     origin: str
     raw: bytes
+    path: Path | None = None
+    offset: int = 0
 
 
 @dataclass(slots=True)
@@ -50,28 +53,96 @@ def check_readable(paths: Iterable[Path]) -> list[Path]:
 
 def jsonl_lines(path: Path) -> Iterator[RawLine]:
     """Non-empty lines of a JSON Lines file (a blank line is not an event and not a dead letter)."""
+    path = Path(path)
+    offset = 0
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
             stripped = line.strip()
             if stripped:
-                yield RawLine(f"{path.name}:{number}", stripped)
+                yield RawLine(f"{path.name}:{number}", stripped, path, offset + len(line) - len(line.lstrip()))
+            offset += len(line)
 
 
-def replay_order(lines: Iterable[RawLine]) -> list[ReplayItem]:
+NO_TIME = -(2**63)
+
+
+class ReplayPlan:
+    """A backfill's lines in replay order, without holding them: a line read from a file is kept as
+    (file, offset, length, line number) and read again when it is sent, so replaying millions of
+    events costs a few bytes per event; lines made in memory (adapters) are kept as they are."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+        self._path_no: dict[Path, int] = {}
+        self.file_no = array("i")  # -1: in memory
+        self.offset = array("q")  # byte offset, or index into ``memory``
+        self.length = array("I")
+        self.line_no = array("I")
+        self.time_ms = array("q")  # occurred_at in ms, NO_TIME for invalid lines and times before 1970
+        self.memory: list[RawLine] = []
+        self.order = array("I")
+
+    def append(self, line: RawLine, time_ms: int | None) -> int:
+        if line.path is None:
+            self.file_no.append(-1)
+            self.offset.append(len(self.memory))
+            self.memory.append(line)
+            self.line_no.append(0)
+        else:
+            number = self._path_no.get(line.path)
+            if number is None:
+                number = self._path_no[line.path] = len(self.paths)
+                self.paths.append(line.path)
+            self.file_no.append(number)
+            self.offset.append(line.offset)
+            self.line_no.append(int(line.origin.rpartition(":")[2]))
+        self.length.append(len(line.raw))
+        self.time_ms.append(NO_TIME if time_ms is None else time_ms)
+        return len(self.file_no) - 1
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[ReplayItem]:
+        handles: dict[int, BinaryIO] = {}
+        try:
+            for i in self.order:
+                number = self.file_no[i]
+                time_ms = self.time_ms[i]
+                when = None if time_ms == NO_TIME else time_ms
+                if number < 0:
+                    line = self.memory[self.offset[i]]
+                    yield ReplayItem(line.origin, line.raw, None, when)
+                    continue
+                fh = handles.get(number)
+                if fh is None:
+                    fh = handles[number] = open(self.paths[number], "rb")
+                fh.seek(self.offset[i])
+                yield ReplayItem(f"{self.paths[number].name}:{self.line_no[i]}", fh.read(self.length[i]), None, when)
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+
+def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:
     """Validate lines and order them for a backfill: invalid lines first, then events by ``occurred_at``.
 
     The sort is stable, so events at the same instant keep their file order ("first one wins").
+    Lines are sent as they were written; the stream processors validate them again anyway.
     """
-    bad: list[ReplayItem] = []
-    good: list[tuple[int, int, ReplayItem]] = []
-    for index, line in enumerate(lines):
+    plan = ReplayPlan()
+    bad = array("I")
+    good = array("I")
+    times = array("q")  # µs, for the sort
+    for line in lines:
         try:
             event = parse_event(line.raw)
         except InvalidEvent:
-            bad.append(ReplayItem(line.origin, line.raw, None, None))  # the sequencer dead-letters it
+            bad.append(plan.append(line, None))  # the sequencer dead-letters it
             continue
         ts = event.occurred_at.timestamp()
-        good.append((int(ts * 1_000_000), index, ReplayItem(line.origin, to_wire(event), event.company,
-                                                            int(ts * 1000) if ts >= 0 else None)))
-    good.sort(key=lambda item: (item[0], item[1]))
-    return bad + [item for _, _, item in good]
+        good.append(plan.append(line, int(ts * 1000) if ts >= 0 else None))
+        times.append(int(ts * 1_000_000))
+    ordered = sorted(range(len(good)), key=times.__getitem__)
+    plan.order = bad + array("I", (good[k] for k in ordered))
+    return plan
