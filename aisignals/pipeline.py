@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import queue
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database
 from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
-from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
+from streams.broker import EmbeddedBroker, check_reachable, die_with_parent, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
@@ -63,13 +67,126 @@ class Summary:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
+def start_delivery(sink: DuckDBSink, settings: Settings, companies: CompanyNormalizer,
+                   stop: asyncio.Event) -> tuple[Delivery | None, asyncio.Task | None]:
+    """Alert delivery beside a sink (webhooks, Alertmanager), woken after each flush; none if nobody listens."""
+    receivers = load_receivers(settings.webhooks_file, companies.company_id)
+    if not receivers and not settings.alertmanager_url:
+        return None, None
+    delivery = Delivery(sink.db, receivers, settings.alertmanager_url, f"http://{settings.host}:{settings.port}/")
+    sink.after_flush.append(delivery.wake.set)
+    return delivery, asyncio.create_task(delivery.run(stop), name="delivery")
+
+
+async def delivered(delivery: Delivery | None, deadline: float) -> None:
+    """Wait until every committed alert change has been delivered (or dead-lettered)."""
+    if delivery is not None:
+        delivery.wake.set()
+        while await asyncio.to_thread(delivery.pending_count) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+
+class SinkProcess:
+    """The DuckDB sink and alert delivery in a process of their own, so that a backfill uses a second
+    core (each process has one interpreter lock). Finished backfills and failures come back on a queue."""
+
+    def __init__(self, settings: Settings, run_id: str, bootstrap: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.messages = ctx.Queue()
+        self.stopping = ctx.Event()
+        self.process = ctx.Process(target=_sink_process_main, name="aisignals-sink", daemon=True,
+                                   args=(settings, run_id, bootstrap, self.messages, self.stopping))
+        self.error: str | None = None
+
+    def start(self, on_backfill: Callable[[str, dict], None]) -> None:
+        self.process.start()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._listen, args=(loop, on_backfill), name="sink-messages", daemon=True).start()
+
+    def _listen(self, loop: asyncio.AbstractEventLoop, on_backfill: Callable[[str, dict], None]) -> None:
+        while True:
+            try:
+                what, *rest = self.messages.get(timeout=0.5)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    return
+                continue
+            if what == "backfill":
+                loop.call_soon_threadsafe(on_backfill, *rest)
+            elif what == "error":
+                self.error = rest[0]
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def failed(self) -> BaseException | None:
+        if self.error is not None:
+            return SinkError(self.error)
+        code = self.process.exitcode
+        if code not in (None, 0) and not self.stopping.is_set():
+            return SinkError(f"the sink process exited with code {code}")
+        return None
+
+    async def stop(self, grace: float) -> None:
+        self.stopping.set()
+        await asyncio.to_thread(self.process.join, grace)
+        if self.process.is_alive():
+            log.warning("the sink process did not stop within %.0f s; killed", grace)
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, 5)
+
+
+def _sink_process_main(settings: Settings, run_id: str, bootstrap: str, messages, stopping) -> None:  # pragma: no cover - child
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
+    quiet_logs()
+    try:
+        asyncio.run(_run_sink(settings, run_id, bootstrap, messages, stopping))
+    except Exception as exc:
+        messages.put(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        raise SystemExit(1) from None
+
+
+async def _run_sink(settings: Settings, run_id: str, bootstrap: str, messages, stopping) -> None:  # pragma: no cover - child
+    companies = normalizer(settings.aliases_file)
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.flush_rows, settings.flush_seconds)
+    stop = asyncio.Event()
+    delivery, delivery_task = start_delivery(sink, settings, companies, stop)
+
+    async def finished(batch_id: str, summary: dict) -> None:
+        await delivered(delivery, time.monotonic() + 3600)
+        messages.put(("backfill", batch_id, summary))
+
+    sink.on_backfill.append(finished)
+
+    async def watch() -> None:
+        while not stopping.is_set():
+            await asyncio.sleep(0.1)
+        stop.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await sink.run(bootstrap, stop, aiokafka_kwargs(settings))
+    finally:
+        stop.set()
+        watcher.cancel()
+        if delivery_task is not None:
+            await delivery_task
+
+
 class Pipeline:
-    """Broker (embedded or not) + worker + sink, started and stopped together."""
+    """Broker (embedded or not) + worker + sink, started and stopped together.
+
+    ``sink_process``: run the sink in a child process (a backfill: more throughput on two cores);
+    otherwise everything shares this process (``up``: the HTTP API reads the sink's state)."""
 
     def __init__(self, settings: Settings, rules: RuleSet | None = None,
-                 companies: CompanyNormalizer | None = None, live: bool = False) -> None:
+                 companies: CompanyNormalizer | None = None, live: bool = False, sink_process: bool = False) -> None:
         self.settings = settings
         self.live = live
+        self.sink_process = sink_process
+        self._sink_process: SinkProcess | None = None
         self.rules = rules if rules is not None else load_rules(settings.rules_file)
         self.companies = companies if companies is not None else normalizer(settings.aliases_file)
         self.topics = Topics(settings.topic_prefix, settings.partitions)
@@ -100,30 +217,32 @@ class Pipeline:
         """Open the sink, restore the worker from what it committed, start both (or one of them)."""
         s = self.settings
         check_db_writable(s.db)
-        if sink:
+        database = Database(s.db)
+        if sink and not self.sink_process:
             self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
             self.sink.on_backfill.append(self._backfill_done)
+            database = self.sink.db
+        elif sink:
+            database.create()
         if worker:
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
                                  s.lateness_days, broker_kwargs=faust_kwargs(s), live=self.live,
                                  client_kwargs=aiokafka_kwargs(s))
-            database = self.sink.db if self.sink is not None else Database(s.db)
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
-            rebuild = rollback_unfinished(database) if self.sink is not None else False
+            rebuild = rollback_unfinished(database) if sink else False
             state = load_worker_state(database)
             pending = self.worker.restore(*state, rebuild=rebuild)
             await self.worker.start()
             for partition, rows, alerts in pending:
                 if rows or alerts:
                     await self.worker.publish_now(partition, rows, alerts)
-        if sink:
+        if sink and self.sink_process:
+            self._sink_process = SinkProcess(s, self.run_id, self.bootstrap)
+            self._sink_process.start(self._backfill_done)
+        elif sink:
             self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink, aiokafka_kwargs(s)),
                                                   name="sink")
-            receivers = load_receivers(s.webhooks_file, self.companies.company_id)
-            if receivers or s.alertmanager_url:
-                self.delivery = Delivery(self.sink.db, receivers, s.alertmanager_url, f"http://{s.host}:{s.port}/")
-                self.sink.after_flush.append(self.delivery.wake.set)
-                self._delivery_task = asyncio.create_task(self.delivery.run(self._stop_sink), name="delivery")
+            self.delivery, self._delivery_task = start_delivery(self.sink, s, self.companies, self._stop_sink)
         role = "all" if worker and sink else ("worker" if worker else "sink")
         register(role, self.worker, self.sink, self.delivery)
 
@@ -141,6 +260,8 @@ class Pipeline:
             except asyncio.CancelledError:
                 pass
 
+        if self._sink_process is not None:
+            await self._sink_process.stop(grace)
         if self._delivery_task is not None:
             await bounded(self._delivery_task, "alert delivery")
         if self._sink_task is not None:
@@ -164,7 +285,10 @@ class Pipeline:
         else:
             broker = False
         worker = self.worker is None or self.worker.app.started
-        sink = self.sink is None or (self._sink_task is not None and not self._sink_task.done())
+        if self._sink_process is not None:
+            sink = self._sink_process.alive()
+        else:
+            sink = self.sink is None or (self._sink_task is not None and not self._sink_task.done())
         parts = {"broker": broker, "worker": worker, "sink": sink}
         if not broker:
             parts["reason"] = (f"the embedded broker has stopped (exit code {self.broker.process.returncode if self.broker.process else '?'})"
@@ -181,6 +305,8 @@ class Pipeline:
         return server
 
     def sink_failed(self) -> BaseException | None:
+        if self._sink_process is not None:
+            return self._sink_process.failed()
         if self._sink_task is not None and self._sink_task.done() and not self._sink_task.cancelled():
             return self._sink_task.exception()
         return None
@@ -217,17 +343,14 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"backfill not written within {timeout:.0f} s")
             await asyncio.wait({future}, timeout=0.2)
-        if self.delivery is not None:  # and every alert change it caused has been delivered (or dead-lettered)
-            self.delivery.wake.set()
-            while await asyncio.to_thread(self.delivery.pending_count) and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+        await delivered(self.delivery, deadline)  # and every alert change it caused (a sink process waits itself)
         return future.result()
 
 
 async def backfill(settings: Settings, items: ReplayPlan, progress: Callable[[int], None] | None = None,
                    rules: RuleSet | None = None) -> Summary:
     """Replay items through the streaming pipeline and wait until everything is written."""
-    pipeline = Pipeline(settings, rules)
+    pipeline = Pipeline(settings, rules, sink_process=True)
     started = time.monotonic()
     await asyncio.to_thread(pipeline.start_broker)
     try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from kafka.partitioner.default import murmur2
 
 
+@lru_cache(maxsize=65_536)  # companies are few and murmur2 is pure Python: hash each once
 def partition_of(company_id: str, partitions: int) -> int:
     return (murmur2(company_id.encode()) & 0x7FFFFFFF) % partitions

@@ -92,7 +92,7 @@ class Batch:
     """Records buffered between two flushes, already reduced to their final effect."""
 
     def __init__(self) -> None:
-        self.events: dict[str, tuple[dict, bool, str | None]] = {}
+        self.events: dict[str, tuple[dict, bool, str | None, bytes]] = {}  # id -> (event, late, batch, wire JSON)
         self.indicators: dict[tuple, dict] = {}
         self.alerts: dict[tuple[str, str], dict | None] = {}  # None = delete
         self.history: list[dict] = []
@@ -207,7 +207,7 @@ class DuckDBSink:
         if topic == t.events or topic == t.late:
             data = orjson.loads(value)
             batch = headers.get(BATCH)
-            b.events.setdefault(data["event_id"], (data, topic == t.late, batch.decode() if batch else None))
+            b.events.setdefault(data["event_id"], (data, topic == t.late, batch.decode() if batch else None, value))
         elif topic == t.indicators:
             for row in orjson.loads(value):
                 b.indicators[(row["company_id"], row["window_days"], row["window_end"])] = row
@@ -287,10 +287,10 @@ class DuckDBSink:
         self.flushes += 1
         self.finished.extend(done)
 
-    def _write_events(self, events: dict[str, tuple[dict, bool, str | None]], now_us: int) -> None:
+    def _write_events(self, events: dict[str, tuple[dict, bool, str | None, bytes]], now_us: int) -> None:
         cid = self.companies.company_id
         cols = defaultdict(list)
-        for event_id, (d, late, batch) in events.items():
+        for event_id, (d, late, batch, wire) in events.items():
             other = d.get("to_company") or d.get("from_company")
             cols["event_id"].append(event_id)
             cols["kind"].append(d["kind"])
@@ -308,7 +308,7 @@ class DuckDBSink:
             cols["source"].append(d.get("source"))
             cols["region"].append(d.get("region"))
             cols["late"].append(late)
-            cols["payload"].append(orjson.dumps(d).decode())
+            cols["payload"].append(wire.decode())  # the worker's canonical JSON, as it came
             cols["batch_id"].append(batch)
         table = pa.table({
             **{k: cols[k] for k in ("event_id", "kind", "company_id", "company", "counterparty_id")},

@@ -19,7 +19,7 @@ class BrokerError(RuntimeError):
     """The broker could not be started or reached."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the broker gets SIGKILL when the process that started it dies, even by SIGKILL."""
     try:
         import ctypes
@@ -86,7 +86,7 @@ class EmbeddedBroker:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             log.close()

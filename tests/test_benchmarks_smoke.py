@@ -21,7 +21,9 @@ def test_benchmark_suite_smoke(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
-    assert set(results) >= {"backfill", "sink", "queries_ms_p50", "backfill_peak_rss_mb", "live", "machine"}
+    assert set(results) >= {"backfill", "sink", "queries_ms_p50", "peak_rss_mb", "live", "machine"}
+    assert set(results["peak_rss_mb"]) == {"worker", "sink", "broker"}
+    assert results["live"]["alert_samples"] > 0 and results["live"]["alert_p99_ms"] >= results["live"]["alert_p50_ms"]
     assert results["backfill"]["2000"]["backfill_events_per_s"] > 0
     assert len(results["queries_ms_p50"]) == 5
     assert "(a) bare aiokafka" in md.read_text() and "(f) peak RSS" in md.read_text()
