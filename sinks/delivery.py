@@ -2,7 +2,9 @@
 
 ``alert_history`` in DuckDB is the outbox: every alert state change the sink committed is
 delivered to every receiver whose filters match, and the outcome is recorded in
-``webhook_deliveries``, so a restart never delivers a change twice and never forgets one. Each
+``webhook_deliveries``, so a restart never forgets a change. A process killed between a POST and
+the record of its outcome sends that change again after the restart (at least once); the header
+``X-AISignals-Delivery-Id`` is the same both times, so a receiver can drop what it has seen. Each
 POST is signed (HMAC-SHA256 of the body, header ``X-AISignals-Signature: sha256=<hex>``) and
 retried with exponential backoff and jitter; after the last attempt the payload goes to
 ``delivery_dead_letters`` — never dropped silently.
@@ -83,6 +85,16 @@ def load_receivers(path: Path | None, company_id=lambda c: c) -> list[Receiver]:
     return out
 
 
+DELIVERY_ID = "X-AISignals-Delivery-Id"
+
+
+def delivery_id(receiver: str, alert: dict) -> str:
+    """The same for every attempt to tell ``receiver`` of one alert state change, before a crash and
+    after it: delivery is at least once, and a receiver that drops ids it has seen gets it exactly once."""
+    key = "\x1f".join(str(alert[k]) for k in ("fingerprint", "starts_at", "change", "severity", "status"))
+    return hashlib.sha256(f"{receiver}\x1f{key}".encode()).hexdigest()[:32]
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -154,7 +166,8 @@ class Delivery:
 
     async def _post(self, client: httpx.AsyncClient, receiver: Receiver, alert: dict) -> None:
         body = orjson.dumps(webhook_payload(alert, receiver.name, self.external_url))
-        headers = {"content-type": "application/json", "user-agent": "ai-signals"}
+        headers = {"content-type": "application/json", "user-agent": "ai-signals",
+                   DELIVERY_ID: delivery_id(receiver.name, alert)}
         if receiver.secret:
             headers["X-AISignals-Signature"] = sign(receiver.secret, body)
         attempts = 0

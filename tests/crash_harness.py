@@ -31,10 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Receiver:
-    """Counts alert notifications by state; a duplicate is the same state delivered twice."""
+    """Counts alert notifications by state, the way a receiver that honours ``X-AISignals-Delivery-Id``
+    sees them (a re-sent id is dropped); a duplicate is the same state accepted twice."""
 
     def __init__(self) -> None:
         self.seen: Counter = Counter()
+        self.ids: set[str] = set()
+        self.resent = 0  # deliveries dropped by id: what a receiver that ignores the id would see twice
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +46,11 @@ class Receiver:
 
             def do_POST(self):
                 payload = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+                ident = self.headers["X-AISignals-Delivery-Id"]
+                if ident in receiver.ids:
+                    receiver.resent += 1
+                    payload["alerts"] = []
+                receiver.ids.add(ident)
                 for a in payload["alerts"]:
                     receiver.seen[(a["fingerprint"], a["startsAt"], a["status"], a["labels"]["severity"], a["endsAt"])] += 1
                 self.send_response(200)
@@ -84,7 +92,7 @@ def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], work
     subprocess.run(backfill_cmd(path, clean_db, clean_hooks), check=True, capture_output=True, cwd=ROOT)
     clean = snapshot(clean_db)
     report = {"runs": runs, "events": events, "kills": 0, "exact_runs": 0, "events_lost": 0, "events_stored_twice": 0,
-              "duplicate_notifications": 0, "notifications": 0, "clean_notifications": sum(clean_receiver.seen.values()),
+              "duplicate_notifications": 0, "resent_by_id": 0, "notifications": 0, "clean_notifications": sum(clean_receiver.seen.values()),
               "missing_notifications": 0, "mismatches": []}
     for i in range(runs):
         db = workdir / f"run{i}.duckdb"
@@ -111,6 +119,7 @@ def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], work
         else:
             report["exact_runs"] += 1
         report["duplicate_notifications"] += receiver.duplicates
+        report["resent_by_id"] += receiver.resent
         report["notifications"] += sum(receiver.seen.values())
         report["missing_notifications"] += len(set(clean_receiver.seen) - set(receiver.seen))
         receiver.server.shutdown()

@@ -227,6 +227,9 @@ def test_talent_drain_fires_and_resolves_over_sse_webhooks_and_alertmanager(live
         assert {k.lower(): v for k, v in headers.items()}["x-aisignals-signature"] == expected
     flaky = [b for b, _ in r.got["flaky"]]
     assert len(flaky) == len(set(flaky)) == len(ok_payloads)
+    # one delivery id per (receiver, state change): unique across changes, kept across retries
+    ids = lambda name: [{k.lower(): v for k, v in h.items()}["x-aisignals-delivery-id"] for _, h in r.got[name]]
+    assert len(set(ids("ok"))) == len(ok_payloads) and set(ids("flaky")).isdisjoint(ids("ok"))
     assert all(n == 3 for (name, _), n in r.attempts.items() if name == "flaky")
     assert fetch(live["db"], "SELECT count(*) FROM delivery_dead_letters WHERE receiver = 'down'")[0][0] == len(ok_payloads)
     assert fetch(live["db"], "SELECT count(*) FROM webhook_deliveries WHERE receiver = 'filtered' AND outcome = 'filtered'")[0][0] >= 2
