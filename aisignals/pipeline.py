@@ -37,10 +37,19 @@ from streams.topics import Topics, ensure_topics
 log = logging.getLogger("aisignals")
 
 
+class _BusyConsumerThread(logging.Filter):
+    """Faust logs "Thread keepalive is not responding" as an error when its consumer thread waits for
+    the interpreter lock while the agents work through a bulk replay: expected load, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Thread keepalive is not responding" not in str(record.msg)
+
+
 def quiet_logs(level: int = logging.WARNING) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(max(level, logging.ERROR))
+    logging.getLogger("faust.transport.drivers.aiokafka").addFilter(_BusyConsumerThread())
 
 
 def check_db_writable(db: Path) -> None:

@@ -67,3 +67,16 @@ def test_partition_mismatch_on_existing_topics_is_one_line(tmp_path, broker):
     line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
                                     "--bootstrap", broker.bootstrap, "--partitions", "2", check=False))
     assert "has 4 partitions" in line
+
+
+def test_busy_consumer_thread_notice_is_not_an_error(caplog):
+    import logging
+
+    from aisignals.pipeline import quiet_logs
+
+    quiet_logs()
+    log = logging.getLogger("faust.transport.drivers.aiokafka")
+    with caplog.at_level(logging.ERROR, logger=log.name):
+        log.error("[^--AIOKafkaConsumerThread]: Thread keepalive is not responding...")
+        log.error("[^--AIOKafkaConsumerThread]: a real error")
+    assert [r.getMessage() for r in caplog.records] == ["[^--AIOKafkaConsumerThread]: a real error"]
