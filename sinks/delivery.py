@@ -124,6 +124,10 @@ def webhook_payload(alert: dict, receiver: str, external_url: str) -> dict:
     }
 
 
+ROUND = 200  # alert changes per delivery round (outcomes are stored once per round)
+CONCURRENCY = 8  # requests in flight per receiver
+
+
 class Delivery:
     """Delivers committed alert changes to webhooks and Alertmanager; woken by the sink after each flush."""
 
@@ -152,19 +156,28 @@ class Delivery:
         """Alert changes some receiver has not had an outcome for yet."""
         return sum(len(self._pending(r)) for r in self.receivers)
 
-    def _record(self, receiver: Receiver, alert: dict, outcome: str, attempts: int, payload: bytes, error: str | None) -> None:
+    def _record(self, receiver: Receiver, outcomes: list[tuple[dict, str, int, bytes, str | None]]) -> None:
+        """Store the outcomes of a round, (alert, outcome, attempts, payload, error) each, in one transaction."""
+        if not outcomes:
+            return
         now = datetime.now(timezone.utc)
-        key = [alert["fingerprint"], alert["starts_at"], alert["change"], alert["severity"], alert["status"]]
         with self.db.writer() as con:
-            con.execute("INSERT OR IGNORE INTO webhook_deliveries VALUES (?, ?, ?::DATE, ?, ?, ?, ?, ?, ?)",
-                        [receiver.name, *key, outcome, attempts, now])
-            if outcome == "dead_letter":
-                con.execute("INSERT INTO delivery_dead_letters VALUES (?, ?, ?::DATE, ?, ?, ?::JSON, ?, ?, ?)",
-                            [receiver.name, alert["fingerprint"], alert["starts_at"], alert["change"], receiver.url,
-                             payload.decode(), error, attempts, now])
-        self.counts[(receiver.name, outcome)] = self.counts.get((receiver.name, outcome), 0) + 1
+            con.execute("BEGIN TRANSACTION")
+            con.executemany("INSERT OR IGNORE INTO webhook_deliveries VALUES (?, ?, ?::DATE, ?, ?, ?, ?, ?, ?)", [
+                [receiver.name, a["fingerprint"], a["starts_at"], a["change"], a["severity"], a["status"], outcome,
+                 attempts, now] for a, outcome, attempts, _, _ in outcomes])
+            dead = [(a, attempts, payload, error) for a, outcome, attempts, payload, error in outcomes
+                    if outcome == "dead_letter"]
+            if dead:
+                con.executemany("INSERT INTO delivery_dead_letters VALUES (?, ?, ?::DATE, ?, ?, ?::JSON, ?, ?, ?)", [
+                    [receiver.name, a["fingerprint"], a["starts_at"], a["change"], receiver.url, payload.decode(), error,
+                     attempts, now] for a, attempts, payload, error in dead])
+            con.execute("COMMIT")
+        for _, outcome, _, _, _ in outcomes:
+            self.counts[(receiver.name, outcome)] = self.counts.get((receiver.name, outcome), 0) + 1
 
-    async def _post(self, client: httpx.AsyncClient, receiver: Receiver, alert: dict) -> None:
+    async def _post(self, client: httpx.AsyncClient, receiver: Receiver,
+                    alert: dict) -> tuple[dict, str, int, bytes, str | None]:
         body = orjson.dumps(webhook_payload(alert, receiver.name, self.external_url))
         headers = {"content-type": "application/json", "user-agent": "ai-signals",
                    DELIVERY_ID: delivery_id(receiver.name, alert)}
@@ -181,19 +194,32 @@ class Delivery:
                     response.raise_for_status()
         except RetryError as exc:
             error = exc.last_attempt.exception()
-            await asyncio.to_thread(self._record, receiver, alert, "dead_letter", attempts, body,
-                                    " ".join(str(error).split())[:500])
-            return
-        await asyncio.to_thread(self._record, receiver, alert, "delivered", attempts, body, None)
+            return alert, "dead_letter", attempts, body, " ".join(str(error).split())[:500]
+        return alert, "delivered", attempts, body, None
 
     async def _deliver_webhooks(self, client: httpx.AsyncClient) -> None:
+        """Rounds of ``ROUND`` changes: one alert's changes in order, different alerts side by side (at most
+        ``CONCURRENCY`` requests at once), and the round's outcomes stored in one transaction."""
         for receiver in self.receivers:
             pending = await asyncio.to_thread(self._pending, receiver)
+            await asyncio.to_thread(self._record, receiver, [(a, "filtered", 0, b"", None) for a in pending
+                                                             if not receiver.wants(a)])
             wanted = [a for a in pending if receiver.wants(a)]
-            skipped = [a for a in pending if not receiver.wants(a)]
-            for alert in skipped:
-                await asyncio.to_thread(self._record, receiver, alert, "filtered", 0, b"", None)
-            await asyncio.gather(*(self._post(client, receiver, a) for a in wanted))
+            slots = asyncio.Semaphore(CONCURRENCY)
+
+            async def in_order(changes: list[dict]) -> list[tuple]:
+                out = []
+                for alert in changes:
+                    async with slots:
+                        out.append(await self._post(client, receiver, alert))
+                return out
+
+            for start in range(0, len(wanted), ROUND):
+                by_alert: dict[str, list[dict]] = {}
+                for alert in wanted[start : start + ROUND]:
+                    by_alert.setdefault(alert["fingerprint"], []).append(alert)
+                done = await asyncio.gather(*(in_order(changes) for changes in by_alert.values()))
+                await asyncio.to_thread(self._record, receiver, [o for outcomes in done for o in outcomes])
 
     def _firing(self) -> list[dict]:
         with self.db.writer() as con:
@@ -241,7 +267,6 @@ class Delivery:
                         if changed or loop_time - last_push >= self.resend_seconds:
                             await self._push_alertmanager(client, changed)
                             last_push = loop_time
-                            for alert in changed:
-                                await asyncio.to_thread(self._record, am_receiver, alert, "pushed", 1, b"", None)
+                            await asyncio.to_thread(self._record, am_receiver, [(a, "pushed", 1, b"", None) for a in changed])
                 except Exception:  # noqa: BLE001 - delivery must never take the pipeline down
                     log.exception("alert delivery round failed; retrying")
