@@ -45,7 +45,10 @@ class Receiver:
                 pass
 
             def do_POST(self):
-                payload = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+                try:
+                    payload = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+                except orjson.JSONDecodeError:  # the sender was killed mid-request: nothing was delivered
+                    return
                 ident = self.headers["X-AISignals-Delivery-Id"]
                 if ident in receiver.ids:
                     receiver.resent += 1
