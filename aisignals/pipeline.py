@@ -238,9 +238,9 @@ class Pipeline:
                                  s.lateness_days, broker_kwargs=faust_kwargs(s), live=self.live,
                                  client_kwargs=aiokafka_kwargs(s))
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
-            rebuild = rollback_unfinished(database) if sink else False
+            rolled_back_until = rollback_unfinished(database) if sink else None
             state = load_worker_state(database)
-            pending = self.worker.restore(*state, rebuild=rebuild)
+            pending = self.worker.restore(*state, rolled_back_until_us=rolled_back_until)
             await self.worker.start()
             for partition, rows, alerts in pending:
                 if rows or alerts:

@@ -44,6 +44,9 @@ class AlertSeries:
     instances: list[Instance] = field(default_factory=list)
     published: dict[int, tuple[Severity, int | None]] = field(default_factory=dict)  # start -> (severity, end)
     fingerprint: str = ""
+    # after an interrupted backfill is rolled back, what was published may be ahead of the replay that
+    # finishes it: until stream time reaches this day, those instances are not contradicted
+    provisional_until: int | None = None
 
     def __post_init__(self) -> None:
         self.fingerprint = fingerprint(self.rule, self.company_id, self.counterparty_id)
@@ -111,18 +114,24 @@ class AlertSeries:
                 best = e + self.window_days if best is None else min(best, e + self.window_days)
         return best
 
-    def changes(self) -> list[tuple[str, Instance | None, int | None]]:
+    def changes(self, through: int | None = None) -> list[tuple[str, Instance | None, int | None]]:
         """State changes since the last call, as (change, instance, previous start), and mark them published.
 
         ``firing``, ``severity_raised``, ``resolved``; ``corrected`` when an out-of-order event
         changed a published instance's start or lowered its severity or reopened it; ``retracted``
-        when a published instance no longer holds at all.
+        when a published instance no longer holds at all. While stream time (``through``) is before
+        ``provisional_until``, instances published before a rollback are held as they are.
         """
+        held = self.provisional_until is not None and through is not None and through < self.provisional_until
+        if not held:
+            self.provisional_until = None
         out: list[tuple[str, Instance | None, int | None]] = []
         now = {inst.start: inst for inst in self.instances}
-        gone = [start for start in self.published if start not in now]
+        gone = [] if held else [start for start in self.published if start not in now]
         for inst in self.instances:
             old = self.published.get(inst.start)
+            if held and (old is not None or self._overlaps_published(inst)):
+                continue
             if old is not None:
                 severity, end = old
                 if severity == inst.severity and end == inst.end:
@@ -159,6 +168,10 @@ class AlertSeries:
             del self.published[start]
             out.append(("retracted", None, start))
         return out
+
+    def _overlaps_published(self, inst: Instance) -> bool:
+        return any((end is None or inst.start < end) and (inst.end is None or start < inst.end)
+                   for start, (_, end) in self.published.items())
 
 
 def iso_day(day: int) -> str:

@@ -149,11 +149,14 @@ class Worker:
 
     # ---- restore -----------------------------------------------------------------------
     def restore(self, seen_ids: Iterable[str], max_time_us: int | None, facts: Iterable[Fact],
-                published: Iterable[tuple], rebuild: bool = False) -> list[tuple[int, list[dict], list[dict]]]:
+                published: Iterable[tuple], rolled_back_until_us: int | None = None) -> list[tuple[int, list[dict], list[dict]]]:
         """Continue from durable state. Returns, per partition, the indicator rows and alert corrections
-        to publish: none of the rows normally; every row when ``rebuild`` (after an interrupted
-        backfill was rolled back). After a rollback, alerts already published are kept as they are:
-        the replay that finishes the backfill recomputes them, and only real differences are sent."""
+        to publish: none of the rows normally; every row after an interrupted backfill was rolled back
+        (``rolled_back_until_us``: the latest event time it had reached). Alerts it published are kept
+        as they are until the replay that finishes it reaches that time; then only real differences
+        are sent."""
+        rebuild = rolled_back_until_us is not None
+        held_until = _day_of_us(rolled_back_until_us) if rebuild else None
         self.sequencer.restore(seen_ids, max_time_us)
         n = self.topics.partitions
         for fact in facts:
@@ -166,7 +169,7 @@ class Worker:
             for rule, company_id, counterparty_id, start, severity, end in published:
                 if rule in windows:
                     self.engine(partition_of(company_id, n)).restore_published(
-                        rule, company_id, counterparty_id, windows[rule], start, severity, end)
+                        rule, company_id, counterparty_id, windows[rule], start, severity, end, held_until)
 
         if not rebuild:
             remember()

@@ -93,7 +93,9 @@ class Engine:
         return messages
 
     def _evaluate_company(self, company: str, m: int | None, through: int) -> list[dict]:
-        timeline = self.timelines[company]
+        timeline = self.timelines.get(company)
+        if timeline is None:  # published before a rollback, no events yet in the replay
+            return []
         days = timeline.series.days
         if not days:
             return []
@@ -119,7 +121,8 @@ class Engine:
                 days,
                 lambda d, w=window, fn=severity_fn: fn(timeline.totals(w, d)),
             )
-            messages.extend(self._messages(series, timeline, lambda d, w=window, k=kinds: timeline.event_ids(w, d, k)))
+            messages.extend(self._messages(series, timeline, through,
+                                           lambda d, w=window, k=kinds: timeline.event_ids(w, d, k)))
             nxt = series.next_change(through, days)
             if nxt is not None:
                 next_days.append(nxt)
@@ -140,7 +143,7 @@ class Engine:
                         pair.days,
                         lambda d, cp=counterparty: poaching.pair_severity(timeline.pair_departures(cp, window, d)),
                     )
-                    messages.extend(self._messages(series, timeline, lambda d, cp=counterparty: timeline.event_ids(
+                    messages.extend(self._messages(series, timeline, through, lambda d, cp=counterparty: timeline.event_ids(
                         window, d, self.rules.poaching_evidence, cp)))
                 nxt = series.next_change(through, pair.days)
                 if nxt is not None:
@@ -149,23 +152,29 @@ class Engine:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
 
-    def _messages(self, series: AlertSeries, timeline: CompanyTimeline,
+    def _messages(self, series: AlertSeries, timeline: CompanyTimeline, through: int,
                   evidence_on: Callable[[int], tuple[list[str], int]]) -> list[dict]:
         return [
             alert_message(series, change, inst, previous, timeline, self.stream_day, evidence_on)
-            for change, inst, previous in series.changes()
+            for change, inst, previous in series.changes(through)
         ]
 
     # ---- durable state -----------------------------------------------------------------
     def restore_published(self, rule: str, company_id: str, counterparty_id: str | None, window_days: int,
-                          start: int, severity: str, end: int | None) -> None:
-        """Remember an alert instance that was already published (from the sink's ``alerts`` table)."""
+                          start: int, severity: str, end: int | None, provisional_until: int | None = None) -> None:
+        """Remember an alert instance that was already published (from the sink's ``alerts`` table).
+
+        ``provisional_until``: it was published by a backfill that was rolled back and is being
+        replayed; it is compared with the replay's state once stream time reaches that day."""
         mine = self.series.setdefault(company_id, {})
         key = (rule, counterparty_id)
         series = mine.get(key)
         if series is None:
             series = mine[key] = AlertSeries(rule, company_id, counterparty_id, window_days)
         series.published[start] = (severity, end)
+        if provisional_until is not None:
+            series.provisional_until = max(series.provisional_until or provisional_until, provisional_until)
+            heapq.heappush(self._due, (provisional_until, company_id))
 
 
 def alert_message(

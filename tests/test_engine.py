@@ -108,3 +108,23 @@ def test_alert_resolves_when_window_empties_without_new_events():
     seq, rows, instances = run_engine(lines, load_rules(), batch=1)
     (burst,) = [a for a in instances.values() if a["rule"] == "release_burst"]
     assert (burst["starts_at"], burst["ends_at"], burst["status"]) == ("2024-03-03", "2024-03-31", "resolved")
+
+
+def test_alerts_published_before_a_rollback_are_held_until_the_replay_reaches_them():
+    """A killed backfill published a firing → resolved instance (days 10 → 20). The replay that finishes
+    it must not announce a transient "corrected"/"retracted" on its way there, only real differences."""
+    from processors.alerts import AlertSeries, Instance
+
+    def replayed(through: int, held_until: int | None, end: int | None = 20) -> list[str]:
+        series = AlertSeries("talent_drain", "x", None, 30, provisional_until=held_until)
+        series.published[10] = ("warning", 20)
+        changes = []
+        for day in range(5, through + 1):  # the replay's instance as it looks on each day
+            series.instances = [] if day < 10 else [Instance(10, end if end is not None and day >= end else None,
+                                                             "warning", [(10, "warning")])]
+            changes += [change for change, _, _ in series.changes(day)]
+        return changes
+
+    assert replayed(25, held_until=25) == []  # the replay ends where the killed run had got: nothing to say
+    assert replayed(25, held_until=None) == ["retracted", "firing", "resolved"]  # without the hold
+    assert replayed(25, held_until=25, end=None) == ["corrected"]  # a real difference is still sent
