@@ -317,7 +317,9 @@ def main() -> None:
     table = render(results)
     print(table)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        command = "python -m benchmarks.run " + " ".join(sys.argv[1:])
+        Path(args.markdown).write_text(f"# Benchmarks\n\nProduced by `{command}` (JSON in `{args.json}`).\n\n"
+                                       + table + "\n")
 
 
 def render(r: dict) -> str:
