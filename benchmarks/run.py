@@ -318,7 +318,9 @@ def main() -> None:
     print(table)
     if args.markdown:
         command = "python -m benchmarks.run " + " ".join(sys.argv[1:])
-        Path(args.markdown).write_text(f"# Benchmarks\n\nProduced by `{command}` (JSON in `{args.json}`).\n\n"
+        json_path = Path(args.json).resolve()
+        json_name = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
+        Path(args.markdown).write_text(f"# Benchmarks\n\nProduced by `{command}` (JSON in `{json_name}`).\n\n"
                                        + table + "\n")
 
 
