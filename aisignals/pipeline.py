@@ -21,9 +21,8 @@ from typing import Callable
 
 from processors.app import Worker
 from processors.rules import RuleSet, load_rules
-from sinks.database import SinkError
 from sinks.delivery import Delivery, load_receivers
-from sinks.database import Database
+from sinks.database import Database, SinkError
 from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
 from streams.broker import EmbeddedBroker, check_reachable, die_with_parent, wait_for_port

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from streams.companies import normalizer
 from streams.reader import RawLine, replay_order
 from streams.settings import Settings
 from streams.synthetic import steady
-from streams.topics import SENT, Topics, ensure_topics
+from streams.topics import Topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 

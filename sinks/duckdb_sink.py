@@ -131,13 +131,7 @@ class DuckDBSink:
         self.lag: dict[tuple[str, int], int] = {}  # from fetch high watermarks, not ListOffsets (wrong on Tansu)
         self.next_offsets: dict[tuple[str, int], int] = {}
 
-    # ---- durable state for the worker --------------------------------------------------
-    def load_worker_state(self):
-        """What the stream processors need to continue: seen ids, watermark, facts, published alerts."""
-        return load_worker_state(self.db)
-
-
-
+    # ---- durable state ------------------------------------------------------------------
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         with self.db.writer() as con:
             rows = con.execute(
