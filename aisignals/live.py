@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from aisignals.pipeline import Pipeline, bind_host
+from aisignals.pipeline import Pipeline, ReadinessReport, bind_host
 from streams.adapters import Accounting, aiwatch_events, epoch_events
 from streams.reader import RawLine, ReplayPlan, replay_order
 from streams.settings import Settings
@@ -95,7 +95,7 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
 
         feeder = asyncio.create_task(feed())
         deadline = None if seconds is None else time.monotonic() + seconds
-        said_down = False
+        report = ReadinessReport(lambda line: console.print(line, soft_wrap=True))
         with Live(view(pipeline, started), console=console, refresh_per_second=2, transient=False) as live:
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -106,10 +106,7 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                 if failed is not None:
                     raise failed
                 await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)
-                ready, parts = await asyncio.to_thread(pipeline.readiness)
-                if not ready and not said_down:
-                    console.print(f"not ready: {parts.get('reason') or parts}", soft_wrap=True)
-                said_down = not ready
+                report.update(*await asyncio.to_thread(pipeline.readiness))
                 try:
                     live.update(view(pipeline, started))
                 except Exception as exc:  # noqa: BLE001 - the view must not take the service down

@@ -36,19 +36,57 @@ from streams.topics import Topics, ensure_topics
 log = logging.getLogger("aisignals")
 
 
-class _BusyConsumerThread(logging.Filter):
-    """Faust logs "Thread keepalive is not responding" as an error when its consumer thread waits for
-    the interpreter lock while the agents work through a bulk replay: expected load, not a fault."""
+class _ClientNoise(logging.Filter):
+    """Kafka clients log every failed reconnect (tens of lines a second while a broker is away):
+    each message template from them is shown once a minute, the outage itself is reported once by
+    :class:`ReadinessReport`. Faust's "Thread keepalive is not responding" (its consumer thread
+    waiting for the interpreter lock during a bulk replay) is expected load, not a fault."""
+
+    EVERY = 60.0
+    CLIENTS = ("aiokafka", "kafka", "faust", "mode")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[tuple[str, str], float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Thread keepalive is not responding" not in str(record.msg)
+        if "Thread keepalive is not responding" in str(record.msg):
+            return False
+        if not record.name.startswith(self.CLIENTS):
+            return True
+        key, now = (record.name, str(record.msg)), time.monotonic()
+        if now - self.last.get(key, -self.EVERY) < self.EVERY:
+            return False
+        self.last[key] = now
+        return True
 
 
 def quiet_logs(level: int = logging.WARNING) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("kafka", "aiokafka", "faust", "mode"):
+    for name in _ClientNoise.CLIENTS:
         logging.getLogger(name).setLevel(max(level, logging.ERROR))
-    logging.getLogger("faust.transport.drivers.aiokafka").addFilter(_BusyConsumerThread())
+    for handler in logging.getLogger().handlers:  # one filter each: a shared one would let a line through once in all
+        if not any(isinstance(f, _ClientNoise) for f in handler.filters):
+            handler.addFilter(_ClientNoise())
+
+
+class ReadinessReport:
+    """Says once when a process stops being ready (and why), and once when it is ready again."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.down_since: float | None = None
+
+    def update(self, ready: bool, parts: dict) -> bool:
+        """True when the process has just become ready again."""
+        if not ready and self.down_since is None:
+            self.down_since = time.monotonic()
+            self.say(f"not ready: {parts.get('reason') or parts}")
+        elif ready and self.down_since is not None:
+            self.say(f"ready again after {time.monotonic() - self.down_since:.0f} s")
+            self.down_since = None
+            return True
+        return False
 
 
 def check_db_writable(db: Path) -> None:
@@ -252,7 +290,7 @@ class Pipeline:
                                                   name="sink")
             self.delivery, self._delivery_task = start_delivery(self.sink, s, self.companies, self._stop_sink)
         role = "all" if worker and sink else ("worker" if worker else "sink")
-        register(role, self.worker, self.sink, self.delivery)
+        register(role, self.worker, self.sink, self.delivery, self.readiness)
 
     async def stop(self, grace: float = 20.0) -> None:
         """Stop every part; each gets ``grace`` seconds (a dead broker must not hang the shutdown)."""
@@ -278,6 +316,15 @@ class Pipeline:
             await bounded(self.worker.stop(), "the worker")
         if self.sink is not None:
             self.sink.close()
+
+    async def broker_back(self) -> None:
+        """The broker is reachable again. A Kafka cluster comes back with its topics; a broker without
+        durable storage (Tansu's memory engine) comes back empty, so the topics are created again
+        before a client's first request auto-creates one with the wrong partition count."""
+        try:
+            await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
+        except Exception as exc:  # noqa: BLE001 - reported; the next outage/return tries again
+            log.warning("topics not checked after the broker came back: %s", exc)
 
     def stop_broker(self) -> None:
         if self.broker is not None:
@@ -434,10 +481,13 @@ async def run_parts(settings: Settings, worker: bool, sink: bool, console) -> No
             serve_metrics(settings.metrics_port, settings.host)
         console.print(f"ai-signals {'worker' if worker else 'sink'} running (broker {pipeline.bootstrap}, DuckDB {settings.db})",
                       soft_wrap=True)
+        report = ReadinessReport(lambda line: console.print(line, soft_wrap=True))
         while not stop.is_set():
             failed = pipeline.sink_failed()
             if failed is not None:
                 raise failed
+            if report.update(*await asyncio.to_thread(pipeline.readiness)):
+                await pipeline.broker_back()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
     finally:

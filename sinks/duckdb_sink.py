@@ -130,6 +130,7 @@ class DuckDBSink:
         self.flush_duration = Histogram((0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
         self.lag: dict[tuple[str, int], int] = {}  # from fetch high watermarks, not ListOffsets (wrong on Tansu)
         self.next_offsets: dict[tuple[str, int], int] = {}
+        self.lost_logs = 0  # logs found shorter than what was read from them (see _lost_log)
 
     # ---- durable state ------------------------------------------------------------------
     def stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -148,8 +149,9 @@ class DuckDBSink:
         return tps
 
     async def run(self, bootstrap: str, stop: asyncio.Event, consumer_kwargs: dict | None = None) -> None:
+        # "earliest": a position past the end of a log means the broker lost it (see _lost_logs)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    client_id="aisignals-sink", fetch_max_bytes=32 * 1024 * 1024,
+                                    client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=32 * 1024 * 1024,
                                     max_partition_fetch_bytes=8 * 1024 * 1024, **(consumer_kwargs or {}))
         await consumer.start()
         try:
@@ -173,6 +175,10 @@ class DuckDBSink:
                     high = consumer.highwater(tp)
                     if high is not None:
                         done = self.next_offsets.get((tp.topic, tp.partition), stored.get((tp.topic, tp.partition), 0))
+                        if high < done:
+                            await self._lost_log(consumer, tp, high, done)
+                            stored.pop((tp.topic, tp.partition), None)
+                            done = 0
                         self.lag[(tp.topic, tp.partition)] = max(high - done, 0)
                 if self.batch.records and (len(self.batch) >= self.flush_rows
                                            or time.monotonic() - last_flush >= self.flush_seconds
@@ -185,6 +191,18 @@ class DuckDBSink:
                 await self._announce()
         finally:
             await consumer.stop()
+
+    async def _lost_log(self, consumer: AIOKafkaConsumer, tp: TopicPartition, high: int, position: int) -> None:
+        """A log that ends before what was already read: the broker lost its data (a broker without
+        durable storage restarted). Its new log is read from the start; rows already stored stay, and
+        whatever the old log held beyond what was stored is gone with the broker."""
+        log.warning("%s[%d] ends at offset %d, before the %d already read: the broker lost this log"
+                    " (restarted without durable storage?); reading it again from the start",
+                    tp.topic, tp.partition, high, position)
+        self.lost_logs += 1
+        self.next_offsets[(tp.topic, tp.partition)] = 0
+        self.batch.offsets[(tp.topic, tp.partition)] = 0  # the next flush stores the new position
+        await consumer.seek_to_beginning(tp)
 
     def add(self, topic: str, partition: int, message) -> None:
         """Buffer one record (its effect, reduced: last state per key)."""

@@ -8,6 +8,7 @@ the alert stream is the alerts topic itself (each SSE client reads it from Kafka
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,8 +31,7 @@ from streams.events import InvalidEvent, parse_event, to_wire
 from streams.settings import Settings
 from streams.topics import CONTROL, ORIGIN, SENT, Topics
 
-
-
+INGEST_TIMEOUT = 10.0  # seconds for the broker to acknowledge a POST /v1/events
 DASHBOARD = Path(__file__).resolve().parent / "static" / "dashboard.html"
 
 
@@ -97,6 +98,17 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
         if producer is not None:
             await producer.stop()
 
+    @contextlib.asynccontextmanager
+    async def broker_deadline():
+        """A broker that is away answers 503 within INGEST_TIMEOUT, not a 500 after the client's timeout."""
+        try:
+            async with asyncio.timeout(INGEST_TIMEOUT):
+                yield
+        except (TimeoutError, KafkaError) as exc:
+            raise HTTPException(503, f"the Kafka broker did not take the events within {INGEST_TIMEOUT:.0f} s"
+                                     f" ({type(exc).__name__}); retry later (event ids make a retry safe)",
+                                headers={"Retry-After": "5"}) from None
+
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     def authorised(request: Request) -> None:
@@ -130,22 +142,24 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
             items = split_body(body, request.headers.get("content-type", ""))
         except HTTPException:
             # a malformed body is still not lost: it goes to the dead letters through the pipeline
-            await producer.send(topics.ingest, body, headers=[(ORIGIN, b"http")])
+            async with broker_deadline():
+                await producer.send(topics.ingest, body, headers=[(ORIGIN, b"http")])
             raise
         accepted, errors = [], []
-        for index, raw in enumerate(items):
-            try:
-                event = parse_event(raw)
-            except InvalidEvent as exc:
-                errors.append({"index": index, "error": str(exc)})
-                await producer.send(topics.ingest, raw, headers=[(ORIGIN, f"http:{index}".encode())])
-                continue
-            key = companies.company_id(event.company).encode()
-            sent = str(int(time.time() * 1000)).encode()
-            await producer.send(topics.ingest, to_wire(event), key=key,
-                                headers=[(ORIGIN, f"http:{index}".encode()), (SENT, sent)])
-            accepted.append(event.event_id)
-        await producer.flush()
+        async with broker_deadline():
+            for index, raw in enumerate(items):
+                try:
+                    event = parse_event(raw)
+                except InvalidEvent as exc:
+                    errors.append({"index": index, "error": str(exc)})
+                    await producer.send(topics.ingest, raw, headers=[(ORIGIN, f"http:{index}".encode())])
+                    continue
+                key = companies.company_id(event.company).encode()
+                sent = str(int(time.time() * 1000)).encode()
+                await producer.send(topics.ingest, to_wire(event), key=key,
+                                    headers=[(ORIGIN, f"http:{index}".encode()), (SENT, sent)])
+                accepted.append(event.event_id)
+            await producer.flush()
         payload = {"accepted": len(accepted), "event_ids": accepted}
         if errors:
             return JSONResponse({**payload, "detail": "some events are invalid", "errors": errors}, status_code=422)

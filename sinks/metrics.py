@@ -29,19 +29,33 @@ def _histogram(name: str, doc: str, hist) -> HistogramMetricFamily:
 class PipelineCollector(Collector):
     """Collects from whichever parts run in this process (worker, sink, delivery)."""
 
-    def __init__(self, role: str, worker=None, sink=None, delivery=None) -> None:
+    def __init__(self, role: str, worker=None, sink=None, delivery=None, readiness=None) -> None:
         self.role, self.worker, self.sink, self.delivery = role, worker, sink, delivery
+        self.readiness = readiness  # () -> (ready, {"broker": bool, ..., "reason": str})
 
     def collect(self):
         info = InfoMetricFamily("aisignals_build", "ai-signals version and the role of this process")
         info.add_metric([], {"version": VERSION, "role": self.role})
         yield info
+        if self.readiness is not None:
+            yield from self._readiness(*self.readiness())
         if self.worker is not None:
             yield from self._worker(self.worker)
         if self.sink is not None:
             yield from self._sink(self.sink)
         if self.delivery is not None:
             yield from self._delivery(self.delivery)
+
+    def _readiness(self, ready: bool, parts: dict):
+        up = GaugeMetricFamily("aisignals_ready", "1 when this part can work (the broker is reachable), by part",
+                               labels=["part"])
+        for part in ("broker", "worker", "sink"):
+            if part in parts:
+                up.add_metric([part], float(bool(parts[part])))
+        yield up
+        reason = InfoMetricFamily("aisignals_not_ready", "Why this process is not ready (empty when it is)")
+        reason.add_metric([], {"reason": "" if ready else str(parts.get("reason", ""))})
+        yield reason
 
     def _worker(self, worker):
         st = worker.stats
@@ -111,6 +125,8 @@ class PipelineCollector(Collector):
         yield rows
         yield CounterMetricFamily("aisignals_sink_flushes", "Committed DuckDB flushes", value=sink.flushes)
         yield CounterMetricFamily("aisignals_sink_flush_failures", "Failed DuckDB flushes", value=sink.flush_failures)
+        yield CounterMetricFamily("aisignals_sink_lost_logs", "Topic partitions found shorter than what the sink"
+                                  " had read (the broker lost its data)", value=sink.lost_logs)
         yield _histogram("aisignals_sink_flush_duration_seconds", "Duration of one DuckDB flush", sink.flush_duration)
         lag = GaugeMetricFamily("aisignals_consumer_lag_messages",
                                 "Messages behind the high watermark seen in fetch responses", labels=["topic", "partition"])
@@ -129,12 +145,12 @@ class PipelineCollector(Collector):
 _registered: list[PipelineCollector] = []
 
 
-def register(role: str, worker=None, sink=None, delivery=None) -> PipelineCollector:
+def register(role: str, worker=None, sink=None, delivery=None, readiness=None) -> PipelineCollector:
     """Expose this process's parts on the default registry (replacing an earlier registration)."""
     for old in _registered:
         REGISTRY.unregister(old)
     _registered.clear()
-    collector = PipelineCollector(role, worker, sink, delivery)
+    collector = PipelineCollector(role, worker, sink, delivery, readiness)
     REGISTRY.register(collector)
     _registered.append(collector)
     return collector

@@ -66,9 +66,10 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
 class EmbeddedBroker:
     """Starts Tansu, waits until it serves, stops it cleanly, keeps its log."""
 
-    def __init__(self, log_path: Path, port: int = 0) -> None:
+    def __init__(self, log_path: Path, port: int = 0, advertised_port: int | None = None) -> None:
         self.log_path = Path(log_path)
         self.port = port or free_port()
+        self.advertised_port = advertised_port  # when clients reach it through a forwarder
         self.process: subprocess.Popen | None = None
 
     @property
@@ -77,11 +78,12 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 20.0) -> str:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                  "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,35 @@ def fetch(db: Path, sql: str):
 
     with Database(db).reader(sandboxed=False) as con:
         return con.execute(sql).fetchall()
+
+
+INDICATOR_COLS = ("hires", "departures", "key_departures", "net_talent_flow", "talent_drain_ratio", "funding_usd",
+                  "funding_rounds", "model_releases")
+
+
+def indicator_table(db):
+    rows = fetch(db, f"SELECT company_id, window_days, strftime(window_end, '%Y-%m-%d'), {', '.join(INDICATOR_COLS)} FROM indicators")
+    return {(r[0], r[1], r[2]): dict(zip(INDICATOR_COLS, r[3:])) for r in rows}
+
+
+def alert_table(db):
+    return sorted(fetch(db, "SELECT rule, company_id, coalesce(counterparty_id, ''), severity, status, "
+                            "strftime(starts_at, '%Y-%m-%d'), coalesce(strftime(ends_at, '%Y-%m-%d'), '') FROM alerts"))
+
+
+def assert_conformance_tables(db) -> None:
+    """The indicators and alerts tables equal the conformance vectors' expected ones, every value."""
+    with open(CONFORMANCE / "expected_indicators.csv") as fh:
+        expected = {(r["company_id"], int(r["window_days"]), r["window_end"]): r for r in csv.DictReader(fh)}
+    got = indicator_table(db)
+    assert set(got) == set(expected)
+    for key, exp in expected.items():
+        for col in INDICATOR_COLS:
+            assert got[key][col] == pytest.approx(float(exp[col]), abs=1e-9), (key, col)
+    with open(CONFORMANCE / "expected_alerts.csv") as fh:
+        exp_alerts = sorted((r["rule"], r["company_id"], r["counterparty_id"], r["severity"], r["status"],
+                             r["starts_at"], r["ends_at"]) for r in csv.DictReader(fh))
+    assert alert_table(db) == exp_alerts
 
 
 def read_topic(bootstrap: str, topic: str, include_control: bool = False) -> list:

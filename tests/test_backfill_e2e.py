@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from datetime import date
 
 import orjson
@@ -12,23 +11,10 @@ from processors.rules import load_rules
 from streams.events import parse_event
 from streams.synthetic import generate
 from tests import reference
-from tests.conftest import CONFORMANCE, aisignals, fetch, read_topic
+from tests.conftest import (CONFORMANCE, INDICATOR_COLS, aisignals, alert_table, assert_conformance_tables, fetch,
+                            indicator_table, read_topic)
 
 pytestmark = pytest.mark.e2e
-
-INDICATOR_COLS = ("hires", "departures", "key_departures", "net_talent_flow", "talent_drain_ratio", "funding_usd",
-                  "funding_rounds", "model_releases")
-
-
-def indicator_table(db):
-    rows = fetch(db, f"SELECT company_id, window_days, strftime(window_end, '%Y-%m-%d'), {', '.join(INDICATOR_COLS)} FROM indicators")
-    return {(r[0], r[1], r[2]): dict(zip(INDICATOR_COLS, r[3:])) for r in rows}
-
-
-def alert_table(db):
-    return sorted(fetch(db, "SELECT rule, company_id, coalesce(counterparty_id, ''), severity, status, "
-                            "strftime(starts_at, '%Y-%m-%d'), coalesce(strftime(ends_at, '%Y-%m-%d'), '') FROM alerts"))
-
 
 def test_conformance_vectors(tmp_path):
     db = tmp_path / "c.duckdb"
@@ -36,20 +22,7 @@ def test_conformance_vectors(tmp_path):
     out = aisignals("backfill", str(CONFORMANCE / "late.jsonl"), str(CONFORMANCE / "bad.jsonl"), "--db", str(db))
     assert "dead letters" in out.stdout
 
-    expected = {}
-    with open(CONFORMANCE / "expected_indicators.csv") as fh:
-        for r in csv.DictReader(fh):
-            expected[(r["company_id"], int(r["window_days"]), r["window_end"])] = r
-    got = indicator_table(db)
-    assert set(got) == set(expected)
-    for key, exp in expected.items():
-        for col in INDICATOR_COLS:
-            assert got[key][col] == pytest.approx(float(exp[col]), abs=1e-9), (key, col)
-
-    with open(CONFORMANCE / "expected_alerts.csv") as fh:
-        exp_alerts = sorted((r["rule"], r["company_id"], r["counterparty_id"], r["severity"], r["status"],
-                             r["starts_at"], r["ends_at"]) for r in csv.DictReader(fh))
-    assert alert_table(db) == exp_alerts
+    assert_conformance_tables(db)
 
     assert fetch(db, "SELECT late, count(*) FROM events GROUP BY late ORDER BY late") == [(False, 23), (True, 2)]
     assert fetch(db, "SELECT count(*) FROM dead_letters")[0][0] == 6

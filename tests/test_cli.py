@@ -80,3 +80,22 @@ def test_busy_consumer_thread_notice_is_not_an_error(caplog):
         log.error("[^--AIOKafkaConsumerThread]: Thread keepalive is not responding...")
         log.error("[^--AIOKafkaConsumerThread]: a real error")
     assert [r.getMessage() for r in caplog.records] == ["[^--AIOKafkaConsumerThread]: a real error"]
+
+
+def test_repeated_client_errors_are_shown_once_a_minute(caplog):
+    """A broker outage makes aiokafka log each failed reconnect; one line per message template remains."""
+    import logging
+
+    from aisignals.pipeline import quiet_logs
+
+    quiet_logs()
+    client, ours = logging.getLogger("aiokafka.consumer.fetcher"), logging.getLogger("aisignals")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(50):
+            client.error("Failed fetch messages from %s: %s", 111, "NodeNotReadyError")
+            client.error("Unable to update metadata from %s", [111])
+            ours.error("the sink says %s", "something")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("Failed fetch messages from 111: NodeNotReadyError") == 1
+    assert messages.count("Unable to update metadata from [111]") == 1
+    assert messages.count("the sink says something") == 50  # the project's own lines are never throttled

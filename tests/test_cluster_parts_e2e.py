@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import CONFORMANCE, ROOT, aisignals, fetch
+from tests.conftest import CONFORMANCE, ROOT, aisignals, assert_conformance_tables, fetch
 
 pytestmark = pytest.mark.e2e
 
@@ -58,11 +58,7 @@ def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
         stop(worker)
         stop(sink)
     assert fetch(db, "SELECT count(*) FROM events")[0][0] == 23
-    assert sorted(fetch(db, "SELECT rule, company_id, status FROM alerts")) == sorted([
-        ("talent_poaching", "alpha-ai", "resolved"), ("talent_drain", "alpha-ai", "resolved"),
-        ("hiring_spree", "beta-labs", "resolved"), ("funding_surge", "gamma", "resolved"),
-        ("release_burst", "delta", "resolved"), ("talent_poaching", "google-deepmind", "firing"),
-        ("hiring_spree", "epsilon", "firing")])
+    assert_conformance_tables(db)
 
 
 def assigned(port: int) -> dict[str, int]:
@@ -108,14 +104,4 @@ def test_two_workers_share_partitions_and_match_one_worker(tmp_path, broker):
             stop(w)
         stop(sink)
     print("partition split:", split)
-    with open(CONFORMANCE / "expected_indicators.csv") as fh:
-        expected = {(r["company_id"], int(r["window_days"]), r["window_end"]): r for r in csv.DictReader(fh)}
-    got = {(r[0], r[1], r[2]): r for r in fetch(
-        db, "SELECT company_id, window_days, strftime(window_end, '%Y-%m-%d'), hires, departures FROM indicators")}
-    assert set(got) == set(expected)
-    for k, row in expected.items():
-        assert (got[k][3], got[k][4]) == (int(row["hires"]), int(row["departures"]))
-    with open(CONFORMANCE / "expected_alerts.csv") as fh:
-        exp_alerts = sorted((r["rule"], r["company_id"], r["starts_at"], r["ends_at"]) for r in csv.DictReader(fh))
-    assert sorted(fetch(db, "SELECT rule, company_id, strftime(starts_at, '%Y-%m-%d'), "
-                            "coalesce(strftime(ends_at, '%Y-%m-%d'), '') FROM alerts")) == exp_alerts
+    assert_conformance_tables(db)
