@@ -31,9 +31,10 @@ from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
 from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
-from streams.topics import Topics, ensure_topics
+from streams.topics import Topics, ensure_topics, incarnation
 
 log = logging.getLogger("aisignals")
+TOPIC_CHECK_SECONDS = 10.0  # how often `worker`/`sink` check that the topics are still the ones they read
 
 
 class _ClientNoise(logging.Filter):
@@ -238,6 +239,7 @@ class Pipeline:
         self.topics = Topics(settings.topic_prefix, settings.partitions)
         self.broker: EmbeddedBroker | None = None
         self.bootstrap: str | None = settings.bootstrap
+        self.topic_ids: dict[str, str | None] = {}
         self.worker: Worker | None = None
         self.sink: DuckDBSink | None = None
         self._stop_sink = asyncio.Event()
@@ -250,14 +252,20 @@ class Pipeline:
     def start_broker(self) -> str:
         if self.bootstrap:
             check_reachable(self.bootstrap)
-            run_id = f"kafka:{self.bootstrap}:{self.topics.prefix}"
         else:
             self.broker = EmbeddedBroker(self.settings.log_path())
             self.bootstrap = self.broker.start()
-            run_id = f"embedded:{uuid.uuid4().hex}"
-        ensure_topics(self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
-        self.run_id = run_id
+        self.topic_ids = ensure_topics(self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
+        self.run_id = self._run_id()
         return self.bootstrap
+
+    def _run_id(self) -> str:
+        """Names the logs the sink's stored offsets point into: one embedded broker's lifetime, or one
+        incarnation of the topics on a cluster (offsets stored for topics since re-created are void)."""
+        if self.broker is not None:
+            return f"embedded:{uuid.uuid4().hex}"
+        known = incarnation(self.topic_ids)
+        return f"kafka:{self.bootstrap}:{self.topics.prefix}" + (f":{known}" if known else "")
 
     async def start(self, worker: bool = True, sink: bool = True) -> None:
         """Open the sink, restore the worker from what it committed, start both (or one of them)."""
@@ -317,14 +325,23 @@ class Pipeline:
         if self.sink is not None:
             self.sink.close()
 
-    async def broker_back(self) -> None:
-        """The broker is reachable again. A Kafka cluster comes back with its topics; a broker without
-        durable storage (Tansu's memory engine) comes back empty, so the topics are created again
-        before a client's first request auto-creates one with the wrong partition count."""
+    async def check_topics(self) -> None:
+        """Run when the broker is reachable again, and now and then. A Kafka cluster keeps its topics; a
+        broker without durable storage (Tansu's memory engine) comes back empty, so the topics are
+        created again before a client's first request auto-creates one with the wrong partition count,
+        and a sink here reads the new logs from their start (their offsets say nothing about the old)."""
         try:
-            await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
-        except Exception as exc:  # noqa: BLE001 - reported; the next outage/return tries again
-            log.warning("topics not checked after the broker came back: %s", exc)
+            ids = await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
+        except Exception as exc:  # noqa: BLE001 - reported; the next check tries again
+            log.warning("topics not checked: %s", exc)
+            return
+        renewed = sorted(t for t, tid in ids.items() if tid and self.topic_ids.get(t) and tid != self.topic_ids[t])
+        self.topic_ids = {**self.topic_ids, **{t: tid for t, tid in ids.items() if tid}}
+        if renewed:
+            log.warning("topics created anew on the broker (it lost its data): %s", ", ".join(renewed))
+            self.run_id = self._run_id()
+            if self.sink is not None:
+                self.sink.reread(self.run_id)
 
     def stop_broker(self) -> None:
         if self.broker is not None:
@@ -482,12 +499,14 @@ async def run_parts(settings: Settings, worker: bool, sink: bool, console) -> No
         console.print(f"ai-signals {'worker' if worker else 'sink'} running (broker {pipeline.bootstrap}, DuckDB {settings.db})",
                       soft_wrap=True)
         report = ReadinessReport(lambda line: console.print(line, soft_wrap=True))
+        next_check = time.monotonic() + TOPIC_CHECK_SECONDS
         while not stop.is_set():
             failed = pipeline.sink_failed()
             if failed is not None:
                 raise failed
-            if report.update(*await asyncio.to_thread(pipeline.readiness)):
-                await pipeline.broker_back()
+            if report.update(*await asyncio.to_thread(pipeline.readiness)) or time.monotonic() >= next_check:
+                await pipeline.check_topics()
+                next_check = time.monotonic() + TOPIC_CHECK_SECONDS
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
     finally:

@@ -130,7 +130,8 @@ class DuckDBSink:
         self.flush_duration = Histogram((0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
         self.lag: dict[tuple[str, int], int] = {}  # from fetch high watermarks, not ListOffsets (wrong on Tansu)
         self.next_offsets: dict[tuple[str, int], int] = {}
-        self.lost_logs = 0  # logs found shorter than what was read from them (see _lost_log)
+        self.lost_logs = 0  # logs found shorter than what was read from them, or re-created (see reread)
+        self._reread = False
 
     # ---- durable state ------------------------------------------------------------------
     def stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -166,6 +167,10 @@ class DuckDBSink:
                     consumer.seek(tp, offset)
             last_flush = time.monotonic()
             while not stop.is_set():
+                if self._reread:
+                    self._reread = False
+                    stored = {}
+                    await consumer.seek_to_beginning(*tps)
                 records = await consumer.getmany(timeout_ms=100, max_records=20_000)
                 for tp, messages in records.items():
                     for message in messages:
@@ -191,6 +196,15 @@ class DuckDBSink:
                 await self._announce()
         finally:
             await consumer.stop()
+
+    def reread(self, run_id: str) -> None:
+        """The topics were created anew (the broker lost its data): read every log from its start and
+        store offsets under a new run id. Rows already stored stay; re-read ones are deduplicated."""
+        self.run_id = run_id
+        self.next_offsets.clear()
+        self.batch.offsets.clear()  # offsets into the old logs mean nothing now
+        self.lost_logs += 1
+        self._reread = True
 
     async def _lost_log(self, consumer: AIOKafkaConsumer, tp: TopicPartition, high: int, position: int) -> None:
         """A log that ends before what was already read: the broker lost its data (a broker without

@@ -125,8 +125,8 @@ class PipelineCollector(Collector):
         yield rows
         yield CounterMetricFamily("aisignals_sink_flushes", "Committed DuckDB flushes", value=sink.flushes)
         yield CounterMetricFamily("aisignals_sink_flush_failures", "Failed DuckDB flushes", value=sink.flush_failures)
-        yield CounterMetricFamily("aisignals_sink_lost_logs", "Topic partitions found shorter than what the sink"
-                                  " had read (the broker lost its data)", value=sink.lost_logs)
+        yield CounterMetricFamily("aisignals_sink_lost_logs", "Logs found shorter than what the sink had read,"
+                                  " or topics found re-created (the broker lost its data)", value=sink.lost_logs)
         yield _histogram("aisignals_sink_flush_duration_seconds", "Duration of one DuckDB flush", sink.flush_duration)
         lag = GaugeMetricFamily("aisignals_consumer_lag_messages",
                                 "Messages behind the high watermark seen in fetch responses", labels=["topic", "partition"])

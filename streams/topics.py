@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -71,8 +72,11 @@ class TopicLayoutError(RuntimeError):
     """A topic exists with a partition count the pipeline cannot work with."""
 
 
-def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = None) -> None:
-    """Create every topic with the partition count the app expects; check existing ones."""
+def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = None) -> dict[str, str | None]:
+    """Create every topic with the partition count the app expects; check existing ones.
+
+    Returns each topic's id (None where the broker does not tell): a topic created anew — a broker
+    without durable storage that restarted — has a new id, so offsets stored for the old one are void."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin", **(client_kwargs or {}))
     try:
         existing = set(admin.list_topics())
@@ -83,15 +87,24 @@ def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = N
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
-        present = {name: n for name, n in wanted.items() if name in existing}
-        if present:
-            for meta in admin.describe_topics(list(present)):
-                have = len(meta.get("partitions", []))
-                name = meta.get("name") or meta.get("topic")
-                if have and name in present and have != present[name]:
-                    raise TopicLayoutError(
-                        f"topic {name} has {have} partitions, the pipeline expects {present[name]}"
-                        " (use --partitions to match, or a fresh --topic-prefix)"
-                    )
+        ids: dict[str, str | None] = {}
+        for meta in admin.describe_topics(list(wanted)):
+            have = len(meta.get("partitions", []))
+            name = meta.get("name") or meta.get("topic")
+            if name not in wanted:
+                continue
+            ids[name] = meta.get("topic_id")
+            if name in existing and have and have != wanted[name]:
+                raise TopicLayoutError(
+                    f"topic {name} has {have} partitions, the pipeline expects {wanted[name]}"
+                    " (use --partitions to match, or a fresh --topic-prefix)"
+                )
+        return ids
     finally:
         admin.close()
+
+
+def incarnation(topic_ids: dict[str, str | None]) -> str:
+    """A short name for one set of topic ids ("" when the broker gives none)."""
+    known = sorted(f"{name}={tid}" for name, tid in topic_ids.items() if tid and tid.strip("0-"))
+    return hashlib.sha1("\n".join(known).encode()).hexdigest()[:12] if known else ""

@@ -104,7 +104,11 @@ def test_a_broker_that_comes_back_with_its_data(tmp_path):
 
 def test_a_broker_that_comes_back_empty(tmp_path):
     """Tansu's memory engine restarts with no topics, offsets or groups. The topics are created again, the
-    sink reads the new logs from their start, the worker keeps its state; what was stored stays."""
+    sink reads the new logs from their start, the worker keeps its state; what was stored stays.
+
+    After the restart the second half is sent, then the first half again (duplicates, which change
+    nothing): the new ingest log grows past the positions read in the old one, so a part that kept its
+    old offsets would skip the second half."""
     broker = EmbeddedBroker(tmp_path / "tansu.log")
     broker.start()
     db, common = tmp_path / "e.duckdb", ["--bootstrap", broker.bootstrap]
@@ -125,7 +129,7 @@ def test_a_broker_that_comes_back_empty(tmp_path):
         for part in ("worker", "sink"):
             assert eventually(lambda: readiness(ports[part])['aisignals_ready{part="broker"}'] == "1.0"), part
 
-        aisignals("produce", str(second), *common)
+        aisignals("produce", str(second), str(first), *common)
         assert wait_for(db, "SELECT count(*) FROM events", 23) == 23
         assert wait_for(db, "SELECT count(*) FROM indicators", 46) == 46
         assert wait_for(db, "SELECT count(*) FROM alerts", 7) == 7
@@ -136,6 +140,7 @@ def test_a_broker_that_comes_back_empty(tmp_path):
         if again is not None:
             again.stop()
     assert_conformance_tables(db)
-    assert "the broker lost this log" in outputs["sink"]
-    assert "ready again after" in outputs["worker"]
+    assert "the broker lost this log" in outputs["sink"] or "topics created anew" in outputs["sink"]
+    # a restart shorter than the 1 s readiness poll shows only in the next topic check
+    assert "ready again after" in outputs["worker"] or "topics created anew" in outputs["worker"]
     assert fetch(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(23, 23)]

@@ -99,3 +99,29 @@ def test_repeated_client_errors_are_shown_once_a_minute(caplog):
     assert messages.count("Failed fetch messages from 111: NodeNotReadyError") == 1
     assert messages.count("Unable to update metadata from [111]") == 1
     assert messages.count("the sink says something") == 50  # the project's own lines are never throttled
+
+
+@pytest.mark.e2e
+def test_topics_created_anew_have_a_new_incarnation(tmp_path):
+    """Offsets are stored per incarnation of the topics: the same broker address restarted empty is not
+    the same set of logs, and ensure_topics tells them apart by topic id."""
+    from streams.broker import EmbeddedBroker
+    from streams.topics import Topics, ensure_topics, incarnation
+
+    first = EmbeddedBroker(tmp_path / "a.log")
+    first.start()
+    try:
+        before = ensure_topics(first.bootstrap, Topics(partitions=2))
+        assert ensure_topics(first.bootstrap, Topics(partitions=2)) == before  # nothing re-created
+    finally:
+        first.stop()
+    again = EmbeddedBroker(tmp_path / "b.log", port=first.port)
+    again.start()
+    try:
+        after = ensure_topics(again.bootstrap, Topics(partitions=2))
+    finally:
+        again.stop()
+    assert set(before) == set(after) == set(Topics(partitions=2).layout())
+    assert all(before.values()) and all(before[t] != after[t] for t in before)
+    assert incarnation(before) != incarnation(after) and len(incarnation(before)) == 12
+    assert incarnation({t: None for t in before}) == ""  # a broker without topic ids: one incarnation
