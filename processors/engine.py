@@ -32,6 +32,7 @@ class Engine:
         self.rules = rules
         self.windows = tuple(sorted(windows))
         self.company_rules = rules.company_rules()
+        self._kinds = {name: kinds for name, _, kinds, _ in self.company_rules}
         self.timelines: dict[str, CompanyTimeline] = {}
         self.series: dict[str, dict[tuple[str, str | None], AlertSeries]] = {}
         self.stream_day: int | None = None
@@ -93,6 +94,9 @@ class Engine:
         return messages
 
     def _evaluate_company(self, company: str, m: int | None, through: int) -> list[dict]:
+        return self._evaluate_rules(company, m, through) + self._release_held(company, through)
+
+    def _evaluate_rules(self, company: str, m: int | None, through: int) -> list[dict]:
         timeline = self.timelines.get(company)
         if timeline is None:  # published before a rollback, no events yet in the replay
             return []
@@ -110,7 +114,7 @@ class Engine:
         mine = self.series.setdefault(company, {})
         messages: list[dict] = []
         next_days: list[int] = []
-        for name, window, kinds, severity_fn in self.company_rules:
+        for name, window, _, severity_fn in self.company_rules:
             key = (name, None)
             series = mine.get(key)
             if series is None:
@@ -121,8 +125,7 @@ class Engine:
                 days,
                 lambda d, w=window, fn=severity_fn: fn(timeline.totals(w, d)),
             )
-            messages.extend(self._messages(series, timeline, through,
-                                           lambda d, w=window, k=kinds: timeline.event_ids(w, d, k)))
+            messages.extend(self._messages(series, timeline, through))
             nxt = series.next_change(through, days)
             if nxt is not None:
                 next_days.append(nxt)
@@ -143,8 +146,7 @@ class Engine:
                         pair.days,
                         lambda d, cp=counterparty: poaching.pair_severity(timeline.pair_departures(cp, window, d)),
                     )
-                    messages.extend(self._messages(series, timeline, through, lambda d, cp=counterparty: timeline.event_ids(
-                        window, d, self.rules.poaching_evidence, cp)))
+                    messages.extend(self._messages(series, timeline, through))
                 nxt = series.next_change(through, pair.days)
                 if nxt is not None:
                     next_days.append(nxt)
@@ -152,12 +154,28 @@ class Engine:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
 
-    def _messages(self, series: AlertSeries, timeline: CompanyTimeline, through: int,
-                  evidence_on: Callable[[int], tuple[list[str], int]]) -> list[dict]:
+    def _release_held(self, company: str, through: int) -> list[dict]:
+        """Series held after a rollback (see ``restore_published``) whose hold has ended but which the
+        evaluation did not touch (no change day since): compare them now, or they would stay as the
+        interrupted run left them."""
+        timeline = self.timelines.get(company)
+        return [message for series in self.series.get(company, {}).values()
+                if series.provisional_until is not None and through >= series.provisional_until
+                for message in self._messages(series, timeline, through)]
+
+    def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
         return [
-            alert_message(series, change, inst, previous, timeline, self.stream_day, evidence_on)
+            alert_message(series, change, inst, previous, timeline, self.stream_day, self._evidence(series, timeline))
             for change, inst, previous in series.changes(through)
         ]
+
+    def _evidence(self, series: AlertSeries, timeline: CompanyTimeline | None) -> Callable[[int], tuple[list[str], int]]:
+        """The events behind an instance: the rule's kinds (and counterparty) in the window ending on a day."""
+        w = series.window_days
+        if series.counterparty_id is not None:
+            return lambda d: timeline.event_ids(w, d, self.rules.poaching_evidence, series.counterparty_id)
+        kinds = self._kinds[series.rule]
+        return lambda d: timeline.event_ids(w, d, kinds)
 
     # ---- durable state -----------------------------------------------------------------
     def restore_published(self, rule: str, company_id: str, counterparty_id: str | None, window_days: int,

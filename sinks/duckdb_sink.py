@@ -73,14 +73,18 @@ def load_worker_state(database: Database):
 def rollback_unfinished(database: Database) -> int | None:
     """Delete what backfills that never finished (a crash, a kill) wrote, and the indicator rows derived
     from anything; the worker then re-emits every row from the remaining events. Returns None if there
-    was nothing to roll back, else the latest event time (µs) stored before (0 if none)."""
+    was nothing to roll back, else how far the interrupted runs had got, in event time (µs; 0 if none)."""
     with database.writer() as con:
         unfinished = [r[0] for r in con.execute(
             "SELECT DISTINCT batch_id FROM (SELECT batch_id FROM events UNION ALL SELECT batch_id FROM dead_letters)"
             " WHERE batch_id IS NOT NULL AND batch_id NOT IN (SELECT batch_id FROM backfills)").fetchall()]
         if not unfinished:
             return None
-        reached = con.execute("SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0] or 0
+        # how far the interrupted runs had got: their events, and the stream time of the alert changes
+        # published (an earlier interrupted run may have got further than the last one)
+        reached = con.execute(
+            "SELECT greatest((SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late),"
+            " (SELECT epoch_us(max((message->>'stream_time')::DATE)) FROM alert_history))").fetchone()[0] or 0
         con.execute("BEGIN TRANSACTION")
         con.execute("DELETE FROM events WHERE list_contains(?::VARCHAR[], batch_id)", [unfinished])
         con.execute("DELETE FROM dead_letters WHERE list_contains(?::VARCHAR[], batch_id)", [unfinished])

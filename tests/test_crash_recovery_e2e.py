@@ -19,4 +19,4 @@ def test_killed_backfills_recover_exactly(tmp_path):
     # outcome re-sends that change with the same delivery id, which the receiver drops (resent_by_id).
     # No alert state may reach the receiver twice under different ids, and none may be missing.
     assert report["notifications"] > 0
-    assert report["duplicate_notifications"] == 0 and report["missing_notifications"] == 0
+    assert report["duplicate_notifications"] == 0 and report["missing_final_states"] == 0
