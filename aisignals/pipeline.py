@@ -331,7 +331,8 @@ class Pipeline:
         created again before a client's first request auto-creates one with the wrong partition count,
         and a sink here reads the new logs from their start (their offsets say nothing about the old)."""
         try:
-            ids = await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, kafka_python_kwargs(self.settings))
+            quick = {**kafka_python_kwargs(self.settings), "request_timeout_ms": 5000, "api_version_auto_timeout_ms": 5000}
+            ids = await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, quick)
         except Exception as exc:  # noqa: BLE001 - reported; the next check tries again
             log.warning("topics not checked: %s", exc)
             return
@@ -499,13 +500,15 @@ async def run_parts(settings: Settings, worker: bool, sink: bool, console) -> No
         console.print(f"ai-signals {'worker' if worker else 'sink'} running (broker {pipeline.bootstrap}, DuckDB {settings.db})",
                       soft_wrap=True)
         report = ReadinessReport(lambda line: console.print(line, soft_wrap=True))
-        next_check = time.monotonic() + TOPIC_CHECK_SECONDS
+        next_check, checking = time.monotonic() + TOPIC_CHECK_SECONDS, None
         while not stop.is_set():
             failed = pipeline.sink_failed()
             if failed is not None:
                 raise failed
-            if report.update(*await asyncio.to_thread(pipeline.readiness)) or time.monotonic() >= next_check:
-                await pipeline.check_topics()
+            ready, parts = await asyncio.to_thread(pipeline.readiness)
+            back = report.update(ready, parts)
+            if ready and (back or time.monotonic() >= next_check) and (checking is None or checking.done()):
+                checking = asyncio.create_task(pipeline.check_topics())  # in the background: readiness goes on
                 next_check = time.monotonic() + TOPIC_CHECK_SECONDS
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import ssl
 
+from streams.broker import BrokerError
 from streams.settings import Settings
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-    if settings.kafka_ssl_certfile:
-        context.load_cert_chain(str(settings.kafka_ssl_certfile),
-                                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    try:
+        context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                    str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    except (OSError, ssl.SSLError) as exc:  # a missing or unreadable file, a key that does not match
+        raise BrokerError(f"cannot load the Kafka TLS files: {exc}") from None
     return context
 
 

@@ -6,7 +6,9 @@ import hashlib
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.broker import BrokerError
 
 # record headers
 CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records, not events
@@ -77,7 +79,11 @@ def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = N
 
     Returns each topic's id (None where the broker does not tell): a topic created anew — a broker
     without durable storage that restarted — has a new id, so offsets stored for the old one are void."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin", **(client_kwargs or {}))
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin", **(client_kwargs or {}))
+    except KafkaError as exc:
+        raise BrokerError(f"cannot talk to the Kafka broker at {bootstrap}: {str(exc).split(': ', 1)[-1]}"
+                          " (check --bootstrap and the AISIGNALS_KAFKA_* security settings)") from None
     try:
         existing = set(admin.list_topics())
         wanted = topics.layout()

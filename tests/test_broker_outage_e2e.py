@@ -15,7 +15,7 @@ import pytest
 
 from streams.broker import EmbeddedBroker, free_port
 from tests.conftest import CONFORMANCE, aisignals, assert_conformance_tables, fetch
-from tests.outage import OutageProxy
+from tests.forwarder import Forwarder
 from tests.test_cluster_parts_e2e import start, stop, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ def test_a_broker_that_comes_back_with_its_data(tmp_path):
     proxy_port = free_port()
     broker = EmbeddedBroker(tmp_path / "tansu.log", advertised_port=proxy_port)
     broker.start()
-    proxy = OutageProxy(broker.port, proxy_port)
+    proxy = Forwarder(broker.port, proxy_port)
     db, common = tmp_path / "o.duckdb", ["--bootstrap", proxy.address]
     first, second, lines = halves(tmp_path)
     ports = {"worker": free_port(), "sink": free_port(), "http": free_port()}

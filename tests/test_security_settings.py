@@ -33,3 +33,15 @@ def test_tls_builds_a_verifying_context():
     context = aiokafka_kwargs(s)["ssl_context"]
     assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
     assert kafka_python_kwargs(Settings()) == {"security_protocol": "PLAINTEXT"}
+
+
+def test_unreadable_tls_files_are_one_readable_error(tmp_path):
+    import pytest
+
+    from streams.broker import BrokerError
+
+    with pytest.raises(BrokerError, match="cannot load the Kafka TLS files"):
+        aiokafka_kwargs(Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "missing.pem"))
+    (tmp_path / "garbage.pem").write_text("not a certificate")
+    with pytest.raises(BrokerError, match="cannot load the Kafka TLS files"):
+        kafka_python_kwargs(Settings(kafka_security_protocol="SSL", kafka_ssl_certfile=tmp_path / "garbage.pem"))
