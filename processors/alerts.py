@@ -174,6 +174,14 @@ class AlertSeries:
                    for start, (_, end) in self.published.items())
 
 
+def change_id(alert: dict) -> str:
+    """Names one announced alert state change: the instance, the change and the state it announces
+    (severity, status, end). An instance resolved, reopened by an out-of-order event and resolved on
+    another day announces two "resolved" changes; the end tells them apart."""
+    key = "\x1f".join(str(alert.get(k) or "") for k in ("fingerprint", "starts_at", "change", "severity", "status", "ends_at"))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def iso_day(day: int) -> str:
     return date.fromordinal(day).isoformat()
 

@@ -25,16 +25,16 @@ import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_exponential
 
-from processors.alerts import alert_matches
+from processors.alerts import alert_matches, change_id
 from sinks.database import Database
 
 log = logging.getLogger("aisignals.delivery")
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS webhook_deliveries (
-  receiver VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, starts_at DATE NOT NULL, change VARCHAR NOT NULL,
-  severity VARCHAR NOT NULL, status VARCHAR NOT NULL, outcome VARCHAR, attempts INTEGER, delivered_at TIMESTAMPTZ,
-  PRIMARY KEY (receiver, fingerprint, starts_at, change, severity, status))""",
+  receiver VARCHAR NOT NULL, change_id VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, starts_at DATE NOT NULL,
+  change VARCHAR NOT NULL, severity VARCHAR NOT NULL, status VARCHAR NOT NULL, outcome VARCHAR, attempts INTEGER,
+  delivered_at TIMESTAMPTZ, PRIMARY KEY (receiver, change_id))""",
     """CREATE TABLE IF NOT EXISTS delivery_dead_letters (
   receiver VARCHAR, fingerprint VARCHAR, starts_at DATE, change VARCHAR, url VARCHAR, payload JSON, error VARCHAR,
   attempts INTEGER, failed_at TIMESTAMPTZ)""",
@@ -91,8 +91,7 @@ DELIVERY_ID = "X-AISignals-Delivery-Id"
 def delivery_id(receiver: str, alert: dict) -> str:
     """The same for every attempt to tell ``receiver`` of one alert state change, before a crash and
     after it: delivery is at least once, and a receiver that drops ids it has seen gets it exactly once."""
-    key = "\x1f".join(str(alert[k]) for k in ("fingerprint", "starts_at", "change", "severity", "status"))
-    return hashlib.sha256(f"{receiver}\x1f{key}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{receiver}\x1f{change_id(alert)}".encode()).hexdigest()[:32]
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -148,8 +147,7 @@ class Delivery:
         with self.db.writer() as con:
             rows = con.execute(
                 "SELECT h.message FROM alert_history h ANTI JOIN webhook_deliveries d ON d.receiver = ?"
-                " AND d.fingerprint = h.fingerprint AND d.starts_at = h.starts_at AND d.change = h.change"
-                " AND d.severity = h.severity AND d.status = h.status ORDER BY h.recorded_at", [receiver.name]).fetchall()
+                " AND d.change_id = h.change_id ORDER BY h.recorded_at", [receiver.name]).fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
     def pending_count(self) -> int:
@@ -163,9 +161,9 @@ class Delivery:
         now = datetime.now(timezone.utc)
         with self.db.writer() as con:
             con.execute("BEGIN TRANSACTION")
-            con.executemany("INSERT OR IGNORE INTO webhook_deliveries VALUES (?, ?, ?::DATE, ?, ?, ?, ?, ?, ?)", [
-                [receiver.name, a["fingerprint"], a["starts_at"], a["change"], a["severity"], a["status"], outcome,
-                 attempts, now] for a, outcome, attempts, _, _ in outcomes])
+            con.executemany("INSERT OR IGNORE INTO webhook_deliveries VALUES (?, ?, ?, ?::DATE, ?, ?, ?, ?, ?, ?)", [
+                [receiver.name, change_id(a), a["fingerprint"], a["starts_at"], a["change"], a["severity"], a["status"],
+                 outcome, attempts, now] for a, outcome, attempts, _, _ in outcomes])
             dead = [(a, attempts, payload, error) for a, outcome, attempts, payload, error in outcomes
                     if outcome == "dead_letter"]
             if dead:

@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processors.alerts import change_id
 from processors.facts import fact_from_fields
 from processors.stats import Histogram
 from sinks.database import Database
@@ -401,6 +402,7 @@ class DuckDBSink:
                          " FROM incoming_alerts", "incoming_alerts", table)
         if history:
             table = pa.table({
+                "change_id": pa.array([change_id(a) for a in history], pa.string()),
                 **{k: pa.array([a[k] for a in history], pa.string())
                    for k in ("fingerprint", "change", "severity", "status")},
                 **{k: pa.array([_date32(a.get(k)) for a in history], pa.date32())
@@ -408,7 +410,7 @@ class DuckDBSink:
                 "recorded_at": pa.array([now_us] * len(history), UTC_US),
                 "message": [dumps(a).decode() for a in history],
             })
-            self._insert("INSERT OR IGNORE INTO alert_history SELECT fingerprint, starts_at, change, severity, status,"
+            self._insert("INSERT OR IGNORE INTO alert_history SELECT change_id, fingerprint, starts_at, change, severity, status,"
                          " ends_at, previous_starts_at, recorded_at, message::JSON FROM incoming_history",
                          "incoming_history", table)
         self.rows_written["alerts"] += len(upserts)

@@ -84,7 +84,8 @@ class AlertChangeRow(Stored):
     """``alert_history``: every published alert state change, once."""
 
     table: ClassVar[str] = "alert_history"
-    primary_key: ClassVar[tuple[str, ...]] = ("fingerprint", "starts_at", "change", "severity", "status")
+    primary_key: ClassVar[tuple[str, ...]] = ("change_id",)
+    change_id: str = Field(description="hash of the instance, the change and the state it announces (severity, status, end)")
     fingerprint: str
     starts_at: date
     change: str
@@ -124,7 +125,8 @@ class SinkOffsetRow(Stored):
 
     table: ClassVar[str] = "sink_offsets"
     primary_key: ClassVar[tuple[str, ...]] = ("run_id", "topic", "partition")
-    run_id: str = Field(description="identifies a broker lifetime: an embedded broker starts empty")
+    run_id: str = Field(description="names the logs the offsets point into: one embedded broker's lifetime, or one"
+                        " incarnation of the topics on a cluster (their topic ids)")
     topic: str
     partition: int
     next_offset: int

@@ -211,3 +211,17 @@ def test_interrupted_runs_resumed_end_exactly_like_a_clean_run():
         assert subscriber.rows() == clean.rows(), trial
         assert clean.rows() <= set(subscriber.announced), trial  # every final state was announced
         assert [s for s, n in subscriber.announced.items() if n > 1] == [], trial
+
+
+def test_a_change_is_named_by_the_state_it_announces():
+    """Resolved, reopened by an out-of-order event, resolved on another day: two "resolved" changes of one
+    instance, both to be stored and delivered; the same change sent again (a replay) keeps its name."""
+    from processors.alerts import change_id
+    from sinks.delivery import delivery_id
+
+    first = {"fingerprint": "f", "starts_at": "2024-03-29", "change": "resolved", "severity": "critical",
+             "status": "resolved", "ends_at": "2024-04-10"}
+    second = {**first, "ends_at": "2024-04-12"}
+    assert change_id(first) != change_id(second)
+    assert change_id(first) == change_id({**first, "stream_time": "2024-05-01", "evidence": None})
+    assert delivery_id("r", first) != delivery_id("r", second) and delivery_id("r", first) != delivery_id("s", first)
