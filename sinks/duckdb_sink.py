@@ -155,7 +155,7 @@ class DuckDBSink:
         return tps
 
     async def run(self, bootstrap: str, stop: asyncio.Event, consumer_kwargs: dict | None = None) -> None:
-        # "earliest": a position past the end of a log means the broker lost it (see _lost_logs)
+        # "earliest": a position past the end of a log means the broker lost it (see _lost_log)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                     client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=32 * 1024 * 1024,
                                     max_partition_fetch_bytes=8 * 1024 * 1024, **(consumer_kwargs or {}))

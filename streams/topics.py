@@ -81,33 +81,37 @@ def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = N
     without durable storage that restarted — has a new id, so offsets stored for the old one are void."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin", **(client_kwargs or {}))
+        try:
+            return _ensure(admin, topics)
+        finally:
+            admin.close()
     except KafkaError as exc:
         raise BrokerError(f"cannot talk to the Kafka broker at {bootstrap}: {str(exc).split(': ', 1)[-1]}"
                           " (check --bootstrap and the AISIGNALS_KAFKA_* security settings)") from None
-    try:
-        existing = set(admin.list_topics())
-        wanted = topics.layout()
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
-        if missing:
-            try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-        ids: dict[str, str | None] = {}
-        for meta in admin.describe_topics(list(wanted)):
-            have = len(meta.get("partitions", []))
-            name = meta.get("name") or meta.get("topic")
-            if name not in wanted:
-                continue
-            ids[name] = meta.get("topic_id")
-            if name in existing and have and have != wanted[name]:
-                raise TopicLayoutError(
-                    f"topic {name} has {have} partitions, the pipeline expects {wanted[name]}"
-                    " (use --partitions to match, or a fresh --topic-prefix)"
-                )
-        return ids
-    finally:
-        admin.close()
+
+
+def _ensure(admin: KafkaAdminClient, topics: Topics) -> dict[str, str | None]:
+    existing = set(admin.list_topics())
+    wanted = topics.layout()
+    missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+    if missing:
+        try:
+            admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass
+    ids: dict[str, str | None] = {}
+    for meta in admin.describe_topics(list(wanted)):
+        have = len(meta.get("partitions", []))
+        name = meta.get("name") or meta.get("topic")
+        if name not in wanted:
+            continue
+        ids[name] = meta.get("topic_id")
+        if name in existing and have and have != wanted[name]:
+            raise TopicLayoutError(
+                f"topic {name} has {have} partitions, the pipeline expects {wanted[name]}"
+                " (use --partitions to match, or a fresh --topic-prefix)"
+            )
+    return ids
 
 
 def incarnation(topic_ids: dict[str, str | None]) -> str:
