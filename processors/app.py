@@ -343,15 +343,16 @@ class Worker:
                         info = orjson.loads(message.value)
                         if info.get("stream_time_us") is not None:
                             engine.advance(_day_of_us(info["stream_time_us"]))
-                        self._emit(out, partition, engine, sent)
+                        self._emit(out, partition, engine, sent, end_of_input=True)
                         sent = {}
                         for topic in (self.topics.indicators, self.topics.alerts):
                             out.add(topic, partition, None, message.value, headers=list(message.headers))
                 self._emit(out, partition, engine, sent)
             await self._produce(out)
 
-    def _emit(self, out: Outputs, partition: int, engine: Engine, sent: dict[str, float]) -> None:
-        rows, alerts = engine.flush()
+    def _emit(self, out: Outputs, partition: int, engine: Engine, sent: dict[str, float],
+              end_of_input: bool = False) -> None:
+        rows, alerts = engine.flush(end_of_input)
         self.publish(out, partition, rows, alerts, sent)
         if sent:
             now = time.time()

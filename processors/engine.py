@@ -62,10 +62,19 @@ class Engine:
         self._changed_days.clear()
 
     # ---- output ------------------------------------------------------------------------
-    def flush(self) -> tuple[list[dict], list[dict]]:
-        """Indicator rows changed since the last flush, and alert state changes up to stream time."""
+    def flush(self, end_of_input: bool = False) -> tuple[list[dict], list[dict]]:
+        """Indicator rows changed since the last flush, and alert state changes up to stream time.
+
+        ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now."""
         rows = self._indicator_rows()
         alerts = self._evaluate_alerts() if self.stream_day is not None else []
+        if end_of_input and self.stream_day is not None:
+            for company, mine in self.series.items():
+                timeline = self.timelines.get(company)
+                for series in mine.values():
+                    if series.provisional_until is not None:
+                        series.provisional_until = None
+                        alerts.extend(self._messages(series, timeline, self.stream_day))
         return rows, alerts
 
     def _indicator_rows(self) -> list[dict]:
@@ -160,7 +169,7 @@ class Engine:
         interrupted run left them."""
         timeline = self.timelines.get(company)
         return [message for series in self.series.get(company, {}).values()
-                if series.provisional_until is not None and through >= series.provisional_until
+                if series.provisional_until is not None and through > series.provisional_until
                 for message in self._messages(series, timeline, through)]
 
     def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
@@ -183,7 +192,8 @@ class Engine:
         """Remember an alert instance that was already published (from the sink's ``alerts`` table).
 
         ``provisional_until``: it was published by a backfill that was rolled back and is being
-        replayed; it is compared with the replay's state once stream time reaches that day."""
+        replayed; it is compared with the replay's state once stream time passes that day, or when
+        the backfill ends (``flush(end_of_input=True)``)."""
         mine = self.series.setdefault(company_id, {})
         key = (rule, counterparty_id)
         series = mine.get(key)
@@ -192,7 +202,7 @@ class Engine:
         series.published[start] = (severity, end)
         if provisional_until is not None:
             series.provisional_until = max(series.provisional_until or provisional_until, provisional_until)
-            heapq.heappush(self._due, (provisional_until, company_id))
+            heapq.heappush(self._due, (provisional_until + 1, company_id))
 
 
 def alert_message(
