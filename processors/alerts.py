@@ -45,7 +45,7 @@ class AlertSeries:
     published: dict[int, tuple[Severity, int | None]] = field(default_factory=dict)  # start -> (severity, end)
     fingerprint: str = ""
     # after an interrupted backfill is rolled back, what was published may be ahead of the replay that
-    # finishes it: until stream time passes this day (or the backfill ends), it is not contradicted
+    # finishes it: until stream time reaches this day (or the backfill ends), it is not contradicted
     provisional_until: int | None = None
 
     def __post_init__(self) -> None:
@@ -119,11 +119,10 @@ class AlertSeries:
 
         ``firing``, ``severity_raised``, ``resolved``; ``corrected`` when an out-of-order event
         changed a published instance's start or lowered its severity or reopened it; ``retracted``
-        when a published instance no longer holds at all. While stream time (``through``) has not
-        passed ``provisional_until``, instances published before a rollback are held as they are: the
-        interrupted run may have seen more events of that last day (out of order) than the replay yet.
+        when a published instance no longer holds at all. While stream time (``through``) is before
+        ``provisional_until``, instances published before a rollback are held as they are.
         """
-        held = self.provisional_until is not None and through is not None and through <= self.provisional_until
+        held = self.provisional_until is not None and through is not None and through < self.provisional_until
         if not held:
             self.provisional_until = None
         out: list[tuple[str, Instance | None, int | None]] = []

@@ -169,7 +169,7 @@ class Engine:
         interrupted run left them."""
         timeline = self.timelines.get(company)
         return [message for series in self.series.get(company, {}).values()
-                if series.provisional_until is not None and through > series.provisional_until
+                if series.provisional_until is not None and through >= series.provisional_until
                 for message in self._messages(series, timeline, through)]
 
     def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
@@ -192,7 +192,7 @@ class Engine:
         """Remember an alert instance that was already published (from the sink's ``alerts`` table).
 
         ``provisional_until``: it was published by a backfill that was rolled back and is being
-        replayed; it is compared with the replay's state once stream time passes that day, or when
+        replayed; it is compared with the replay's state once stream time reaches that day, or when
         the backfill ends (``flush(end_of_input=True)``)."""
         mine = self.series.setdefault(company_id, {})
         key = (rule, counterparty_id)
@@ -202,7 +202,7 @@ class Engine:
         series.published[start] = (severity, end)
         if provisional_until is not None:
             series.provisional_until = max(series.provisional_until or provisional_until, provisional_until)
-            heapq.heappush(self._due, (provisional_until + 1, company_id))
+            heapq.heappush(self._due, (provisional_until, company_id))
 
 
 def alert_message(
