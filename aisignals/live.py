@@ -96,7 +96,7 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
         feeder = asyncio.create_task(feed())
         deadline = None if seconds is None else time.monotonic() + seconds
         report = ReadinessReport(lambda line: console.print(line, soft_wrap=True))
-        checks: set[asyncio.Task] = set()
+        checking: asyncio.Task | None = None  # referenced, so the task is not collected mid-run
         with Live(view(pipeline, started), console=console, refresh_per_second=2, transient=False) as live:
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -108,8 +108,7 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                     raise failed
                 await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)
                 if report.update(*await asyncio.to_thread(pipeline.readiness)) and pipeline.broker is None:
-                    checks.add(asyncio.create_task(pipeline.check_topics()))  # a --bootstrap broker is back
-                    checks = {c for c in checks if not c.done()}
+                    checking = asyncio.create_task(pipeline.check_topics())  # a --bootstrap broker is back
                 try:
                     live.update(view(pipeline, started))
                 except Exception as exc:  # noqa: BLE001 - the view must not take the service down

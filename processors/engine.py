@@ -40,6 +40,7 @@ class Engine:
         self._changed_days: dict[str, set[int]] = {}
         self._dirty_from: dict[str, int] = {}
         self._due: list[tuple[int, str]] = []  # (next change day, company)
+        self._held: set[str] = set()  # companies with alerts held after a rollback (restore_published)
 
     # ---- input -------------------------------------------------------------------------
     def add(self, fact: Fact) -> None:
@@ -69,12 +70,8 @@ class Engine:
         rows = self._indicator_rows()
         alerts = self._evaluate_alerts() if self.stream_day is not None else []
         if end_of_input and self.stream_day is not None:
-            for company, mine in self.series.items():
-                timeline = self.timelines.get(company)
-                for series in mine.values():
-                    if series.provisional_until is not None:
-                        series.provisional_until = None
-                        alerts.extend(self._messages(series, timeline, self.stream_day))
+            for company in list(self._held):
+                alerts.extend(self._release_held(company, self.stream_day, ended=True))
         return rows, alerts
 
     def _indicator_rows(self) -> list[dict]:
@@ -163,14 +160,27 @@ class Engine:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
 
-    def _release_held(self, company: str, through: int) -> list[dict]:
-        """Series held after a rollback (see ``restore_published``) whose hold has ended but which the
-        evaluation did not touch (no change day since): compare them now, or they would stay as the
-        interrupted run left them."""
+    def _release_held(self, company: str, through: int, ended: bool = False) -> list[dict]:
+        """Series held after a rollback (see ``restore_published``) whose hold has ended (or whose
+        backfill has, ``ended``) but which the evaluation did not touch (no change day since): compare
+        them now, or they would stay as the interrupted run left them."""
+        if company not in self._held:
+            return []
         timeline = self.timelines.get(company)
-        return [message for series in self.series.get(company, {}).values()
-                if series.provisional_until is not None and through >= series.provisional_until
-                for message in self._messages(series, timeline, through)]
+        messages: list[dict] = []
+        still_held = False
+        for series in self.series[company].values():
+            if series.provisional_until is None:
+                continue
+            if ended:
+                series.provisional_until = None
+            elif through < series.provisional_until:
+                still_held = True
+                continue
+            messages.extend(self._messages(series, timeline, through))
+        if not still_held:
+            self._held.discard(company)
+        return messages
 
     def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
         return [
@@ -203,6 +213,7 @@ class Engine:
         if provisional_until is not None:
             series.provisional_until = max(series.provisional_until or provisional_until, provisional_until)
             heapq.heappush(self._due, (provisional_until, company_id))
+            self._held.add(company_id)
 
 
 def alert_message(
