@@ -50,6 +50,16 @@ def partitions_option():
     return typer.Option(None, "--partitions", min=1, max=64, help="partitions of company-keyed topics")
 
 
+def sse_max_connections_option():
+    return typer.Option(None, "--sse-max-connections", min=1,
+                        help="open alert streams in all (env AISIGNALS_SSE_MAX_CONNECTIONS, default 2000); 503 past it")
+
+
+def sse_max_per_client_option():
+    return typer.Option(None, "--sse-max-per-client", min=1,
+                        help="open alert streams per client address (env AISIGNALS_SSE_MAX_PER_CLIENT, default 100); 503 past it")
+
+
 class InputFormat(str, Enum):
     jsonl = "jsonl"
     epoch = "epoch"
@@ -164,6 +174,8 @@ def up(
     host: Optional[str] = typer.Option(None, "--host", help="HTTP bind address (needs a token unless loopback)"),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
     alertmanager: Optional[str] = typer.Option(None, "--alertmanager", help="Alertmanager base URL to push alerts to"),
+    sse_max_connections: Optional[int] = sse_max_connections_option(),
+    sse_max_per_client: Optional[int] = sse_max_per_client_option(),
 ) -> None:
     """The whole pipeline on one machine: broker, worker, sink, replay of the bundled real data, live trickle."""
     from aisignals.live import run_up
@@ -171,7 +183,8 @@ def up(
 
     quiet_logs()
     settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, port=port, host=host,
-                             webhooks_file=webhooks, alertmanager_url=alertmanager)
+                             webhooks_file=webhooks, alertmanager_url=alertmanager,
+                             sse_max_connections=sse_max_connections, sse_max_per_client=sse_max_per_client)
     from sinks.delivery import load_receivers
 
     load_receivers(settings.webhooks_file)  # a malformed file fails here, in one line
@@ -258,6 +271,8 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535),
     host: Optional[str] = typer.Option(None, "--host", help="bind address (needs a token unless loopback)"),
     partitions: Optional[int] = partitions_option(),
+    sse_max_connections: Optional[int] = sse_max_connections_option(),
+    sse_max_per_client: Optional[int] = sse_max_per_client_option(),
 ) -> None:
     """The HTTP server on its own, next to a worker and a sink that run elsewhere."""
     import uvicorn
@@ -270,7 +285,8 @@ def serve(
     from streams.topics import Topics
 
     quiet_logs()
-    settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions)
+    settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions,
+                             sse_max_connections=sse_max_connections, sse_max_per_client=sse_max_per_client)
     check_reachable(bootstrap)
     bind, note = bind_host(settings)
     if note:

@@ -372,10 +372,28 @@ class Pipeline:
         from sinks.http import create_app
 
         app = create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies, self.readiness,
-                         aiokafka_kwargs(self.settings))
+                         aiokafka_kwargs(self.settings), alerts_written=self.alerts_written)
         server = HttpServer(app, host, port)
         await server.start()
         return server
+
+    async def alerts_written(self, positions: dict[int, int], timeout: float) -> bool:
+        """Wait until the sink has committed the alerts topic up to ``positions`` (partition → next offset),
+        asking it to flush now rather than at its interval. False if that took longer than ``timeout``."""
+        sink = self.sink
+        if sink is None:
+            return False
+        want = {(self.topics.alerts, p): o for p, o in positions.items()}
+        deadline = time.monotonic() + timeout
+        while any(sink.committed.get(key, 0) < offset for key, offset in want.items()):
+            left = deadline - time.monotonic()
+            if left <= 0 or self._sink_task is None or self._sink_task.done():
+                return False
+            sink.flush_soon = True
+            sink.flushed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(sink.flushed.wait(), min(left, 0.1))
+        return True
 
     def sink_failed(self) -> BaseException | None:
         if self._sink_process is not None:
@@ -469,6 +487,9 @@ class HttpServer:
         return f"http://{self.host}:{self.port}/"
 
     async def stop(self) -> None:
+        broadcaster = getattr(self.server.config.app.state, "broadcaster", None)
+        if broadcaster is not None:
+            broadcaster.close_all()  # open alert streams end cleanly, so the server need not cut them
         self.server.should_exit = True
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError, SystemExit, asyncio.TimeoutError):
