@@ -23,6 +23,9 @@ from typing import AsyncIterator, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sse_starlette.event import ServerSentEvent
 
 from processors.alerts import alert_matches
@@ -32,6 +35,7 @@ log = logging.getLogger("aisignals.http")
 
 SEP = "\r\n"  # sse-starlette's default line separator: frames encoded here look like its own
 CATCHUP_SECONDS = 60.0  # a gap read from Kafka must be read within this
+WAKE_EVERY = 0.1  # seconds: connections are woken at most this often (changes in between go out together)
 
 
 class StreamFull(Exception):
@@ -117,11 +121,15 @@ class AlertBroadcaster:
         self.live = asyncio.Event()  # caught up with the topic as it was when reading began
         self.broadcast_count = 0
         self.dropped_slow = 0
+        self.resumes = {"memory": 0, "kafka": 0}
+        self.rejected = {"total_cap": 0, "client_cap": 0, "not_ready": 0}
         self.stopping = False
         self.closing = False  # the server is shutting down: streams end, no new ones
         self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._should_exit: Callable[[], bool] = lambda: False
+        self._last_wake = 0.0
+        self._wake_pending: asyncio.TimerHandle | None = None
 
     # ---- the one consumer ------------------------------------------------------------------
     async def start(self, should_exit: Callable[[], bool] | None = None) -> None:
@@ -216,6 +224,23 @@ class AlertBroadcaster:
                 self.base[change.partition] = change.offset + 1
             del self.changes[:excess]
             self.first_seq += excess
+        self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        """Wake every connection now, or, if they were woken less than WAKE_EVERY ago, once that has passed:
+        under a burst of changes each connection writes one chunk per interval instead of one per fetch."""
+        if self._wake_pending is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_wake + WAKE_EVERY - loop.time()
+        if delay <= 0:
+            self._wake_all()
+        else:
+            self._wake_pending = loop.call_later(delay, self._wake_all)
+
+    def _wake_all(self) -> None:
+        self._wake_pending = None
+        self._last_wake = asyncio.get_running_loop().time()
         for sub in self.subscriptions:
             sub.wake.set()
 
@@ -225,9 +250,11 @@ class AlertBroadcaster:
         if self.closing:
             raise StreamFull("the server is shutting down")
         if len(self.subscriptions) >= self.max_connections:
+            self.rejected["total_cap"] += 1
             raise StreamFull(f"the alert stream has reached its cap of {self.max_connections} connections"
                              " (AISIGNALS_SSE_MAX_CONNECTIONS); retry later")
         if self.per_client.get(client, 0) >= self.max_per_client:
+            self.rejected["client_cap"] += 1
             raise StreamFull(f"{client} already has {self.max_per_client} alert stream connections open, the cap per"
                              " client (AISIGNALS_SSE_MAX_PER_CLIENT); close one or retry later")
         sub = Subscription(client, rules, severities, companies)
@@ -257,6 +284,7 @@ class AlertBroadcaster:
         try:
             await asyncio.wait_for(self.live.wait(), timeout)
         except asyncio.TimeoutError:
+            self.rejected["not_ready"] += 1
             raise StreamNotReady(f"the alert stream has not caught up with {self.topics.alerts} within"
                                  f" {timeout:.0f} s (is the Kafka broker reachable?); retry later") from None
 
@@ -278,8 +306,10 @@ class AlertBroadcaster:
         yield ServerSentEvent(data="{}", event="ready", id=positions_id(wanted), sep=SEP).encode()
         if any(wanted[p] < joined[p] for p in range(n)):
             if all(wanted[p] >= self.base[p] for p in range(n)):
+                self.resumes["memory"] += 1
                 sub.cursor = self._seq_from(wanted)
             else:
+                self.resumes["kafka"] += 1
                 async for frame in self._catch_up(sub, wanted, joined):
                     yield frame
         if any(wanted[p] > joined[p] for p in range(n)) or sub.cursor < self.seq:
@@ -372,3 +402,44 @@ class AlertBroadcaster:
                 await consumer.stop()
         for p in range(len(wanted)):
             wanted[p] = max(wanted[p], positions[p])
+
+
+class AlertStreamCollector(Collector):
+    """The alert stream's metrics, read from the broadcaster at scrape time."""
+
+    def __init__(self, broadcaster: AlertBroadcaster) -> None:
+        self.b = broadcaster
+
+    def collect(self):
+        b = self.b
+        yield GaugeMetricFamily("aisignals_sse_connections", "Open /v1/alerts/stream connections",
+                                value=len(b.subscriptions))
+        yield CounterMetricFamily("aisignals_sse_changes_total", "Alert changes broadcast to the alert stream",
+                                  value=b.broadcast_count)
+        resumes = CounterMetricFamily("aisignals_sse_resumes_total",
+                                      "Alert streams resumed (Last-Event-ID or from_beginning), by where the gap came from",
+                                      labels=["source"])
+        for source, n in b.resumes.items():
+            resumes.add_metric([source], n)
+        yield resumes
+        rejected = CounterMetricFamily("aisignals_sse_rejected_total", "Alert stream connections refused (503), by reason",
+                                       labels=["reason"])
+        for reason, n in b.rejected.items():
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield CounterMetricFamily("aisignals_sse_dropped_slow_total",
+                                  "Alert streams closed because the client fell behind the in-memory buffer",
+                                  value=b.dropped_slow)
+
+
+_collectors: list[AlertStreamCollector] = []
+
+
+def register_metrics(broadcaster: AlertBroadcaster) -> None:
+    """Expose this process's alert stream on the default registry (replacing an earlier one)."""
+    for old in _collectors:
+        REGISTRY.unregister(old)
+    _collectors.clear()
+    collector = AlertStreamCollector(broadcaster)
+    REGISTRY.register(collector)
+    _collectors.append(collector)

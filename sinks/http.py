@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sse_starlette.sse import AppStatus, EventSourceResponse
 
-from sinks.alert_stream import AlertBroadcaster, StreamFull, StreamNotReady, parse_positions
+from sinks.alert_stream import AlertBroadcaster, StreamFull, StreamNotReady, parse_positions, register_metrics
 from sinks.database import Database, SinkError
 from sinks.query import QueryError, run_sql, to_csv
 from streams.companies import CompanyNormalizer
@@ -108,6 +108,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                                    max_connections=settings.sse_max_connections,
                                    max_per_client=settings.sse_max_per_client)
     app.state.broadcaster = broadcaster
+    register_metrics(broadcaster)
 
     @app.on_event("startup")
     async def _start() -> None:
