@@ -62,8 +62,9 @@ class Up:
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory):
+    # the sink flushes every 2 s (not 0.5): a reader that does not wait for the flush would miss alerts
     server = Up(tmp_path_factory.mktemp("stream"), AISIGNALS_SSE_MAX_PER_CLIENT=str(PER_CLIENT),
-                AISIGNALS_SSE_MAX_CONNECTIONS=str(TOTAL), AISIGNALS_SSE_BUFFER=str(BUFFER))
+                AISIGNALS_SSE_MAX_CONNECTIONS=str(TOTAL), AISIGNALS_SSE_BUFFER=str(BUFFER), AISIGNALS_FLUSH_SECONDS="2")
     yield server
     if server.proc.poll() is None:
         server.stop()
@@ -306,20 +307,35 @@ def test_connections_past_the_caps_get_503(up):
 
 
 def test_an_alert_seen_on_the_stream_is_listed_by_get_alerts_at_once(up):
+    """While other events keep the sink between flushes, each alert state read off the stream is
+    listed by GET /v1/alerts?fingerprint= as soon as the client asks."""
     async def run():
         async with client() as c:
             await no_streams_open(c, up)
-            sub = Subscriber(c, up.url, "?company=Read%20Co").start()
+            sub = Subscriber(c, up.url, "?rule=talent_drain").start()
             await asyncio.wait_for(sub.ready.wait(), 30)
-            post(up, drain("Read Co"))
+            stop = asyncio.Event()
+
+            async def trickle():  # unrelated events, so that the sink always has a flush pending
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    await c.post(f"{up.url}v1/events", json={"kind": "model_release", "company": "Busy Lab",
+                                                            "occurred_at": YESTERDAY, "model_name": f"m{i}"})
+                    await asyncio.sleep(0.1)
+
+            background = asyncio.create_task(trickle())
             checked = []
-            for n, tag in ((1, None), (2, "b")):
-                if tag:
-                    post(up, drain("Read Co", 0, 5, tag))
-                await until(lambda: len(sub.alerts) >= n, 30, "the alert on the stream")
-                alert = sub.alerts[n - 1][1]
-                listed = (await c.get(f"{up.url}v1/alerts", params={"fingerprint": alert["fingerprint"]})).json()
-                checked.append((alert, listed))
+            for i in range(3):
+                for tag, hires in (("a", 2), ("b", 0)):  # firing (warning), then severity raised (critical)
+                    n = len(sub.alerts) + 1
+                    post(up, drain(f"Read Co {i}", hires, 5, tag))
+                    await until(lambda: len(sub.alerts) >= n, 30, "the alert on the stream")
+                    alert = sub.alerts[n - 1][1]
+                    listed = (await c.get(f"{up.url}v1/alerts", params={"fingerprint": alert["fingerprint"]})).json()
+                    checked.append((alert, listed))
+            stop.set()
+            await background
             unknown = (await c.get(f"{up.url}v1/alerts", params={"fingerprint": "no-such-alert"})).json()
             await sub.close()
             return checked, unknown
@@ -328,7 +344,7 @@ def test_an_alert_seen_on_the_stream_is_listed_by_get_alerts_at_once(up):
     for alert, listed in checked:
         assert [(a["fingerprint"], a["starts_at"], a["severity"], a["status"]) for a in listed] == [
             (alert["fingerprint"], alert["starts_at"], alert["severity"], alert["status"])]
-    assert [a["severity"] for a, _ in checked] == ["warning", "critical"]
+    assert [a["severity"] for a, _ in checked] == ["warning", "critical"] * 3
     assert unknown == []
 
 
