@@ -64,6 +64,7 @@ class InputFormat(str, Enum):
     jsonl = "jsonl"
     epoch = "epoch"
     aiwatch = "aiwatch"
+    layoffs = "layoffs"
     csv = "csv"
 
 
@@ -93,14 +94,14 @@ def read_items(files: list[Path], fmt: InputFormat, mapping=None):
     return replay_order(lines), acc
 
 
-def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file):
+def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file, sets=()):
     """Readable files → replay items in order; adapters print their row accounting."""
     paths = check_readable(files)
     mapping = None
     if fmt is InputFormat.csv:
         from streams.adapters import CsvMapping
 
-        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
+        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file, list(sets))
     items, accounting = read_items(paths, fmt, mapping)
     if accounting is not None:
         print_accounting(accounting)
@@ -130,7 +131,8 @@ def backfill(
     maps: List[str] = typer.Option([], "--map", help="csv: FIELD=COLUMN (repeatable), e.g. --map company=org"),
     kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
     date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
-    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML file with [columns], kind, date_format"),
+    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML file with [columns], [set], kind, date_format"),
+    sets: List[str] = typer.Option([], "--set", help="csv: FIELD=VALUE on every row (repeatable), e.g. --set reason=layoff"),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers to notify"),
 ) -> None:
     """Replay files through the streaming pipeline, wait until everything is written, print a summary."""
@@ -144,7 +146,7 @@ def backfill(
     load_receivers(settings.webhooks_file)
     check_db_writable(settings.db)
     rule_set = load_rules(settings.rules_file)
-    items = load_input(files, fmt, maps, kind, date_format, mapping_file)
+    items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("replaying", total=len(items))
@@ -202,6 +204,7 @@ def produce(
     kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
     date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML mapping file"),
+    sets: List[str] = typer.Option([], "--set", help="csv: FIELD=VALUE on every row (repeatable)"),
 ) -> None:
     """Send events to the ingest topic with kafka-python (key = company_id, timestamp = occurred_at)."""
     from aisignals.pipeline import quiet_logs
@@ -213,7 +216,7 @@ def produce(
     quiet_logs()
     check_reachable(bootstrap)
     settings = settings_from(bootstrap=bootstrap, partitions=partitions)
-    items = load_input(files, fmt, maps, kind, date_format, mapping_file)
+    items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
     from streams.security import kafka_python_kwargs
 
     topics = Topics(settings.topic_prefix, settings.partitions)
