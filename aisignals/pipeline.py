@@ -276,6 +276,7 @@ class Pipeline:
             self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
             self.sink.on_backfill.append(self._backfill_done)
             database = self.sink.db
+            database.reuse_reader = True  # the writer is in this process: reads share one connection between writes
         elif sink:
             database.create()
         if worker:

@@ -35,7 +35,7 @@ log = logging.getLogger("aisignals.http")
 
 SEP = "\r\n"  # sse-starlette's default line separator: frames encoded here look like its own
 CATCHUP_SECONDS = 60.0  # a gap read from Kafka must be read within this
-WAKE_EVERY = 0.1  # seconds: connections are woken at most this often (changes in between go out together)
+WAKE_EVERY = 0.25  # seconds: connections are woken at most this often (changes in between go out together)
 
 
 class StreamFull(Exception):

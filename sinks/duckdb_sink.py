@@ -432,4 +432,5 @@ class DuckDBSink:
         self.rows_written["dead_letters"] += len(rows)
 
     def close(self) -> None:
-        """Nothing is held between flushes."""
+        """Nothing is held between flushes but a kept reader connection (``Database.reuse_reader``)."""
+        self.db.close()
