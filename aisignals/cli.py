@@ -367,7 +367,7 @@ app.add_typer(alerts_app, name="alerts")
 def alerts_list(
     db: Path = db_option("DuckDB file"),
     status: Optional[str] = typer.Option(None, "--status", help="firing or resolved"),
-    rule: Optional[str] = typer.Option(None, "--rule", help="talent_drain, talent_poaching, funding_surge, …"),
+    rule: Optional[str] = typer.Option(None, "--rule", help="talent_drain, talent_poaching, workforce_reduction, funding_surge, release_burst, hiring_spree"),
     company: Optional[str] = typer.Option(None, "--company", help="company name or id"),
     limit: int = typer.Option(50, "--limit", min=1),
 ) -> None:
@@ -382,13 +382,14 @@ def alerts_list(
     if company:
         where.append("(company_id = ? OR counterparty_id = ?)"); params += [normalizer().company_id(company)] * 2
     sql = ("SELECT fingerprint, rule, company_id, coalesce(counterparty_id, '') AS counterparty, severity, status,"
-           " starts_at, ends_at, evidence->>'count' AS evidence FROM alerts"
+           " starts_at, ends_at, evidence->>'count' AS evidence, annotations->>'summary' AS why FROM alerts"
            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY starts_at DESC, rule LIMIT {limit}")
     names, rows = run_query(db, sql, params=params)
     table = Table(*names, title=f"alerts in {db}")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    # piped into a file or another program, a listing is not squeezed into 80 columns
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 @alerts_app.command("explain")
@@ -408,10 +409,10 @@ def alerts_explain(
                       f" {starts} → {ends or 'still firing'}")
         console.print(f"  {summary}")
         _, events = run_query(
-            db, "SELECT event_id, kind, company, occurred_at::DATE AS day, headcount, seniority,"
+            db, "SELECT event_id, kind, company, occurred_at::DATE AS day, headcount, seniority, reason,"
                 " payload->>'to_company' AS to_company, amount_usd, model_name FROM events"
                 " WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY occurred_at", params=[ev["event_ids"]])
-        table = Table("event_id", "kind", "company", "day", "headcount", "seniority", "to", "amount_usd", "model",
+        table = Table("event_id", "kind", "company", "day", "headcount", "seniority", "reason", "to", "amount_usd", "model",
                       title=f"evidence: {len(ev['event_ids'])} of {ev['count']} events in the window on {starts}")
         for row in events:
             table.add_row(*("" if v is None else str(v) for v in row))
