@@ -67,6 +67,15 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -164,6 +173,14 @@ async def sql_client(session: aiohttp.ClientSession, url: str, stop: asyncio.Eve
             await asyncio.sleep(0.1)
 
 
+async def stored_events(session: aiohttp.ClientSession, url: str) -> int:
+    try:
+        async with session.post(f"{url}v1/query", json={"sql": "SELECT count(*) FROM events"}) as r:
+            return (await r.json())["rows"][0][0] if r.status == 200 else 0
+    except (aiohttp.ClientError, KeyError, IndexError):
+        return 0
+
+
 async def post_drains(session: aiohttp.ClientSession, url: str, n: int, seconds: float, tag: str) -> list[str]:
     """``n`` talent drains spread over ``seconds``: each a company with 1 hire and 5 departures today."""
     today = datetime.now(timezone.utc).date().isoformat()
@@ -182,36 +199,32 @@ async def post_drains(session: aiohttp.ClientSession, url: str, n: int, seconds:
     return companies
 
 
-class Reference:
-    """Every alert change on the alerts topic, read straight from Kafka while the benchmark runs:
-    key → [(record time, newest event send time)] (a list: a change announced twice shows up twice)."""
-
-    def __init__(self) -> None:
-        self.changes: dict[tuple, list[tuple[float, float | None]]] = {}
-        self.total = 0
-        self.last_change = time.monotonic()
-
-    async def run(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200)
-                for messages in batch.values():
-                    for m in messages:
-                        headers = dict(m.headers or ())
-                        if CONTROL in headers:
-                            continue
-                        sent = int(headers[SENT]) / 1000 if SENT in headers else None
-                        self.changes.setdefault(key(orjson.loads(m.value)), []).append((m.timestamp / 1000, sent))
-                        self.total += 1
-                        self.last_change = time.monotonic()
-        finally:
-            await consumer.stop()
+async def reference(bootstrap: str, topics: Topics) -> dict[tuple, list[tuple[float, float | None]]]:
+    """Every alert change on the alerts topic, read once more from its start after the run: key → [(record
+    time, newest event send time)] (a list: a change the pipeline announced twice shows up twice)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    out: dict[tuple, list] = {}
+    try:
+        tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=3000)
+            if not batch:
+                ends = [(await consumer.position(tp), consumer.highwater(tp) or 0) for tp in tps]
+                if all(position >= high for position, high in ends):
+                    return out
+            for messages in batch.values():
+                for m in messages:
+                    headers = dict(m.headers or ())
+                    if CONTROL in headers:
+                        continue
+                    sent = int(headers[SENT]) / 1000 if SENT in headers else None
+                    out.setdefault(key(orjson.loads(m.value)), []).append((m.timestamp / 1000, sent))
+    finally:
+        await consumer.stop()
 
 
 async def measure(args, workdir: Path) -> dict:
@@ -246,8 +259,7 @@ async def measure(args, workdir: Path) -> dict:
                 sys.executable, "-m", "benchmarks.live_load", "--bootstrap", server.bootstrap, "--prefix", topics.prefix,
                 "--partitions", str(topics.partitions), "--rate", str(args.rate), "--seconds", str(args.seconds),
                 "--drain", "1", stdout=subprocess.PIPE, cwd=ROOT)
-            ref, ref_stop = Reference(), asyncio.Event()
-            ref_task = asyncio.create_task(ref.run(server.bootstrap, topics, ref_stop))
+            cpu_start = (cpu_seconds(pid), cpu_seconds(os.getpid()))
             drains = asyncio.create_task(post_drains(session, server.url, args.drains, args.seconds, str(os.getpid())))
             started = time.monotonic()
             waiting = asyncio.ensure_future(load.communicate())
@@ -260,23 +272,30 @@ async def measure(args, workdir: Path) -> dict:
             result["load"] = json.loads(out.decode().strip().splitlines()[-1])
             await drains
             result["load_seconds"] = time.monotonic() - started
+            result["server_cpu_share"] = (cpu_seconds(pid) - cpu_start[0]) / result["load_seconds"]
+            result["clients_cpu_share"] = (cpu_seconds(os.getpid()) - cpu_start[1]) / result["load_seconds"]
             result["load_average_during"] = load_average()
             sql_stop.set()
             await asyncio.gather(*sql, return_exceptions=True)
-            # the worker may still be behind: wait until the topic has been quiet for 3 s and every
-            # subscriber has as many changes as the topic holds (at most --settle seconds)
+            # the pipeline may still be behind: wait until every event is stored and no subscriber has
+            # received anything for 3 s (at most --settle seconds)
+            produced = result["load"]["events"] + 6 * args.drains
             deadline = time.monotonic() + args.settle
-            while time.monotonic() < deadline and (time.monotonic() - ref.last_change < 3
-                                                   or any(len(s.received) < ref.total for s in subs)):
-                await asyncio.sleep(0.2)
+            stored = 0
+            while time.monotonic() < deadline:
+                if stored < produced:
+                    stored = await stored_events(session, server.url)
+                elif time.time() - max((s.received[-1][0] for s in subs if s.received), default=0) >= 3:
+                    break
+                await asyncio.sleep(0.5)
+            result["events_stored"] = stored
             result["settle_seconds"] = time.monotonic() - deadline + args.settle
-            ref_stop.set()
-            await ref_task
-            expected, total = ref.changes, ref.total
-            result["server_rss_mb_end"] = rss_mb(pid)
-            result["server_rss_mb_peak"] = max(peak, result["server_rss_mb_end"] or 0.0)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            expected = await reference(server.bootstrap, topics)
+            total = sum(len(v) for v in expected.values())
+            result["server_rss_mb_end"] = rss_mb(pid)
+            result["server_rss_mb_peak"] = max(peak, result["server_rss_mb_end"] or 0.0)
         code, errors = await asyncio.to_thread(server.stop)
         result["server_exit_code"], result["server_error_lines"] = code, errors[:5]
     finally:
@@ -316,11 +335,13 @@ def render(r: dict) -> str:
             f" event sent → subscriber p50 / p99 {r.get('end_to_end_p50_ms', float('nan')):.0f} /"
             f" {r.get('end_to_end_p99_ms', float('nan')):.0f} ms; server RSS {r['server_rss_mb_start']:.0f} →"
             f" {r['server_rss_mb_end']:.0f} MB (peak {r['server_rss_mb_peak']:.0f}); {r['sql_queries']:,} SQL queries,"
-            f" p99 {r.get('sql_p99_ms', float('nan')):.0f} ms |")
+            f" p99 {r.get('sql_p99_ms', float('nan')):.0f} ms; CPU (cores) server {r.get('server_cpu_share', float('nan')):.2f},"
+            f" subscribers + SQL clients {r.get('clients_cpu_share', float('nan')):.2f}; load average"
+            f" {r.get('load_average_during', '?')} |")
 
 
 def run(subscribers: int = 1000, sql_clients: int = 50, rate: int = 1000, seconds: float = 30.0, drains: int = 10,
-        partitions: int = 4, settle: float = 60.0) -> dict:
+        partitions: int = 4, settle: float = 120.0) -> dict:
     args = argparse.Namespace(subscribers=subscribers, sql_clients=sql_clients, rate=rate, seconds=seconds,
                               drains=drains, partitions=partitions, settle=settle)
     with tempfile.TemporaryDirectory(prefix="aisignals-fanout-") as tmp:
@@ -335,7 +356,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--drains", type=int, default=10, help="talent drains POSTed over the run")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--settle", type=float, default=60.0, help="seconds the last changes get to reach everyone")
+    parser.add_argument("--settle", type=float, default=120.0, help="seconds the last changes get to reach everyone")
     parser.add_argument("--json", default=None, help="also write the result to this file")
     args = parser.parse_args()
     result = run(args.subscribers, args.sql_clients, args.rate, args.seconds, args.drains, args.partitions, args.settle)
