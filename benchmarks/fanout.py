@@ -263,9 +263,14 @@ async def measure(args, workdir: Path) -> dict:
             drains = asyncio.create_task(post_drains(session, server.url, args.drains, args.seconds, str(os.getpid())))
             started = time.monotonic()
             waiting = asyncio.ensure_future(load.communicate())
+            samples = []  # (seconds into the load, server RSS MB), every 5 s
             while not waiting.done():
-                peak = max(peak, rss_mb(pid) or 0.0)
+                now = rss_mb(pid) or 0.0
+                peak = max(peak, now)
+                if not samples or time.monotonic() - started >= samples[-1][0] + 5:
+                    samples.append((round(time.monotonic() - started), round(now)))
                 await asyncio.wait({waiting}, timeout=1.0)
+            result["server_rss_mb_samples"] = samples
             out, _ = waiting.result()
             if load.returncode != 0:
                 raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
