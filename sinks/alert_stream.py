@@ -129,6 +129,7 @@ class AlertBroadcaster:
         self._consumer: AIOKafkaConsumer | None = None
         self._should_exit: Callable[[], bool] = lambda: False
         self._last_wake = 0.0
+        self._positioned = False  # reading has begun (a restarted consumer continues from head)
         self._wake_pending: asyncio.TimerHandle | None = None
 
     # ---- the one consumer ------------------------------------------------------------------
@@ -171,13 +172,14 @@ class AlertBroadcaster:
         try:
             tps = [TopicPartition(self.topics.alerts, p) for p in range(self.topics.partitions)]
             consumer.assign(tps)
-            if self.live.is_set():  # a restart of the consumer: continue where the broadcast is
+            if self._positioned:  # a restart of the consumer: continue where the broadcast is
                 for tp in tps:
                     consumer.seek(tp, self.head[tp.partition])
             else:
                 await consumer.seek_to_beginning(*tps)
                 for tp in tps:
                     self.origin[tp.partition] = self.base[tp.partition] = self.head[tp.partition] = await consumer.position(tp)
+                self._positioned = True
             while not self.stopping:
                 if not self.closing and self._should_exit():
                     self.close_all()
