@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from streams.settings import Settings
-from tests.conftest import CONFORMANCE, ROOT, aisignals, fetch
+from tests.conftest import CONFORMANCE, ROOT, aisignals, conformance_instances, fetch
 from tests.test_live_e2e import free_port
 
 DEPLOY = ROOT / "deploy"
@@ -37,7 +37,7 @@ def metric_names(exposition: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
 
-CONFORMANCE_INSTANCES = 16  # the alert instances of the conformance stream (expected_alerts.csv)
+CONFORMANCE_INSTANCES = conformance_instances()
 
 
 @pytest.fixture(scope="module")
