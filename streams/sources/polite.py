@@ -117,7 +117,8 @@ class PoliteClient:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return exc.retry_after
-        return wait_exponential_jitter(initial=self.backoff_seconds, max=self.max_backoff_seconds)(state)
+        return wait_exponential_jitter(multiplier=self.backoff_seconds, max=self.max_backoff_seconds,
+                                       jitter=self.backoff_seconds)(state)
 
     async def get(self, url: str, *, params: dict | None = None, conditional: bool = False,
                   accept: str | None = None) -> Fetched:
