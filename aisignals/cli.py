@@ -203,14 +203,11 @@ def watch(
     settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions)
     check_db_writable(settings.db)
     reports = asyncio.run(run_watch(settings, config, once, err, metrics_port))
-    if once:
-        table = Table("source", "type", "fetched", "new events", "unchanged", "skipped", "dead letters", "errors",
-                      title=f"watch --once → {settings.db}")
-        for r in reports:
-            failures = sum(1 for e in r.errors if e.kind != "invalid_item")
-            table.add_row(r.name, r.type, str(r.fetched), str(r.new), str(r.unchanged), str(r.skipped),
-                          str(r.dead_letters), str(failures))
-        console.print(table)
+    for r in reports:  # --once: one summary line per source
+        failures = sum(1 for e in r.errors if e.kind != "invalid_item")
+        console.print(f"{r.name} ({r.type}): {r.fetched} fetched, {r.new} new events, {r.unchanged} unchanged,"
+                      f" {r.skipped} skipped, {r.dead_letters} dead letters, {failures} errors",
+                      soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
