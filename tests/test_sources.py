@@ -333,3 +333,17 @@ def test_metrics_of_sources(tmp_path, server):
     stamps = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
               if line.startswith("aisignals_source_last_success_timestamp_seconds{")}
     assert set(stamps) == {"huggingface", "sec_form_d"} and all(s >= before for s in stamps.values())
+
+
+def test_source_alert_rules_fire_when_a_source_goes_silent():
+    """promtool evaluates the shipped rules on series where one source stops succeeding and one never did."""
+    import shutil
+    import subprocess
+
+    from tests.sources_server import DATA
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (.ci/run installs it)")
+    proc = subprocess.run([promtool, "test", "rules", str(DATA / "source_rules_test.yml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
