@@ -59,3 +59,17 @@ def test_watch_once_stores_exactly_the_new_events(tmp_path):
         fourth = stored(db)
         assert set(fourth) - set(third) == {"sec-0001999001-26-000002"}
         assert fetch(db, "SELECT origin FROM dead_letters") == [("sec_form_d:0001999001-26-000003",)]
+
+
+def test_up_runs_the_sources(tmp_path):
+    """`aisignals up --sources` polls them inside the running pipeline."""
+    db = tmp_path / "u.duckdb"
+    toml = tmp_path / "sources.toml"
+    with RecordedServer() as server:
+        toml.write_text(sources_toml(server.base))
+        serve_huggingface(server, 1)
+        serve_epoch(server, 1)
+        serve_sec(server, 1)
+        aisignals("up", "--no-demo", "--sources", str(toml), "--for", "30", "--port", "0", "--db", str(db))
+    assert fetch(db, "SELECT source, count(*) FROM events GROUP BY source ORDER BY source") == [
+        ("epoch", 15), ("huggingface", 4), ("sec_form_d", 3)]

@@ -101,7 +101,7 @@ Source = Annotated[Union[HuggingFace, Epoch, SecFormD], Field(discriminator="typ
 class Watch(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user_agent: str = Field(default="ai-signals (+https://github.com/ai-signals)",
+    user_agent: str = Field(default="ai-signals live sources",
                             description="User-Agent of sources that do not set their own")
     state_dir: Path | None = Field(default=None, description="where cursors live; default: beside the DuckDB file")
 

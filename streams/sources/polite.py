@@ -159,7 +159,7 @@ class PoliteClient:
             raise _Retryable(kind, f"HTTP {status} from GET {url}", wait)
         if status == 304 and conditional:
             return Fetched(304, b"", response.headers, url)
-        if status >= 400 or status != 200:
+        if status != 200:
             raise SourceError(HTTP_4XX if 400 <= status < 500 else HTTP_5XX, f"HTTP {status} from GET {url}")
         if conditional:
             seen = {k: response.headers[h] for k, h in (("etag", "etag"), ("last_modified", "last-modified"))
