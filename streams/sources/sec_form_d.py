@@ -78,7 +78,8 @@ class SecFormDSource(LiveSource):
         for company, cik in self.config.companies.items():
             key = str(cik)
             mine = state.get(key) or {"known": {}, "counted": {}}
-            mine = {"known": dict(mine.get("known") or {}), "counted": dict(mine.get("counted") or {})}
+            mine = {"known": dict(mine.get("known") or {}), "counted": dict(mine.get("counted") or {}),
+                    "history": bool(mine.get("history"))}
             try:
                 await self._company(client, poll, company, cik, mine)
             except SourceError as exc:
@@ -100,7 +101,7 @@ class SecFormDSource(LiveSource):
             raise SourceError(MALFORMED, f"{url} has no 'filings' object")
         rows = _columns(data["filings"].get("recent"), f"{url} filings.recent")
         since: date | None = self.config.since
-        if not mine["known"] and since is not None:  # first poll: older pages back to `since`
+        if not mine["history"] and since is not None:  # first poll: older pages back to `since`
             base = url.rsplit("/", 1)[0]
             for older in data["filings"].get("files") or []:
                 if not isinstance(older, dict) or not isinstance(older.get("name"), str):
@@ -130,6 +131,7 @@ class SecFormDSource(LiveSource):
             doc_url = f"{self.config.archives_url.rstrip('/')}/{cik}/{accession.replace('-', '')}/{document}"
             xml = await client.get(doc_url, accept="application/xml, text/xml, */*")  # a failure stops this company here
             self._filing(poll, company, cik, row, filed, xml.content, mine)
+        mine["history"] = True  # every filing back to `since` is processed: older files are not read again
 
     def _filing(self, poll: Poll, company: str, cik: int, row: dict, filed: date, content: bytes, mine: dict) -> None:
         accession, form = row["accessionNumber"], row["form"]
