@@ -347,3 +347,17 @@ def test_source_alert_rules_fire_when_a_source_goes_silent():
         pytest.fail("promtool is not installed (.ci/run installs it)")
     proc = subprocess.run([promtool, "test", "rules", str(DATA / "source_rules_test.yml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_unreachable_source_is_a_network_error_and_the_others_go_on(tmp_path, server):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    serve_epoch(server, 1)
+    store, lines = Store(), []
+    w = watcher(tmp_path, server, store, lines, huggingface=f'endpoint = "http://127.0.0.1:{closed}"\n')
+    reports = once(only(w, "huggingface", "epoch"))
+    assert [e.kind for e in reports["huggingface"].errors] == ["network"] and reports["epoch"].new == 15
+    assert len(lines) == 1 and lines[0].startswith("source huggingface: network: example-lab: cannot reach 127.0.0.1")

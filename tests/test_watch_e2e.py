@@ -73,3 +73,49 @@ def test_up_runs_the_sources(tmp_path):
         aisignals("up", "--no-demo", "--sources", str(toml), "--for", "30", "--port", "0", "--db", str(db))
     assert fetch(db, "SELECT source, count(*) FROM events GROUP BY source ORDER BY source") == [
         ("epoch", 15), ("huggingface", 4), ("sec_form_d", 3)]
+
+
+def test_watch_polls_on_its_interval_until_stopped_against_a_cluster(tmp_path, broker):
+    """Without --once, against a Kafka cluster (--bootstrap): each source polls on its own interval; new
+    repositories appear on the next poll; SIGINT stops it cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    db = tmp_path / "c.duckdb"
+    toml = tmp_path / "sources.toml"
+    with RecordedServer() as server:
+        toml.write_text(sources_toml(server.base, huggingface="interval_seconds = 2\n"))
+        serve_huggingface(server, 1, etag='W/"v1"')
+        serve_epoch(server, 1)
+        serve_sec(server, 1)
+        proc = subprocess.Popen([sys.executable, "-m", "aisignals", "watch", str(toml), "--db", str(db),
+                                 "--bootstrap", broker.bootstrap], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            def hf_models():
+                try:
+                    return {r[0] for r in fetch(db, "SELECT model_name FROM events WHERE source = 'huggingface'")}
+                except Exception:  # noqa: BLE001 - not created yet
+                    return set()
+
+            deadline = time.monotonic() + 120
+            while len(hf_models()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert len(hf_models()) == 4
+            polls = len(server.seen("/api/models"))
+            serve_huggingface(server, 2, etag='W/"v2"')
+            while "example-lab/Nova-2.5-8B" not in hf_models() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert "example-lab/Nova-2.5-8B" in hf_models()
+            assert len(server.seen("/api/models")) > polls
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert fetch(db, "SELECT source, count(*) FROM events GROUP BY source ORDER BY source") == [
+        ("epoch", 15), ("huggingface", 5), ("sec_form_d", 3)]
+    assert "huggingface: 8 fetched, 1 new events" in err
