@@ -104,3 +104,24 @@ def test_other_client_reads_spec_events(tmp_path, broker):
         assert r.key.decode() in companies
         assert event.event_id
         assert abs(r.timestamp - event.occurred_at.timestamp() * 1000) < 1
+
+
+def test_rules_file_backtests_other_hysteresis(tmp_path):
+    """--rules with K = 0 and F = 2 on the conformance stream: the alerts equal the reference under those rules
+    (Mu Research's, Kappa AI's and Nu Dynamics' paused drains become two instances each)."""
+    rules_file = tmp_path / "k0.toml"
+    rules_file.write_text("".join(f"[{name}]\nfor_days = 2\nkeep_firing_for_days = 0\n\n"
+                                  for name in ("talent_drain", "talent_poaching", "workforce_reduction", "funding_surge",
+                                               "release_burst", "hiring_spree")))
+    db = tmp_path / "k0.duckdb"
+    aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db), "--rules", str(rules_file))
+    lines = (CONFORMANCE / "stream.jsonl").read_bytes().splitlines()
+    accepted, *_ = reference.accepted_events([lines])
+    rules = load_rules(rules_file)
+    stream_day = max(e.occurred_at for e in accepted).date()
+    expected = sorted((a["rule"], a["company_id"], a["counterparty_id"] or "", a["severity"],
+                       "firing" if a["ends_at"] is None else "resolved", a["starts_at"], a["ends_at"] or "")
+                      for a in reference.alerts(accepted, rules, stream_day))
+    assert alert_table(db) == expected
+    drains = [a for a in expected if a[0] == "talent_drain" and a[1] in ("mu-research", "kappa-ai", "nu-dynamics")]
+    assert len(drains) == 6
