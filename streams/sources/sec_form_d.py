@@ -164,7 +164,10 @@ class SecFormDSource(LiveSource):
         counted = float(mine["counted"].get(offering, 0.0))
         mine["known"][accession] = {"offering": offering, "sold": sold, **({"file": row["fileNumber"]} if row.get("fileNumber") else {})}
         if sold <= counted:
-            poll.unchanged += 1  # nothing sold since the notice that was counted (or a lower restatement)
+            if sold == counted == 0:
+                poll.skipped += 1  # nothing sold yet: no funding to report
+            else:
+                poll.unchanged += 1  # nothing sold since the notice that was counted (or a lower restatement)
             return
         mine["counted"][offering] = sold
         event = {**base, "amount_usd": sold - counted, "offering_amount_sold": sold, "sec_offering": offering}
