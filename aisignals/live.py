@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from datetime import datetime, timezone
@@ -66,7 +67,7 @@ def view(pipeline: Pipeline, started: float) -> Group:
     return Group(head, top, latest)
 
 
-async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: float, console) -> None:
+async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: float, console, sources=None) -> None:
     pipeline = Pipeline(settings, live=True)
     await asyncio.to_thread(pipeline.start_broker)
     stop = asyncio.Event()
@@ -94,6 +95,12 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                     await asyncio.sleep(1.0)
 
         feeder = asyncio.create_task(feed())
+        if sources is not None:  # live sources, beside the demo feed (SOURCES.toml)
+            from aisignals.watch import watcher_for
+
+            watcher = watcher_for(pipeline, pipeline.sink.db, settings, sources,
+                                  lambda line: console.print(line, soft_wrap=True, markup=False))
+            watching = asyncio.create_task(watcher.run(stop), name="sources")
         deadline = None if seconds is None else time.monotonic() + seconds
         report = ReadinessReport(lambda line: console.print(line, soft_wrap=True))
         checking: asyncio.Task | None = None  # referenced, so the task is not collected mid-run
@@ -103,6 +110,8 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                     break
                 if feeder.done() and feeder.exception() is not None:
                     raise feeder.exception()
+                if sources is not None and watching.done() and watching.exception() is not None:
+                    raise watching.exception()
                 failed = pipeline.sink_failed()
                 if failed is not None:
                     raise failed
@@ -115,6 +124,10 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                     console.print(f"view not updated: {exc}", soft_wrap=True)
         stop.set()
         feeder.cancel()
+        if sources is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watching
         try:
             await feeder
         except (asyncio.CancelledError, Exception):

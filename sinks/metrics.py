@@ -142,6 +142,41 @@ class PipelineCollector(Collector):
         yield fam
 
 
+class SourcesCollector(Collector):
+    """Live sources (``watch``, ``up --sources``): failures by kind and the last successful poll."""
+
+    def __init__(self, stats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        errors = CounterMetricFamily("aisignals_source_errors", "Live-source failures, by source and kind",
+                                     labels=["source", "kind"])
+        for (source, kind), n in sorted(self.stats.errors.items()):
+            errors.add_metric([source, kind], n)
+        yield errors
+        last = GaugeMetricFamily("aisignals_source_last_success_timestamp_seconds",
+                                 "Unix time of the last poll of a live source that completed without failure",
+                                 labels=["source"])
+        for source in self.stats.sources:
+            if source in self.stats.last_success:
+                last.add_metric([source], self.stats.last_success[source])
+        yield last
+
+
+_sources: list[SourcesCollector] = []
+
+
+def register_sources(stats) -> SourcesCollector:
+    """Expose live-source metrics on the default registry (replacing an earlier registration)."""
+    for old in _sources:
+        REGISTRY.unregister(old)
+    _sources.clear()
+    collector = SourcesCollector(stats)
+    REGISTRY.register(collector)
+    _sources.append(collector)
+    return collector
+
+
 _registered: list[PipelineCollector] = []
 
 

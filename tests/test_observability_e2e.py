@@ -18,6 +18,7 @@ import yaml
 
 from streams.settings import Settings
 from tests.conftest import CONFORMANCE, ROOT, aisignals, conformance_instances, fetch
+from tests.sources_server import Answer, RecordedServer
 from tests.test_live_e2e import free_port
 
 DEPLOY = ROOT / "deploy"
@@ -46,8 +47,16 @@ def running(tmp_path_factory):
     db = d / "obs.duckdb"
     hooks = d / "hooks.toml"  # a receiver nobody listens on: deliveries end in the delivery dead letters
     hooks.write_text(f'[[webhook]]\nname = "nobody"\nurl = "http://127.0.0.1:{free_port()}/"\nmax_attempts = 1\n')
+    # live sources that add no events: a Hub organisation with no models, and an Epoch URL that fails,
+    # so the source metrics have samples (last success, errors)
+    sources_server = RecordedServer().__enter__()
+    sources_server.route("/api/models", Answer(200, b"[]", {"Content-Type": "application/json"}))
+    sources_server.route("/data/all_ai_models.csv", Answer(500, b"down"))
+    sources = d / "sources.toml"
+    sources.write_text(f'[[source]]\ntype = "huggingface"\norganizations = ["nobody"]\nendpoint = "{sources_server.base}"\n'
+                       f'[[source]]\ntype = "epoch"\nurl = "{sources_server.base}/data/all_ai_models.csv"\nmax_attempts = 1\n')
     proc = subprocess.Popen([sys.executable, "-m", "aisignals", "up", "--no-demo", "--port", "0", "--db", str(db),
-                             "--webhooks", str(hooks)],
+                             "--webhooks", str(hooks), "--sources", str(sources)],
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = broker = None
@@ -73,6 +82,7 @@ def running(tmp_path_factory):
     yield {"url": url, "broker": broker, "db": db, "dir": d}
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
+    sources_server.__exit__(None, None, None)
 
 
 def test_real_prometheus_scrapes_the_pipeline(running):
