@@ -6,7 +6,8 @@ import asyncio
 import signal
 import time
 from datetime import datetime, timezone
-from pathlib import Path
+from importlib import resources
+from typing import Iterator
 
 import orjson
 from rich.console import Group
@@ -19,14 +20,20 @@ from streams.reader import RawLine, ReplayPlan, replay_order
 from streams.settings import Settings
 from streams.synthetic import steady
 
-ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT / "data" / "real"
+BUNDLED = (("epoch_notable_ai_models.csv", epoch_events), ("aiwatch_positions.csv", aiwatch_events))
+
+
+def bundled_events(acc: Accounting) -> Iterator[tuple[str, dict]]:
+    """The bundled real data (package data of ``aisignals.data.real``) as (origin, event) pairs."""
+    real = resources.files("aisignals.data.real")
+    for name, adapter in BUNDLED:
+        with resources.as_file(real.joinpath(name)) as path:
+            yield from adapter(path, acc)
 
 
 def bundled_items() -> tuple[ReplayPlan, Accounting]:
     acc = Accounting()
-    lines = [RawLine(o, orjson.dumps(e)) for o, e in epoch_events(REAL / "epoch_notable_ai_models.csv", acc)]
-    lines += [RawLine(o, orjson.dumps(e)) for o, e in aiwatch_events(REAL / "aiwatch_positions.csv", acc)]
+    lines = [RawLine(o, orjson.dumps(e)) for o, e in bundled_events(acc)]
     return replay_order(lines), acc
 
 
