@@ -377,10 +377,12 @@ class Pipeline:
         return broker and worker and sink, parts
 
     async def serve_http(self, host: str, port: int) -> "HttpServer":
+        from sinks.dashboard import with_dashboard
         from sinks.http import create_app
 
-        app = create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies, self.readiness,
-                         aiokafka_kwargs(self.settings))
+        app = with_dashboard(create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies,
+                                        self.readiness, aiokafka_kwargs(self.settings)),
+                             self.sink.db, self.companies, self.readiness)
         server = HttpServer(app, host, port)
         await server.start()
         return server
