@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
 from datetime import datetime, timezone
@@ -42,10 +43,17 @@ def trickle(n: int, seed: int) -> ReplayPlan:
     """Live synthetic events stamped with the current time, about fictional organisations only."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     events = list(steady(n, seed, now.date(), 1, companies=40))
+    rng = random.Random(seed)
     lines = []
     for e in events:
         e["event_id"] = f"live-{seed}-{e['event_id']}"
         e["source"] = SYNTHETIC_SOURCE
+        if e["kind"] == "departure":  # why they left; now and then a fictional company cuts jobs
+            if rng.random() < 0.004:
+                e.update(reason="layoff", headcount=rng.randrange(40, 400), seniority="unknown", role="staff")
+                e.pop("to_company", None)
+            else:
+                e["reason"] = rng.choice(["voluntary", "voluntary", "unknown"])
         e["occurred_at"] = now.isoformat().replace("+00:00", "Z")
         lines.append(RawLine("live", orjson.dumps(e)))
     return replay_order(lines)
