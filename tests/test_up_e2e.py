@@ -189,3 +189,18 @@ def test_up_replays_real_data_writes_nothing_in_the_cwd_and_invents_nothing_abou
     from streams.companies import normalizer
 
     assert not {normalizer().company_id(i) for i in investors} & real_company_ids()
+
+
+def test_backfill_writes_nothing_in_the_cwd(tmp_path):
+    """The other command that runs the worker: its files (DuckDB, WAL, broker log) all go beside --db."""
+    from tests.conftest import CONFORMANCE
+
+    cwd, elsewhere = tmp_path / "cwd", tmp_path / "db"
+    cwd.mkdir()
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "aisignals", "backfill", str(CONFORMANCE / "stream.jsonl"),
+                           "--db", str(elsewhere / "b.duckdb")], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(cwd.iterdir()) == []
+    assert fetch(elsewhere / "b.duckdb", "SELECT count(*) FROM events")[0][0] > 0
