@@ -26,9 +26,11 @@ from processors.facts import fact_from_fields
 from processors.stats import Histogram
 from sinks.database import Database
 from streams.companies import CompanyNormalizer
+from streams.records import IndicatorRow
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
+INDICATOR_COLUMNS = tuple(IndicatorRow.model_fields)
 UTC_US = pa.timestamp("us", tz="UTC")
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -60,8 +62,8 @@ def load_worker_state(database: Database):
         max_us = con.execute(
             "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
         rows = con.execute(
-            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, amount_usd "
-            "FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
+            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, reason, amount_usd, "
+            "company, coalesce(payload->>'to_company', payload->>'from_company') FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
         facts = [fact_from_fields(*r) for r in rows]
         published = [
             (rule, company, counterparty, start.toordinal(), severity, end.toordinal() if end else None)
@@ -334,6 +336,7 @@ class DuckDBSink:
             cols["ingested_at"].append(now_us)
             cols["headcount"].append(d.get("headcount"))
             cols["seniority"].append(d.get("seniority"))
+            cols["reason"].append(d.get("reason", "unknown") if d["kind"] == "departure" else None)
             cols["amount_usd"].append(d.get("amount_usd"))
             cols["model_name"].append(d.get("model_name"))
             modality = d.get("modality")
@@ -349,6 +352,7 @@ class DuckDBSink:
             "ingested_at": pa.array(cols["ingested_at"], UTC_US),
             "headcount": pa.array(cols["headcount"], pa.int32()),
             "seniority": cols["seniority"],
+            "reason": pa.array(cols["reason"], pa.string()),
             "amount_usd": pa.array(cols["amount_usd"], pa.float64()),
             **{k: pa.array(cols[k], pa.string()) for k in ("model_name", "modality", "source", "region")},
             "late": pa.array(cols["late"], pa.bool_()),
@@ -361,13 +365,12 @@ class DuckDBSink:
         self.rows_written["events"] += len(events)
 
     def _write_indicators(self, rows: list[dict]) -> None:
-        names = ("company_id", "window_days", "window_end", "hires", "departures", "key_departures",
-                 "net_talent_flow", "talent_drain_ratio", "funding_usd", "funding_rounds", "model_releases")
+        names = INDICATOR_COLUMNS
         cols = {name: [r[name] for r in rows] for name in names}
         cols["window_end"] = pa.array([_date32(x) for x in cols["window_end"]], pa.date32())
         cols["talent_drain_ratio"] = pa.array(cols["talent_drain_ratio"], pa.float64())
         cols["funding_usd"] = pa.array(cols["funding_usd"], pa.float64())
-        self._insert(f"INSERT OR REPLACE INTO indicators SELECT {', '.join(names)} FROM incoming_indicators",
+        self._insert(f"INSERT OR REPLACE INTO indicators BY NAME SELECT {', '.join(names)} FROM incoming_indicators",
                      "incoming_indicators", pa.table(cols))
         self.rows_written["indicators"] += len(rows)
 

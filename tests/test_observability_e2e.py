@@ -102,9 +102,9 @@ def test_real_prometheus_scrapes_the_pipeline(running):
             if total == accepted and samples:
                 break
             time.sleep(0.5)
-        assert total == accepted == 23
+        assert total == accepted == 47
         assert samples and samples > 0
-        assert query('sum(aisignals_dead_letters_total)') == 6
+        assert query('sum(aisignals_dead_letters_total)') == 8
     finally:
         prom.terminate()
         prom.wait(10)
