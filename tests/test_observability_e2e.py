@@ -151,7 +151,7 @@ def test_dashboard_in_headless_chromium(running):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(running["url"])
             page.wait_for_function("document.querySelectorAll('tr.alert-row').length >= 7", timeout=30_000)
-            page.wait_for_selector("#chart svg polyline", timeout=30_000)
+            page.wait_for_selector("#chart svg polyline", state="attached", timeout=30_000)
             rows = page.locator("tr.alert-row").all_inner_texts()
             polylines = page.locator("#chart svg polyline").count()
             health = page.locator("#health").inner_text()

@@ -124,7 +124,7 @@ def test_dashboard_at_1280_by_800(up):
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(up["url"])
             page.wait_for_selector("tr.alert-row", timeout=30_000)
-            page.wait_for_selector("#chart svg polyline", timeout=30_000)
+            page.wait_for_selector("#chart svg polyline", state="attached", timeout=30_000)
             page.wait_for_timeout(500)
             seen = page.evaluate("""() => {
                 const rows = [...document.querySelectorAll('#alerts tr.alert-row')];
