@@ -376,7 +376,8 @@ def alerts_list(
     table = Table(*names, title=f"alerts in {db}")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    # piped into a file or another program, a listing is not squeezed into 80 columns
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 @alerts_app.command("explain")

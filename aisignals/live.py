@@ -73,7 +73,7 @@ def view(pipeline: Pipeline, started: float) -> Group:
     head.add_row("events/s (since start)", f"{s['events'] / elapsed:,.0f}")
     head.add_row("dead letters", f"{s['dead_letters']:,}")
     head.add_row("firing alerts", f"{s['firing']:,}")
-    top = Table("company", "attrition (90d)", "hires (90d)", "drain ratio", title="top talent drain (latest 90-day row)")
+    top = Table("company", "left, not laid off (90d)", "hires (90d)", "drain ratio", title="top talent drain (latest 90-day row)")
     for r in s["top_drain"]:
         top.add_row(_name(r["company_id"], r["synthetic"]), str(r["attrition"]), str(r["hires"]),
                     f"{r['talent_drain_ratio']:.2f}")

@@ -51,6 +51,7 @@ class AlertSeries:
     # after an interrupted backfill is rolled back, what was published may be ahead of the replay that
     # finishes it: until stream time reaches this day (or the backfill ends), it is not contradicted
     provisional_until: int | None = None
+    retracted: dict[int, Severity] = field(default_factory=dict)  # start -> severity it was published with, until rendered
     # the condition's current run, as of day ``evaluated``: whether it holds, and since which day
     evaluated: int | None = None
     holds: bool = False
@@ -221,7 +222,7 @@ class AlertSeries:
                         out.append(("resolved", inst, None))
             self.published[inst.start] = (inst.severity, inst.end)
         for start in gone:
-            del self.published[start]
+            self.retracted[start] = self.published.pop(start)[0]
             out.append(("retracted", None, start))
         return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 from datetime import date
+
 from processors.alerts import AlertSeries, Instance, iso_day, iso_time
 from processors.facts import Fact
 from processors.indicators import affected_rows, indicator_row
@@ -222,7 +223,7 @@ def alert_message(
         merged = next((i for i in series.instances if i.start < previous and (i.end is None or previous < i.end)), None)
         summary = (f"merged into the alert that started on {iso_day(merged.start)}: an out-of-order event closed the gap"
                    if merged is not None else "retracted: an out-of-order event showed it never held")
-        labels["severity"] = series.published.get(previous, ("info", None))[0] if previous in series.published else "info"
+        labels["severity"] = series.retracted.pop(previous, "info")
     if series.counterparty_id:
         labels["counterparty"] = series.counterparty_id
     return {

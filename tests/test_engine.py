@@ -351,3 +351,23 @@ def test_layoffs_are_a_workforce_reduction_not_a_drain():
     assert (alert["rule"], alert["severity"]) == ("workforce_reduction", "critical")
     assert alert["annotations"]["summary"] == "Acme cut 1,200 jobs in 30 days"
     assert alert["evidence"] == {"event_ids": ["l1"], "count": 1}
+
+
+def test_a_merge_retracts_the_later_instance_with_its_own_severity():
+    """K = 3: two drains, then a late departure closes the gap; the later instance is retracted as merged into
+    the first, at the severity it was published with."""
+    rules = with_hysteresis(load_rules(), 1, 3)
+    events = _drain_lines([("h2", "hiring", "2024-01-20", 1), ("d2", "departure", "2024-01-30", 1),
+                           ("z", "hiring", "2024-02-05", 1), ("d3", "departure", "2024-01-22", 1)])
+    events = [parse_event(line) for line in events]
+    seq, engine, changes = Sequencer(30.0), Engine(rules), []
+    for event in events:
+        fact = fact_from_event(event, normalizer())
+        if seq.admit(fact.event_id, fact.time_us) is Verdict.ACCEPTED:
+            engine.add(fact)
+            engine.advance(fact.day)
+        changes += [a for a in engine.flush()[1] if a["rule"] == "talent_drain"]
+    (retracted,) = [a for a in changes if a["change"] == "retracted"]
+    assert (retracted["starts_at"], retracted["severity"]) == ("2024-01-30", "warning")
+    assert retracted["annotations"]["summary"].startswith("merged into the alert that started on 2024-01-10")
+    assert changes[-2]["change"] == "corrected" and changes[-2]["ends_at"] is None  # the first one reopened
