@@ -204,3 +204,13 @@ def test_backfill_writes_nothing_in_the_cwd(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list(cwd.iterdir()) == []
     assert fetch(elsewhere / "b.duckdb", "SELECT count(*) FROM events")[0][0] > 0
+
+
+def test_rate_0_replays_the_real_data_and_invents_nothing(tmp_path):
+    db = tmp_path / "real-only.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "aisignals", "up", "--rate", "0", "--for", "45", "--port", "0",
+                           "--db", str(db)], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    sources = dict(fetch(db, "SELECT source, count(*) FROM events GROUP BY source"))
+    assert sources.get("aiwatch", 0) > 10_000 and "synthetic" not in sources, sources
