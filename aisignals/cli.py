@@ -327,7 +327,7 @@ def generate(
     start: str = typer.Option("2024-01-01", "--start", help="first day (YYYY-MM-DD)"),
     days: int = typer.Option(365, "--days", min=1, help="days covered"),
 ) -> None:
-    """Write synthetic SPEC §2 events (deterministic for a seed)."""
+    """Write synthetic SPEC §2 events about fictional organisations (deterministic for a seed)."""
     from datetime import date
 
     from streams.synthetic import SCENARIOS, generate as make
