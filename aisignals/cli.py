@@ -161,7 +161,8 @@ def up(
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT of a Kafka cluster (default: embedded broker)"),
     no_demo: bool = typer.Option(False, "--no-demo", help="do not replay the bundled data nor feed live events"),
     seconds: Optional[float] = typer.Option(None, "--for", min=1, help="stop after this many seconds"),
-    rate: float = typer.Option(20.0, "--rate", min=1, help="live synthetic events per second after the replay"),
+    rate: float = typer.Option(20.0, "--rate", min=0,
+                               help="synthetic events a second (fictional organisations) after the replay; 0 = none"),
     partitions: Optional[int] = partitions_option(),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="HTTP port (0 = any free port)"),
     host: Optional[str] = typer.Option(None, "--host", help="HTTP bind address (needs a token unless loopback)"),
@@ -318,8 +319,11 @@ def serve(
 
     from streams.security import aiokafka_kwargs
 
-    api = create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), Database(settings.db),
-                     normalizer(settings.aliases_file), ready, aiokafka_kwargs(settings))
+    from sinks.dashboard import with_dashboard
+
+    database, companies = Database(settings.db), normalizer(settings.aliases_file)
+    api = with_dashboard(create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), database,
+                                    companies, ready, aiokafka_kwargs(settings)), database, companies, ready)
     console.print(f"ai-signals HTTP on http://{bind}:{settings.port}/ (broker {bootstrap}, DuckDB {settings.db})", soft_wrap=True)
     uvicorn.run(api, host=bind, port=settings.port, log_level="warning")
 
@@ -354,7 +358,7 @@ def generate(
     start: str = typer.Option("2024-01-01", "--start", help="first day (YYYY-MM-DD)"),
     days: int = typer.Option(365, "--days", min=1, help="days covered"),
 ) -> None:
-    """Write synthetic SPEC §2 events (deterministic for a seed)."""
+    """Write synthetic SPEC §2 events about fictional organisations (deterministic for a seed)."""
     from datetime import date
 
     from streams.synthetic import SCENARIOS, generate as make

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import time
-from pathlib import Path
+from importlib import resources
 from typing import Any, Callable
 
 import orjson
@@ -32,7 +32,7 @@ from streams.settings import Settings
 from streams.topics import CONTROL, ORIGIN, SENT, Topics
 
 INGEST_TIMEOUT = 10.0  # seconds for the broker to acknowledge a POST /v1/events
-DASHBOARD = Path(__file__).resolve().parent / "static" / "dashboard.html"
+DASHBOARD = resources.files("sinks").joinpath("static", "dashboard.html")  # package data
 
 
 class RateLimiter:

@@ -92,6 +92,12 @@ class PipelineCollector(Collector):
         funding = GaugeMetricFamily("aisignals_funding_usd_30d",
                                     f"Funding in the 30 days to the latest day, top {TOP_N} companies",
                                     labels=["company"])
+        layoffs = GaugeMetricFamily("aisignals_layoffs_30d",
+                                    f"People laid off in the 30 days to the latest day, top {TOP_N} companies",
+                                    labels=["company"])
+        attrition = GaugeMetricFamily("aisignals_attrition_90d",
+                                      f"People who left (any reason but a layoff) in the 90 days to the latest day,"
+                                      f" top {TOP_N} companies", labels=["company"])
         latest = []
         for engine in list(worker.engines.values()):
             day = engine.stream_day
@@ -103,8 +109,14 @@ class PipelineCollector(Collector):
             drain.add_metric([company], t90.talent_drain_ratio)
         for company, _, t30 in sorted(latest, key=lambda x: (-x[2].funding_micro, x[0]))[:TOP_N]:
             funding.add_metric([company], t30.funding_usd)
+        for company, _, t30 in sorted(latest, key=lambda x: (-x[2].layoffs, x[0]))[:TOP_N]:
+            layoffs.add_metric([company], t30.layoffs)
+        for company, t90, _ in sorted(latest, key=lambda x: (-x[1].attrition, x[0]))[:TOP_N]:
+            attrition.add_metric([company], t90.attrition)
         yield drain
         yield funding
+        yield layoffs
+        yield attrition
         assigned = GaugeMetricFamily("aisignals_assigned_partitions", "Partitions assigned to this worker, by topic",
                                      labels=["topic"])
         try:

@@ -138,6 +138,9 @@ def test_grafana_dashboard_uses_only_exported_metrics(running):
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "aisignals.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert exprs
+    # SPEC 1.1: workforce reductions are shown apart from the talent drain
+    assert any("aisignals_layoffs_30d" in e for e in exprs) and any("aisignals_attrition_90d" in e for e in exprs)
+    assert any('rule="workforce_reduction"' in e for e in exprs)
     for expr in exprs:
         for name in re.findall(r"\baisignals_[a-z0-9_]+", expr):
             assert name in exported, f"{name} (in {expr!r}) is not exported"
@@ -170,7 +173,7 @@ def test_dashboard_in_headless_chromium(running):
         finally:
             browser.close()
     assert len(rows) == CONFORMANCE_INSTANCES and any("talent_poaching" in r and "alpha-ai" in r for r in rows)
-    assert polylines == 3  # departures, hires and drain ratio of the top company
+    assert polylines == 4  # hires, attrition, layoffs and drain ratio of the top company
     assert "ready yes" in health.replace("\n", " ")
     assert shot.exists() and shot.stat().st_size > 10_000
 
