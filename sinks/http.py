@@ -33,8 +33,9 @@ from streams.settings import Settings
 from streams.topics import ORIGIN, SENT, Topics
 
 INGEST_TIMEOUT = 10.0  # seconds for the broker to acknowledge a POST /v1/events
-from importlib import resources
-from typing import Any, Awaitable, Callable
+STREAM_READY_TIMEOUT = 10.0  # seconds a new alert stream waits for the broadcast to catch up
+READ_YOUR_ALERT_TIMEOUT = 5.0  # seconds GET /v1/alerts waits for the sink to write what the stream delivered
+DASHBOARD = resources.files("sinks").joinpath("static", "dashboard.html")  # package data
 
 
 class RateLimiter:
