@@ -100,6 +100,7 @@ class Database:
                     self.close()  # a fresh connection for the next read
                     raise
                 return
+            self.close()  # the kept reader's database has its settings locked: a connection beside it could not set any
             con = self._connect(read_only=True)
             try:
                 yield self._sandbox(con) if sandboxed else con
