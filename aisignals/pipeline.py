@@ -420,20 +420,30 @@ class Pipeline:
         return future.result()
 
 
-async def backfill(settings: Settings, items: ReplayPlan, progress: Callable[[int], None] | None = None,
-                   rules: RuleSet | None = None) -> Summary:
-    """Replay items through the streaming pipeline and wait until everything is written."""
+async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPlan],
+                   progress: Callable[[int], None] | None = None, rules: RuleSet | None = None) -> Summary:
+    """Replay items through the streaming pipeline and wait until everything is written. ``items`` may be
+    a function that reads them: it then runs (in a thread) while the broker and the pipeline start."""
     pipeline = Pipeline(settings, rules, sink_process=True)
     started = time.monotonic()
-    await asyncio.to_thread(pipeline.start_broker)
+    loading = asyncio.ensure_future(asyncio.to_thread(items)) if callable(items) else None
     try:
-        await pipeline.start()
+        await asyncio.to_thread(pipeline.start_broker)
         try:
-            result = await pipeline.replay(items, progress)
+            await pipeline.start()
+            try:
+                if loading is not None:
+                    items = await loading
+                result = await pipeline.replay(items, progress)
+            finally:
+                await pipeline.stop()
         finally:
-            await pipeline.stop()
+            pipeline.stop_broker()
     finally:
-        pipeline.stop_broker()
+        if loading is not None and not loading.done():
+            await asyncio.wait({loading})  # a failed start-up: let the reading end before the process does
+    if loading is not None:
+        items = loading.result()
     summary = Summary(**{k: int(result.get(k) or 0) for k in ("accepted", "duplicates", "late", "dead_letters")})
     summary.lines = len(items)
     summary.seconds = time.monotonic() - started
