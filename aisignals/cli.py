@@ -54,6 +54,7 @@ class InputFormat(str, Enum):
     jsonl = "jsonl"
     epoch = "epoch"
     aiwatch = "aiwatch"
+    layoffs = "layoffs"
     csv = "csv"
 
 
@@ -83,14 +84,14 @@ def read_items(files: list[Path], fmt: InputFormat, mapping=None):
     return replay_order(lines), acc
 
 
-def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file):
+def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file, sets=()):
     """Readable files → replay items in order; adapters print their row accounting."""
     paths = check_readable(files)
     mapping = None
     if fmt is InputFormat.csv:
         from streams.adapters import CsvMapping
 
-        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file)
+        mapping = CsvMapping.parse(maps, kind, date_format, mapping_file, list(sets))
     items, accounting = read_items(paths, fmt, mapping)
     if accounting is not None:
         print_accounting(accounting)
@@ -120,7 +121,8 @@ def backfill(
     maps: List[str] = typer.Option([], "--map", help="csv: FIELD=COLUMN (repeatable), e.g. --map company=org"),
     kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
     date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
-    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML file with [columns], kind, date_format"),
+    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML file with [columns], [set], kind, date_format"),
+    sets: List[str] = typer.Option([], "--set", help="csv: FIELD=VALUE on every row (repeatable), e.g. --set reason=layoff"),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers to notify"),
 ) -> None:
     """Replay files through the streaming pipeline, wait until everything is written, print a summary."""
@@ -140,7 +142,7 @@ def backfill(
         task = progress.add_task("replaying", total=None)
 
         def load():  # read and ordered while the broker and the stream processors start
-            items = load_input(files, fmt, maps, kind, date_format, mapping_file)
+            items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
             progress.update(task, total=len(items))
             return items
 
@@ -195,6 +197,7 @@ def produce(
     kind: Optional[str] = typer.Option(None, "--kind", help="csv: the kind of every row"),
     date_format: Optional[str] = typer.Option(None, "--date-format", help="csv: strptime format of occurred_at"),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="csv: TOML mapping file"),
+    sets: List[str] = typer.Option([], "--set", help="csv: FIELD=VALUE on every row (repeatable)"),
 ) -> None:
     """Send events to the ingest topic with kafka-python (key = company_id, timestamp = occurred_at)."""
     from aisignals.pipeline import quiet_logs
@@ -206,7 +209,7 @@ def produce(
     quiet_logs()
     check_reachable(bootstrap)
     settings = settings_from(bootstrap=bootstrap, partitions=partitions)
-    items = load_input(files, fmt, maps, kind, date_format, mapping_file)
+    items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
     from streams.security import kafka_python_kwargs
 
     topics = Topics(settings.topic_prefix, settings.partitions)
@@ -354,7 +357,7 @@ app.add_typer(alerts_app, name="alerts")
 def alerts_list(
     db: Path = db_option("DuckDB file"),
     status: Optional[str] = typer.Option(None, "--status", help="firing or resolved"),
-    rule: Optional[str] = typer.Option(None, "--rule", help="talent_drain, talent_poaching, funding_surge, …"),
+    rule: Optional[str] = typer.Option(None, "--rule", help="talent_drain, talent_poaching, workforce_reduction, funding_surge, release_burst, hiring_spree"),
     company: Optional[str] = typer.Option(None, "--company", help="company name or id"),
     limit: int = typer.Option(50, "--limit", min=1),
 ) -> None:
@@ -369,13 +372,14 @@ def alerts_list(
     if company:
         where.append("(company_id = ? OR counterparty_id = ?)"); params += [normalizer().company_id(company)] * 2
     sql = ("SELECT fingerprint, rule, company_id, coalesce(counterparty_id, '') AS counterparty, severity, status,"
-           " starts_at, ends_at, evidence->>'count' AS evidence FROM alerts"
+           " starts_at, ends_at, evidence->>'count' AS evidence, annotations->>'summary' AS why FROM alerts"
            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY starts_at DESC, rule LIMIT {limit}")
     names, rows = run_query(db, sql, params=params)
     table = Table(*names, title=f"alerts in {db}")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    # piped into a file or another program, a listing is not squeezed into 80 columns
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 @alerts_app.command("explain")
@@ -395,10 +399,10 @@ def alerts_explain(
                       f" {starts} → {ends or 'still firing'}")
         console.print(f"  {summary}")
         _, events = run_query(
-            db, "SELECT event_id, kind, company, occurred_at::DATE AS day, headcount, seniority,"
+            db, "SELECT event_id, kind, company, occurred_at::DATE AS day, headcount, seniority, reason,"
                 " payload->>'to_company' AS to_company, amount_usd, model_name FROM events"
                 " WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY occurred_at", params=[ev["event_ids"]])
-        table = Table("event_id", "kind", "company", "day", "headcount", "seniority", "to", "amount_usd", "model",
+        table = Table("event_id", "kind", "company", "day", "headcount", "seniority", "reason", "to", "amount_usd", "model",
                       title=f"evidence: {len(ev['event_ids'])} of {ev['count']} events in the window on {starts}")
         for row in events:
             table.add_row(*("" if v is None else str(v) for v in row))

@@ -46,10 +46,10 @@ def view(pipeline: Pipeline, started: float) -> Group:
     with pipeline.sink.db.reader() as cur:
         events, dead = cur.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters)").fetchone()
         drain = cur.execute(
-            "SELECT company_id, departures, hires, round(talent_drain_ratio, 2) FROM indicators i "
+            "SELECT company_id, attrition, hires, round(talent_drain_ratio, 2) FROM indicators i "
             "WHERE window_days = 90 AND window_end = (SELECT max(window_end) FROM indicators j "
-            "WHERE j.company_id = i.company_id AND j.window_days = 90) AND departures >= 3 "
-            "ORDER BY talent_drain_ratio DESC, departures DESC LIMIT 8").fetchall()
+            "WHERE j.company_id = i.company_id AND j.window_days = 90) AND attrition >= 3 "
+            "ORDER BY talent_drain_ratio DESC, attrition DESC LIMIT 8").fetchall()
         alerts = cur.execute("SELECT rule, company_id, coalesce(counterparty_id, ''), severity, status, starts_at "
                              "FROM alerts ORDER BY updated_at DESC, starts_at DESC LIMIT 8").fetchall()
     elapsed = max(time.monotonic() - started, 1e-9)
@@ -57,7 +57,7 @@ def view(pipeline: Pipeline, started: float) -> Group:
     head.add_row("events stored", f"{events:,}")
     head.add_row("events/s (since start)", f"{events / elapsed:,.0f}")
     head.add_row("dead letters", f"{dead:,}")
-    top = Table("company", "departures (90d)", "hires (90d)", "drain ratio", title="top talent drain (latest 90-day row)")
+    top = Table("company", "left, not laid off (90d)", "hires (90d)", "drain ratio", title="top talent drain (latest 90-day row)")
     for row in drain:
         top.add_row(*(str(v) for v in row))
     latest = Table("rule", "company", "counterparty", "severity", "status", "starts", title="latest alerts")

@@ -1,9 +1,11 @@
 """Alert instances of one rule for one company (or company/counterparty pair), day by day.
 
-An alert fires on the first day its condition holds and resolves on the first later day it does
-not. Between days where a bucket enters or leaves the window nothing changes, so only those
-change days are evaluated. Re-evaluation from any day ``m`` (an out-of-order event) rewinds the
-instances to their state on ``m − 1`` and replays forward, which is what makes corrections exact.
+SPEC §4 hysteresis: an instance fires on day s when the condition has held on each of the F days
+s−F+1 … s and none is firing; it resolves on the first day e on which the condition has failed on
+each of the K+1 days e−K … e. Between days where a bucket enters or leaves the window nothing
+changes, so only those change days are read. Re-evaluation from any day ``m`` (an out-of-order
+event) rewinds the instances to their state at the end of day ``m − 1`` and replays forward, which
+is what makes corrections exact: a late event can end a K-day tail, split an instance or merge two.
 """
 
 from __future__ import annotations
@@ -41,28 +43,55 @@ class AlertSeries:
     company_id: str
     counterparty_id: str | None
     window_days: int
+    for_days: int = 1  # F: the condition holds F days in a row before an instance fires
+    keep_days: int = 0  # K: a firing instance resolves on the (K+1)-th failing day in a row
     instances: list[Instance] = field(default_factory=list)
     published: dict[int, tuple[Severity, int | None]] = field(default_factory=dict)  # start -> (severity, end)
     fingerprint: str = ""
     # after an interrupted backfill is rolled back, what was published may be ahead of the replay that
     # finishes it: until stream time reaches this day (or the backfill ends), it is not contradicted
     provisional_until: int | None = None
+    retracted: dict[int, Severity] = field(default_factory=dict)  # start -> severity it was published with, until rendered
+    # the condition's current run, as of day ``evaluated``: whether it holds, and since which day
+    evaluated: int | None = None
+    holds: bool = False
+    since: int = 0
 
     def __post_init__(self) -> None:
         self.fingerprint = fingerprint(self.rule, self.company_id, self.counterparty_id)
 
-    def _rewind(self, m: int) -> Instance | None:
-        """Drop what happened on or after day m; return the instance firing on day m − 1, if any."""
+    def _rewind(self, m: int, first_day: int, severity_on: Callable[[int], Severity | None]) -> Instance | None:
+        """Bring the state back to the end of day m − 1; return the instance firing then, if any.
+
+        Days before m are unchanged (an event on day m changes windows from m on), so what was decided
+        on them stands: instances that started before m stay, one that ended on or after m is reopened.
+        The condition's run at m − 1 is read back from the days before m, as far as F and K can see."""
+        if self.evaluated is not None and m == self.evaluated + 1:
+            last = self.instances[-1] if self.instances else None
+            return last if last is not None and last.end is None else None
         while self.instances and self.instances[-1].start >= m:
             self.instances.pop()
+        current = None
         if self.instances:
             last = self.instances[-1]
             if last.end is None or last.end >= m:
                 last.end = None
                 last.raises = [r for r in last.raises if r[0] < m]
                 last.severity = max((r[1] for r in last.raises), key=SEVERITY_RANK.__getitem__)
-                return last
-        return None
+                current = last
+        self.holds, self.since = False, m
+        if m - 1 >= first_day:
+            holds = severity_on(m - 1) is not None
+            # only a failing run under a firing instance (≤ K days) or a holding run with none (< F days) matters
+            if current is not None:
+                reach = 0 if holds else self.keep_days
+            else:
+                reach = self.for_days - 1 if holds else 0
+            since = m - 1
+            while since > first_day and since > m - 1 - reach and (severity_on(since - 1) is not None) == holds:
+                since -= 1
+            self.holds, self.since = holds, since
+        return current
 
     def evaluate(
         self,
@@ -73,11 +102,16 @@ class AlertSeries:
     ) -> None:
         """Re-evaluate days m … through. ``days`` are the sorted days with data for this series.
 
+        The condition is constant between the days on which a bucket enters or leaves the window, so
+        it is read once per such segment; within a segment an instance fires on the day its holding
+        run reaches F days, and resolves on the day its failing run reaches K + 1 days.
+
         Evidence is not kept here: an instance's evidence is the window ending on its start day, which
         only an event on or before that day can change, and such an event rewinds the instance anyway.
         So it is read from the timeline when a change is rendered."""
-        current = self._rewind(m)
-        w = self.window_days
+        current = self._rewind(m, days[0], severity_on)
+        holds, since = self.holds, self.since
+        w, fire_after, resolve_after = self.window_days, self.for_days - 1, self.keep_days
         candidates = {m}
         lo = bisect_left(days, m - w)
         for e in days[lo:]:
@@ -87,23 +121,43 @@ class AlertSeries:
                 candidates.add(e)
             if m <= e + w <= through:
                 candidates.add(e + w)
-        for day in sorted(candidates):
-            if day > through:
-                break
-            level = severity_on(day)
+        segments = sorted(d for d in candidates if d <= through)
+        for i, a in enumerate(segments):
+            b = segments[i + 1] if i + 1 < len(segments) else through + 1  # the segment is days a … b − 1
+            level = severity_on(a)
+            if (level is not None) != holds:
+                holds, since = level is not None, a
             if current is not None:
-                if level is None:
-                    current.end = day
-                    current = None
-                elif SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
-                    current.severity = level
-                    current.raises.append((day, level))
-            elif level is not None:
-                current = Instance(day, None, level, [(day, level)])
-                self.instances.append(current)
+                if holds:
+                    if SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
+                        current.severity = level
+                        current.raises.append((a, level))
+                else:
+                    end = max(since + resolve_after, a)
+                    if end < b:
+                        current.end = end
+                        current = None
+            elif holds:
+                start = max(since + fire_after, a)
+                if start < b:
+                    current = Instance(start, None, level, [(start, level)])
+                    self.instances.append(current)
+        self.evaluated, self.holds, self.since = through, holds, since
+
+    def pending(self) -> int | None:
+        """The day a run under way will fire or resolve an instance, if it goes on."""
+        if self.evaluated is None:
+            return None
+        firing = bool(self.instances) and self.instances[-1].end is None
+        if firing and not self.holds:
+            return self.since + self.keep_days
+        if not firing and self.holds:
+            return self.since + self.for_days - 1
+        return None
 
     def next_change(self, after: int, days: list[int]) -> int | None:
-        """The first day after ``after`` on which this series' window changes."""
+        """The first day after ``after`` on which this series' window changes, or a run under way ends in a
+        fire or resolve."""
         i = bisect_left(days, after - self.window_days + 1)
         best = None
         for e in days[i:]:
@@ -112,6 +166,9 @@ class AlertSeries:
                 break
             if e + self.window_days > after:
                 best = e + self.window_days if best is None else min(best, e + self.window_days)
+        due = self.pending()
+        if due is not None and due > after and (best is None or due < best):
+            best = due
         return best
 
     def changes(self, through: int | None = None) -> list[tuple[str, Instance | None, int | None]]:
@@ -165,7 +222,7 @@ class AlertSeries:
                         out.append(("resolved", inst, None))
             self.published[inst.start] = (inst.severity, inst.end)
         for start in gone:
-            del self.published[start]
+            self.retracted[start] = self.published.pop(start)[0]
             out.append(("retracted", None, start))
         return out
 

@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processors.engine import Engine
-from processors.facts import MICROS, Fact, fact_from_event
+from processors.facts import FACT_WIDTH, MICROS, Fact, fact_from_event, fact_tuple
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
@@ -162,15 +162,14 @@ class Worker:
         n = self.topics.partitions
         for fact in facts:
             self.engine(partition_of(fact.company_id, n)).add(fact)
-        windows = {name: w for name, w, _, _ in self.rules.company_rules()}
-        windows["talent_poaching"] = self.rules.talent_poaching.window_days
+        known = {name for name, _ in self.rules.company_rules()} | {"talent_poaching"}
         published = list(published)
 
         def remember() -> None:
             for rule, company_id, counterparty_id, start, severity, end in published:
-                if rule in windows:
+                if rule in known:
                     self.engine(partition_of(company_id, n)).restore_published(
-                        rule, company_id, counterparty_id, windows[rule], start, severity, end, held_until)
+                        rule, company_id, counterparty_id, start, severity, end, held_until)
 
         if not rebuild:
             remember()
@@ -277,8 +276,7 @@ class Worker:
                 continue
             stats.accepted[parsed.kind] += 1
             out.add(topics.events, partition, key, wire, ts, tag)
-            facts[partition].append((fact.event_id, fact.kind, company_id, fact.counterparty_id, fact.day,
-                                     fact.time_us, fact.headcount, fact.key, fact.amount_micro, sent_ms))
+            facts[partition].append((*fact_tuple(fact), sent_ms))
 
     def _facts_and_clock(self, out: Outputs, facts: dict[int, list], before: int | None) -> None:
         """Facts of this batch per partition, then a clock record to every partition if stream time moved."""
@@ -334,9 +332,9 @@ class Worker:
                     control = dict(message.headers).get(CONTROL) if message.headers else None
                     if control is None:
                         for item in orjson.loads(message.value):
-                            engine.add(Fact(*item[:9]))
-                            if item[9]:
-                                sent[item[2]] = item[9] / 1000
+                            engine.add(Fact(*item[:FACT_WIDTH]))
+                            if item[FACT_WIDTH]:
+                                sent[item[2]] = item[FACT_WIDTH] / 1000
                     elif control == CLOCK:
                         clock = orjson.loads(message.value)
                         engine.advance(clock["stream_day"] if "stream_day" in clock else _day_of_us(clock["stream_time_us"]))

@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import heapq
 from datetime import date
-from typing import Callable
 
 from processors.alerts import AlertSeries, Instance, iso_day, iso_time
 from processors.facts import Fact
 from processors.indicators import affected_rows, indicator_row
 from processors.rules import RuleSet
 from processors.timeline import CompanyTimeline
-
-SUMMARIES = {
-    "talent_drain": "{company} lost {departures} people against {hires} hires in {window} days (drain ratio {ratio:.2f}, {key} key departures)",
-    "talent_poaching": "{company} lost {pair} people to {counterparty} in {window} days",
-    "funding_surge": "{company} raised ${funding:,.0f} in {window} days",
-    "release_burst": "{company} released {releases} models in {window} days",
-    "hiring_spree": "{company} hired {hires} people against {departures} departures in {window} days",
-}
-
 
 class Engine:
     """Indicators and alerts for a set of companies, exact under out-of-order arrival."""
@@ -32,7 +22,6 @@ class Engine:
         self.rules = rules
         self.windows = tuple(sorted(windows))
         self.company_rules = rules.company_rules()
-        self._kinds = {name: kinds for name, _, kinds, _ in self.company_rules}
         self.timelines: dict[str, CompanyTimeline] = {}
         self.series: dict[str, dict[tuple[str, str | None], AlertSeries]] = {}
         self.stream_day: int | None = None
@@ -120,17 +109,12 @@ class Engine:
         mine = self.series.setdefault(company, {})
         messages: list[dict] = []
         next_days: list[int] = []
-        for name, window, _, severity_fn in self.company_rules:
-            key = (name, None)
-            series = mine.get(key)
+        for name, rule in self.company_rules:
+            series = mine.get((name, None))
             if series is None:
-                series = mine[key] = AlertSeries(name, company, None, window)
-            series.evaluate(
-                start,
-                through,
-                days,
-                lambda d, w=window, fn=severity_fn: fn(timeline.totals(w, d)),
-            )
+                series = mine[(name, None)] = self._new_series(name, company, None)
+            window = rule.window_days
+            series.evaluate(start, through, days, lambda d, w=window, level=rule.level: level(timeline.totals(w, d)))
             messages.extend(self._messages(series, timeline, through))
             nxt = series.next_change(through, days)
             if nxt is not None:
@@ -142,15 +126,15 @@ class Engine:
                 key = ("talent_poaching", counterparty)
                 series = mine.get(key)
                 if series is None:
-                    series = mine[key] = AlertSeries("talent_poaching", company, counterparty, window)
+                    series = mine[key] = self._new_series("talent_poaching", company, counterparty)
                 pair_start = max(start, pair.days[0])
-                # a pair changes only on its own days and when they leave the window
-                if pair_start <= through and pair.days[-1] + window >= pair_start:
+                # a pair changes only on its own days, when they leave the window, and K days after that
+                if pair_start <= through and pair.days[-1] + window + poaching.keep_firing_for_days >= pair_start:
                     series.evaluate(
                         pair_start,
                         through,
                         pair.days,
-                        lambda d, cp=counterparty: poaching.pair_severity(timeline.pair_departures(cp, window, d)),
+                        lambda d, cp=counterparty: poaching.pair_level(timeline.pair_departures(cp, window, d)),
                     )
                     messages.extend(self._messages(series, timeline, through))
                 nxt = series.next_change(through, pair.days)
@@ -159,6 +143,10 @@ class Engine:
         if next_days:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
+
+    def _new_series(self, rule_name: str, company: str, counterparty: str | None) -> AlertSeries:
+        rule = getattr(self.rules, rule_name)
+        return AlertSeries(rule_name, company, counterparty, rule.window_days, rule.for_days, rule.keep_firing_for_days)
 
     def _release_held(self, company: str, through: int, ended: bool = False) -> list[dict]:
         """Series held after a rollback (see ``restore_published``) whose hold has ended (or whose
@@ -184,20 +172,12 @@ class Engine:
 
     def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
         return [
-            alert_message(series, change, inst, previous, timeline, self.stream_day, self._evidence(series, timeline))
+            alert_message(series, getattr(self.rules, series.rule), change, inst, previous, timeline, self.stream_day)
             for change, inst, previous in series.changes(through)
         ]
 
-    def _evidence(self, series: AlertSeries, timeline: CompanyTimeline | None) -> Callable[[int], tuple[list[str], int]]:
-        """The events behind an instance: the rule's kinds (and counterparty) in the window ending on a day."""
-        w = series.window_days
-        if series.counterparty_id is not None:
-            return lambda d: timeline.event_ids(w, d, self.rules.poaching_evidence, series.counterparty_id)
-        kinds = self._kinds[series.rule]
-        return lambda d: timeline.event_ids(w, d, kinds)
-
     # ---- durable state -----------------------------------------------------------------
-    def restore_published(self, rule: str, company_id: str, counterparty_id: str | None, window_days: int,
+    def restore_published(self, rule: str, company_id: str, counterparty_id: str | None,
                           start: int, severity: str, end: int | None, provisional_until: int | None = None) -> None:
         """Remember an alert instance that was already published (from the sink's ``alerts`` table).
 
@@ -208,7 +188,7 @@ class Engine:
         key = (rule, counterparty_id)
         series = mine.get(key)
         if series is None:
-            series = mine[key] = AlertSeries(rule, company_id, counterparty_id, window_days)
+            series = mine[key] = self._new_series(rule, company_id, counterparty_id)
         series.published[start] = (severity, end)
         if provisional_until is not None:
             series.provisional_until = max(series.provisional_until or provisional_until, provisional_until)
@@ -217,31 +197,33 @@ class Engine:
 
 
 def alert_message(
-    series: AlertSeries, change: str, inst: Instance | None, previous: int | None,
-    timeline: CompanyTimeline, stream_day: int | None, evidence_on: Callable[[int], tuple[list[str], int]],
+    series: AlertSeries, rule, change: str, inst: Instance | None, previous: int | None,
+    timeline: CompanyTimeline | None, stream_day: int | None,
 ) -> dict:
     """An alert state change in Prometheus Alertmanager's shape, plus ai-signals' own fields."""
     labels = {"alertname": series.rule, "company": series.company_id}
     start = inst.start if inst is not None else previous
+    name = (timeline.name if timeline is not None else "") or series.company_id
     if inst is not None:
         # each change is rendered as the state it announces: a "firing" sent together with its own
         # resolve (one batch) still says firing, at the severity it fired with
         labels["severity"] = inst.raises[0][1] if change == "firing" else inst.severity
         status = "firing" if inst.end is None or change in ("firing", "severity_raised") else "resolved"
         ends = inst.end if status == "resolved" else None
-        t = timeline.totals(series.window_days, inst.start)
-        summary = SUMMARIES[series.rule].format(
-            company=series.company_id, counterparty=series.counterparty_id, window=series.window_days,
-            departures=t.departures, hires=t.hires, ratio=t.talent_drain_ratio, key=t.key_departures,
-            funding=t.funding_usd, releases=t.model_releases,
-            pair=timeline.pair_departures(series.counterparty_id, series.window_days, inst.start)
-            if series.counterparty_id else 0,
-        )
-        ids, count = evidence_on(inst.start)
+        w = series.window_days
+        if series.counterparty_id:
+            counterparty = timeline.counterparty_names.get(series.counterparty_id, series.counterparty_id)
+            summary = rule.summary(name, counterparty, timeline.pair_departures(series.counterparty_id, w, inst.start))
+        else:
+            summary = rule.summary(name, timeline.totals(w, inst.start))
+        ids, count = timeline.event_ids(w, inst.start, rule.evidence, series.counterparty_id)
         evidence = {"event_ids": ids, "count": count}
     else:
-        status, ends, summary, evidence = "resolved", previous, "retracted: an out-of-order event showed it never held", None
-        labels["severity"] = series.published.get(previous, ("info", None))[0] if previous in series.published else "info"
+        status, ends, evidence = "resolved", previous, None
+        merged = next((i for i in series.instances if i.start < previous and (i.end is None or previous < i.end)), None)
+        summary = (f"merged into the alert that started on {iso_day(merged.start)}: an out-of-order event closed the gap"
+                   if merged is not None else "retracted: an out-of-order event showed it never held")
+        labels["severity"] = series.retracted.pop(previous, "info")
     if series.counterparty_id:
         labels["counterparty"] = series.counterparty_id
     return {
@@ -249,7 +231,7 @@ def alert_message(
         "status": status,
         "change": change,
         "labels": labels,
-        "annotations": {"summary": summary, "rule": series.rule},
+        "annotations": {"summary": summary, "rule": series.rule, "company": name},
         "startsAt": iso_time(start),
         "endsAt": iso_time(ends),
         "rule": series.rule,

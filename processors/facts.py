@@ -29,8 +29,20 @@ class Fact:
     day: int  # proleptic Gregorian ordinal of the UTC date
     time_us: int  # microseconds since the Unix epoch
     headcount: int
-    key: bool  # a key (senior) departure
+    key: bool  # a key (senior) departure that was not a layoff
     amount_micro: int
+    layoff: bool  # a departure with reason ``layoff``: the employer cut the job
+    name: str = ""  # the company as the source spells it (for alert summaries)
+    counterparty_name: str | None = None  # to_company / from_company as spelled
+
+
+FACT_WIDTH = len(Fact.__slots__)
+
+
+def fact_tuple(fact: Fact) -> tuple:
+    """The fact as a plain tuple (its field order), for the internal facts topic; ``Fact(*t)`` undoes it."""
+    return (fact.event_id, fact.kind, fact.company_id, fact.counterparty_id, fact.day, fact.time_us, fact.headcount,
+            fact.key, fact.amount_micro, fact.layoff, fact.name, fact.counterparty_name)
 
 
 _EPOCH_ORDINAL = _EPOCH.date().toordinal()
@@ -55,10 +67,14 @@ def fact_from_fields(
     occurred_at: datetime,
     headcount: int | None,
     seniority: str | None,
+    reason: str | None,
     amount_usd: float | None,
+    name: str = "",
+    counterparty_name: str | None = None,
 ) -> Fact:
     moment = occurred_at if occurred_at.tzinfo is timezone.utc else occurred_at.astimezone(timezone.utc)
     at = time_us(moment)
+    layoff = kind == "departure" and reason == "layoff"
     return Fact(  # positional: a dataclass's keyword call costs more, and this runs for every event
         event_id,
         KIND_CODES[kind],
@@ -67,8 +83,11 @@ def fact_from_fields(
         day_of_us(at),
         at,
         headcount or 1,
-        kind == "departure" and seniority in KEY_SENIORITIES,
+        kind == "departure" and not layoff and seniority in KEY_SENIORITIES,
         round((amount_usd or 0.0) * MICROS),
+        layoff,
+        name,
+        counterparty_name or None,
     )
 
 
@@ -84,5 +103,8 @@ def fact_from_event(event, companies: CompanyNormalizer) -> Fact:
         occurred_at=fields["occurred_at"],
         headcount=fields.get("headcount"),
         seniority=fields.get("seniority"),
+        reason=fields.get("reason"),
         amount_usd=fields.get("amount_usd"),
+        name=fields["company"],
+        counterparty_name=other,
     )

@@ -16,6 +16,8 @@ def indicator_row(timeline: CompanyTimeline, window_days: int, day: int) -> dict
         "window_end": date.fromordinal(day).isoformat(),
         "hires": t.hires,
         "departures": t.departures,
+        "layoffs": t.layoffs,
+        "attrition": t.attrition,
         "key_departures": t.key_departures,
         "net_talent_flow": t.net_talent_flow,
         "talent_drain_ratio": t.talent_drain_ratio,

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from processors.facts import DEPARTURE, FUNDING, HIRING, MICROS, MODEL_RELEASE, Fact
 
-# bucket slots
-H, D, K, F, R, M = range(6)
-ZERO = (0, 0, 0, 0, 0, 0)
+# bucket slots: hires, departures, key departures, funding (micro-USD), rounds, releases, layoffs
+H, D, K, F, R, M, L = range(7)
+ZERO = (0, 0, 0, 0, 0, 0, 0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -17,11 +17,17 @@ class WindowTotals:
     """SPEC §3 indicators of one company over one window."""
 
     hires: int
-    departures: int
-    key_departures: int
+    departures: int  # every reason
+    key_departures: int  # senior departures, layoffs left out
     funding_micro: int
     funding_rounds: int
     model_releases: int
+    layoffs: int  # departures with reason layoff
+
+    @property
+    def attrition(self) -> int:
+        """People who left for any reason but a layoff (unknown included)."""
+        return self.departures - self.layoffs
 
     @property
     def net_talent_flow(self) -> int:
@@ -29,7 +35,7 @@ class WindowTotals:
 
     @property
     def talent_drain_ratio(self) -> float:
-        return self.departures / max(self.hires, 1)
+        return self.attrition / max(self.hires, 1)
 
     @property
     def funding_usd(self) -> float:
@@ -88,8 +94,8 @@ class SortedSeries:
         if lo >= hi:
             return None
         a, b = self.prefix[hi], self.prefix[lo]
-        if len(a) == 6:
-            return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], a[5] - b[5])
+        if len(a) == 7:
+            return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], a[5] - b[5], a[6] - b[6])
         return tuple(x - y for x, y in zip(a, b))
 
     def days_between(self, first_day: int, last_day: int) -> list[int]:
@@ -101,10 +107,12 @@ class CompanyTimeline:
     """Everything known about one company's accepted events, by day."""
 
     company_id: str
+    name: str = ""  # the display name: the first spelling seen
     series: SortedSeries = field(default_factory=SortedSeries)
-    # departures by counterparty: counterparty_id -> series of (headcount,)
+    # departures other than layoffs by counterparty: counterparty_id -> series of (headcount,)
     poaching: dict[str, SortedSeries] = field(default_factory=dict)
-    # day -> [(event_id, kind, counterparty_id)], for alert evidence
+    counterparty_names: dict[str, str] = field(default_factory=dict)  # counterparty_id -> first spelling seen
+    # day -> [(event_id, evidence class, counterparty_id)], for alert evidence
     ids: dict[int, list[tuple[str, int, str | None]]] = field(default_factory=dict)
     # (window, day) -> totals, valid until the next add (rules and rows ask for the same windows)
     _memo: dict[tuple[int, int], "WindowTotals"] = field(default_factory=dict)
@@ -112,22 +120,29 @@ class CompanyTimeline:
     def add(self, fact: Fact) -> None:
         if self._memo:
             self._memo.clear()
+        if not self.name and fact.name:
+            self.name = fact.name
         n = fact.headcount
         if fact.kind == HIRING:
-            delta = (n, 0, 0, 0, 0, 0)
+            delta = (n, 0, 0, 0, 0, 0, 0)
         elif fact.kind == DEPARTURE:
-            delta = (0, n, n if fact.key else 0, 0, 0, 0)
-            if fact.counterparty_id and fact.counterparty_id != fact.company_id:
-                pair = self.poaching.get(fact.counterparty_id)
-                if pair is None:
-                    pair = self.poaching[fact.counterparty_id] = SortedSeries()
-                pair.add(fact.day, (n,))
+            if fact.layoff:
+                delta = (0, n, 0, 0, 0, 0, n)
+            else:
+                delta = (0, n, n if fact.key else 0, 0, 0, 0, 0)
+                if fact.counterparty_id and fact.counterparty_id != fact.company_id:
+                    pair = self.poaching.get(fact.counterparty_id)
+                    if pair is None:
+                        pair = self.poaching[fact.counterparty_id] = SortedSeries()
+                        self.counterparty_names[fact.counterparty_id] = fact.counterparty_name or fact.counterparty_id
+                    pair.add(fact.day, (n,))
         elif fact.kind == FUNDING:
-            delta = (0, 0, 0, fact.amount_micro, 1, 0)
+            delta = (0, 0, 0, fact.amount_micro, 1, 0, 0)
         else:  # MODEL_RELEASE
-            delta = (0, 0, 0, 0, 0, 1)
+            delta = (0, 0, 0, 0, 0, 1, 0)
         self.series.add(fact.day, delta)
-        self.ids.setdefault(fact.day, []).append((fact.event_id, fact.kind, fact.counterparty_id))
+        evidence_class = LAYOFF if fact.layoff else fact.kind
+        self.ids.setdefault(fact.day, []).append((fact.event_id, evidence_class, fact.counterparty_id))
 
     def totals(self, window_days: int, day: int) -> WindowTotals:
         """Indicators of the window of ``window_days`` ending on ``day`` (inclusive)."""
@@ -159,7 +174,11 @@ class CompanyTimeline:
         return chosen, count
 
 
-PEOPLE = frozenset({HIRING, DEPARTURE})
-DEPARTURES = frozenset({DEPARTURE})
+# evidence classes: the kind codes, with layoffs apart from other departures
+LAYOFF = 4
+PEOPLE = frozenset({HIRING, DEPARTURE, LAYOFF})
+ATTRITION_AND_HIRES = frozenset({HIRING, DEPARTURE})  # departures other than layoffs, and hires
+DEPARTURES = frozenset({DEPARTURE})  # departures other than layoffs
+LAYOFFS = frozenset({LAYOFF})
 FUNDINGS = frozenset({FUNDING})
 RELEASES = frozenset({MODEL_RELEASE})

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import duckdb
 
-from sinks.schema import all_ddl
+from sinks.schema import all_ddl, missing_columns_sql
 
 
 class SinkError(RuntimeError):
@@ -61,6 +61,8 @@ class Database:
         with self.writer() as con:
             for ddl in all_ddl():
                 con.execute(ddl)
+            for sql in missing_columns_sql(con):  # a file written by an earlier revision
+                con.execute(sql)
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -31,9 +31,11 @@ from processors.facts import fact_from_fields
 from processors.stats import Histogram
 from sinks.database import Database
 from streams.companies import CompanyNormalizer
+from streams.records import IndicatorRow
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
+INDICATOR_COLUMNS = tuple(IndicatorRow.model_fields)
 UTC_US = pa.timestamp("us", tz="UTC")
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -65,8 +67,8 @@ def load_worker_state(database: Database):
         max_us = con.execute(
             "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
         rows = con.execute(
-            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, amount_usd "
-            "FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
+            "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, reason, amount_usd, "
+            "company, coalesce(payload->>'to_company', payload->>'from_company') FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
         facts = [fact_from_fields(*r) for r in rows]
         published = [
             (rule, company, counterparty, start.toordinal(), severity, end.toordinal() if end else None)
@@ -400,18 +402,19 @@ class DuckDBSink:
     def _write_events(self, events: EventRecords, now_us: int) -> None:
         table = events_table(events, self.companies.company_id, now_us)
         self._insert(
-            "INSERT OR IGNORE INTO events BY NAME SELECT * REPLACE (payload::JSON AS payload) FROM incoming_events",
+            # reason: validated on departures only (an extra field of any type elsewhere), so read here
+            "INSERT OR IGNORE INTO events BY NAME SELECT * REPLACE (payload::JSON AS payload), CASE WHEN kind ="
+            " 'departure' THEN coalesce(payload->>'reason', 'unknown') END AS reason FROM incoming_events",
             "incoming_events", table)
         self.rows_written["events"] += table.num_rows
 
     def _write_indicators(self, rows: list[dict]) -> None:
-        names = ("company_id", "window_days", "window_end", "hires", "departures", "key_departures",
-                 "net_talent_flow", "talent_drain_ratio", "funding_usd", "funding_rounds", "model_releases")
+        names = INDICATOR_COLUMNS
         cols = {name: [r[name] for r in rows] for name in names}
         cols["window_end"] = pa.array([_date32(x) for x in cols["window_end"]], pa.date32())
         cols["talent_drain_ratio"] = pa.array(cols["talent_drain_ratio"], pa.float64())
         cols["funding_usd"] = pa.array(cols["funding_usd"], pa.float64())
-        self._insert(f"INSERT OR REPLACE INTO indicators SELECT {', '.join(names)} FROM incoming_indicators",
+        self._insert(f"INSERT OR REPLACE INTO indicators BY NAME SELECT {', '.join(names)} FROM incoming_indicators",
                      "incoming_indicators", pa.table(cols))
         self.rows_written["indicators"] += len(rows)
 

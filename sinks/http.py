@@ -279,8 +279,8 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
             counts = read("SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM dead_letters) AS dead,"
                           " (SELECT count(*) FROM alerts WHERE status = 'firing') AS firing,"
                           " (SELECT strftime(max(occurred_at), '%Y-%m-%d') FROM events WHERE NOT late) AS stream_time")[0]
-            drain = read(f"SELECT company_id, departures, hires, talent_drain_ratio FROM ({latest.format(w=90)})"
-                         f" WHERE departures > 0 ORDER BY talent_drain_ratio DESC, departures DESC LIMIT {top}")
+            drain = read(f"SELECT company_id, attrition, layoffs, departures, hires, talent_drain_ratio FROM ({latest.format(w=90)})"
+                         f" WHERE attrition > 0 ORDER BY talent_drain_ratio DESC, attrition DESC LIMIT {top}")
             funding = read(f"SELECT company_id, funding_usd, funding_rounds FROM ({latest.format(w=30)})"
                            f" WHERE funding_usd > 0 ORDER BY funding_usd DESC LIMIT {top}")
             return counts, drain, funding
@@ -295,7 +295,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
     async def history(company: str, window_days: int = Query(90, ge=1, le=3650)):
         """A company's indicator rows over time (for one window length)."""
         rows = await asyncio.to_thread(
-            read, "SELECT strftime(window_end, '%Y-%m-%d') AS window_end, hires, departures, key_departures,"
+            read, "SELECT strftime(window_end, '%Y-%m-%d') AS window_end, hires, departures, layoffs, attrition, key_departures,"
                   " net_talent_flow, talent_drain_ratio, funding_usd, funding_rounds, model_releases FROM indicators"
                   " WHERE company_id = ? AND window_days = ? ORDER BY window_end", [companies.company_id(company), window_days])
         return rows

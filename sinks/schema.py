@@ -50,6 +50,31 @@ def all_ddl() -> list[str]:
     return [create_table_sql(model) for model in TABLES]
 
 
+# what a column added by a later revision holds in rows written before it existed (SPEC 1.1: every
+# earlier departure had no reason, so none was a layoff)
+_BACKFILL_VALUES = {
+    ("events", "reason"): "CASE WHEN kind = 'departure' THEN 'unknown' END",
+    ("indicators", "layoffs"): "0",
+    ("indicators", "attrition"): "departures",
+}
+
+
+def missing_columns_sql(con) -> list[str]:
+    """ALTER/UPDATE statements that bring tables written by an earlier revision up to the models."""
+    have = {(t, c) for t, c in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns").fetchall()}
+    out = []
+    for model in TABLES:
+        for name, sql_type, _ in columns(model):
+            if (model.table, name) in have:
+                continue
+            out.append(f"ALTER TABLE {model.table} ADD COLUMN {name} {sql_type}")
+            value = _BACKFILL_VALUES.get((model.table, name))
+            if value is not None:
+                out.append(f"UPDATE {model.table} SET {name} = {value}")
+    return out
+
+
 def markdown_reference() -> str:
     """The tables as Markdown, for the docs."""
     parts = []

@@ -1,10 +1,12 @@
 """Adapters from real datasets to SPEC §2 events. Every input row is accounted for: used, or skipped with a reason.
 
 * ``epoch`` — Epoch AI "Notable AI Models": one ``model_release`` per (model, organisation).
-* ``aiwatch`` — AI Watch positions: each person's consecutive positions at one organisation are
-  collapsed into a spell (a promotion is neither a hire nor a departure); a spell gives a ``hiring``
-  at its start and a ``departure`` at its end; the next spell's organisation is the departure's
-  ``to_company`` and that hire's ``from_company``.
+* ``aiwatch`` — AI Watch positions: each person's consecutive positions of any type at one
+  organisation are collapsed into a spell (a promotion, or a board seat taken within 90 days of
+  leaving the staff, is neither a hire nor a departure); a spell gives a ``hiring`` where employment
+  begins and a ``departure`` (reason ``unknown``) where it ends, unless the person stays involved;
+  the next spell's organisation is the departure's ``to_company`` and that hire's ``from_company``.
+* ``layoffs`` — the layoffs.fyi export: one ``departure`` with ``reason = layoff`` per layoff.
 
 Dates with ``month`` precision are placed on the first day of the month, ``year`` and
 ``multi-year`` on 1 January of the year given.
@@ -150,7 +152,7 @@ SENIORITY_PATTERNS = [  # first match wins; matched against the lower-cased titl
 ]
 _SENIORITY_RE = [(level, re.compile(p)) for level, p in SENIORITY_PATTERNS]
 NOT_EMPLOYMENT = {"board member", "advisor", "volunteer", "affiliate", "contractor"}
-SPELL_GAP_DAYS = 31  # positions at one organisation this close together are one spell
+CONTINUITY_DAYS = 90  # a position at the same organisation starting this soon after one ends: the person stayed
 
 
 def seniority_of(title: str) -> str:
@@ -163,6 +165,12 @@ def seniority_of(title: str) -> str:
 
 @dataclass
 class Spell:
+    """A person's continuous involvement with one organisation: consecutive positions of any type.
+
+    ``start`` is when employment began (None when no employee position has a start); ``leaves`` says
+    whether the involvement ends with an employee position (a departure) rather than continuing, or
+    ending, as a board member, advisor or the like."""
+
     person: str
     organization: str
     start: date | None
@@ -171,11 +179,36 @@ class Spell:
     first_title: str
     last_title: str
     origin: str
+    employed: bool = True  # holds at least one employee position
+    leaves: bool = True
+
+
+@dataclass
+class _Position:
+    start: date | None
+    end: date | None
+    org: str
+    title: str
+    origin: str
+    employed: bool
+
+    @property
+    def first(self) -> date:
+        return self.start or self.end
+
+    @property
+    def last(self) -> date:
+        return date.max if self.end is None else self.end
 
 
 def aiwatch_spells(path: Path, acc: Accounting) -> list[Spell]:
-    """Rows → spells per person, each row counted as used or skipped."""
-    positions: dict[str, list[tuple]] = defaultdict(list)
+    """Rows → spells per person and organisation, each row counted as used or skipped.
+
+    Positions at one organisation are one spell while each starts within ``CONTINUITY_DAYS`` of the
+    end of the ones before it, whatever their type: a promotion, a new title, or a board seat taken
+    right after employment is neither a departure nor a hire. Only employee positions make events;
+    others count (as skipped rows, with the reason) only as continued involvement."""
+    positions: dict[str, list[_Position]] = defaultdict(list)
     with open(path, newline="", encoding="utf-8") as fh:
         for number, row in enumerate(csv.DictReader(fh), 2):
             acc.rows += 1
@@ -184,9 +217,6 @@ def aiwatch_spells(path: Path, acc: Accounting) -> list[Spell]:
                 acc.skip("no person or organization")
                 continue
             kind = (row.get("employment_type") or "").strip().lower()
-            if kind in NOT_EMPLOYMENT:
-                acc.skip(f"not employment ({kind})")
-                continue
             try:
                 start = place_date(row.get("start_date", ""), row.get("start_date_precision", ""))
                 end = place_date(row.get("end_date", ""), row.get("end_date_precision", ""))
@@ -199,33 +229,51 @@ def aiwatch_spells(path: Path, acc: Accounting) -> list[Spell]:
             if start is not None and end is not None and end < start:
                 acc.skip("ends before it starts")
                 continue
-            acc.used += 1
-            positions[person].append((start or end, end, start, org, row.get("title") or "", f"{path.name}:{number}"))
+            employed = kind not in NOT_EMPLOYMENT
+            if employed:
+                acc.used += 1
+            else:
+                acc.skip(f"not employment ({kind}): no event, only continued involvement")
+            positions[person].append(_Position(start, end, org, row.get("title") or "", f"{path.name}:{number}", employed))
     spells: list[Spell] = []
     for person, rows in positions.items():
-        rows.sort(key=lambda r: (r[0], r[1] or date.max))
-        mine: list[Spell] = []
-        for _, end, start, org, title, origin in rows:
-            current = next((s for s in reversed(mine) if slugify(s.organization) == slugify(org)), None)
-            if current is not None and (current.open_ended or current.end is None
-                                        or start is None or (start - current.end).days <= SPELL_GAP_DAYS):
-                # consecutive positions at one organisation: one spell (a promotion or a new title)
-                if end is None:
-                    current.open_ended, current.end = True, None
-                elif not current.open_ended:
-                    current.end = max(current.end, end) if current.end else end
-                current.last_title = title
-                continue
-            mine.append(Spell(person, org, start, end, end is None, title, title, origin))
-        spells.extend(mine)
+        by_org: dict[str, list[_Position]] = defaultdict(list)
+        for position in rows:
+            by_org[slugify(position.org)].append(position)
+        for chain_positions in by_org.values():
+            chain_positions.sort(key=lambda p: (p.first, p.last))
+            chains: list[list[_Position]] = []
+            for position in chain_positions:
+                if chains:
+                    reach = max(p.last for p in chains[-1])
+                    if reach == date.max or (position.first - reach).days <= CONTINUITY_DAYS:
+                        chains[-1].append(position)
+                        continue
+                chains.append([position])
+            for chain in chains:
+                jobs = [p for p in chain if p.employed]
+                last = max(chain, key=lambda p: p.last)
+                if not jobs:
+                    spells.append(Spell(person, chain[0].org, None, None, last.end is None, chain[0].title,
+                                        last.title, chain[0].origin, employed=False, leaves=False))
+                    continue
+                last_job = max(jobs, key=lambda p: p.last)
+                starts = [p.start for p in jobs if p.start is not None]
+                spells.append(Spell(
+                    person, jobs[0].org, min(starts) if starts else None, last.end if last.end is not None else None,
+                    last.end is None, jobs[0].title, last_job.title, jobs[0].origin,
+                    leaves=last.end is not None and last.employed and last_job.last == last.last))
     return spells
 
 
 def aiwatch_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
+    """A hire where employment begins, a departure (reason ``unknown``: the source does not say why) where
+    the involvement ends with it; the neighbouring spells name where the person came from and went."""
     spells = aiwatch_spells(path, acc)
     by_person: dict[str, list[Spell]] = defaultdict(list)
     for spell in spells:
-        by_person[spell.person].append(spell)
+        if spell.employed:
+            by_person[spell.person].append(spell)
     for person, mine in by_person.items():
         mine.sort(key=lambda s: (s.start or s.end or date.min))
         for i, spell in enumerate(mine):
@@ -240,14 +288,85 @@ def aiwatch_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
                     hire["from_company"] = previous.organization
                 acc.events["hiring"] += 1
                 yield spell.origin, hire
-            if spell.end is not None and not spell.open_ended:
+            if spell.end is not None and spell.leaves:
                 leave = {**base, "event_id": _id("aiwatch-departure", person, spell.organization, spell.end.isoformat()),
                          "kind": "departure", "occurred_at": spell.end.isoformat(), "role": spell.last_title,
-                         "seniority": seniority_of(spell.last_title)}
+                         "seniority": seniority_of(spell.last_title), "reason": "unknown"}
                 if following is not None and slugify(following.organization) != slugify(spell.organization):
                     leave["to_company"] = following.organization
                 acc.events["departure"] += 1
                 yield spell.origin, leave
+
+
+# ---- layoffs.fyi ----------------------------------------------------------------------------
+LAYOFFS_COLUMNS = ("company", "total_laid_off", "date")
+
+
+def _layoff_date(text: str) -> date:
+    """``M/D/YYYY`` (the site's export) or ISO 8601 (other copies of it)."""
+    text = text.strip()
+    m = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
+    if m:
+        return date(int(m.group(3)), int(m.group(1)), int(m.group(2)))
+    return date.fromisoformat(text[:10])
+
+
+def _number(text: str) -> float | None:
+    text = (text or "").strip().replace(",", "").replace("$", "").rstrip("%")
+    if not text or text.lower() in ("null", "none", "nan", "n/a", "unknown"):
+        return None
+    return float(text)
+
+
+def layoffs_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
+    """One ``departure`` with ``reason = layoff`` and ``headcount = total_laid_off`` per row.
+
+    A row that gives only a percentage is skipped (and counted, with its reason): a made-up headcount,
+    even 1, would enter the ``layoffs`` sums that ``workforce_reduction`` compares with its thresholds.
+    Location, industry, stage, country, percentage and funds raised stay in the payload."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+        missing = [c for c in LAYOFFS_COLUMNS if c not in fields]
+        if missing:
+            raise MappingError(f"{path.name} is not a layoffs.fyi export: no column {missing[0]!r}")
+        for number, raw in enumerate(reader, 2):
+            acc.rows += 1
+            row = {key: (raw.get(name) or "").strip() for key, name in fields.items()}
+            company = row["company"]
+            if not slugify(company):
+                acc.skip("no company")
+                continue
+            try:
+                day = _layoff_date(row["date"])
+            except ValueError:
+                acc.skip("unreadable date" if row["date"] else "no date")
+                continue
+            try:
+                total = _number(row["total_laid_off"])
+                percentage = _number(row.get("percentage_laid_off", ""))
+                funds = _number(row.get("funds_raised", "") or row.get("funds_raised_millions", ""))
+            except ValueError:
+                acc.skip("unreadable number")
+                continue
+            if total is None:
+                acc.skip("no number laid off (a percentage at most)")
+                continue
+            if total < 1 or total != int(total):
+                acc.skip("number laid off is not a whole number of at least 1")
+                continue
+            acc.used += 1
+            event = {"event_id": _id("layoffs", slugify(company), day.isoformat(), row.get("location", ""), str(int(total))),
+                     "kind": "departure", "reason": "layoff", "company": company, "occurred_at": day.isoformat(),
+                     "headcount": int(total), "source": "layoffs.fyi"}
+            countries = [row.get("country", "").lower()]
+            region = next((REGION_OF_COUNTRY[c] for c in countries if c in REGION_OF_COUNTRY), None)
+            extras = (("region", region), ("location", row.get("location")), ("industry", row.get("industry")),
+                      ("stage", row.get("stage")), ("country", row.get("country")),
+                      ("percentage_laid_off", percentage), ("funds_raised", funds))
+            event.update({key: value for key, value in extras if value not in (None, "")})
+            acc.events["departure"] += 1
+            yield f"{path.name}:{number}", event
 
 
 # ---- any CSV, with a column mapping ---------------------------------------------------------
@@ -263,15 +382,18 @@ class MappingError(ValueError):
 
 @dataclass
 class CsvMapping:
-    """Event field → CSV column, a fixed kind (or a kind column), and the date format."""
+    """Event field → CSV column, constant fields for every row, a fixed kind (or a kind column), the date format."""
 
     columns: dict[str, str]
     kind: str | None = None
     date_format: str | None = None  # strptime format; None = ISO 8601
+    constants: dict[str, str] = field(default_factory=dict)  # event field → value on every row
 
     @classmethod
-    def parse(cls, pairs: list[str], kind: str | None, date_format: str | None, mapping_file: Path | None) -> "CsvMapping":
+    def parse(cls, pairs: list[str], kind: str | None, date_format: str | None, mapping_file: Path | None,
+              sets: list[str] = ()) -> "CsvMapping":
         columns: dict[str, str] = {}
+        constants: dict[str, str] = {}
         if mapping_file is not None:
             import tomllib
             try:
@@ -279,18 +401,25 @@ class CsvMapping:
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise MappingError(f"cannot read mapping file {mapping_file}: {exc}") from None
             columns.update({str(k): str(v) for k, v in data.get("columns", {}).items()})
+            constants.update({str(k): str(v) for k, v in data.get("set", {}).items()})
             kind = kind or data.get("kind")
             date_format = date_format or data.get("date_format")
-        for pair in pairs:
-            target, sep, column = pair.partition("=")
-            if not sep or not target.strip() or not column.strip():
-                raise MappingError(f"--map takes FIELD=COLUMN, got {pair!r}")
-            columns[target.strip()] = column.strip()
+        for option, target_map, pair_list in (("--map", columns, pairs), ("--set", constants, sets)):
+            for pair in pair_list:
+                target, sep, value = pair.partition("=")
+                if not sep or not target.strip() or not value.strip():
+                    raise MappingError(f"{option} takes FIELD={'COLUMN' if option == '--map' else 'VALUE'}, got {pair!r}")
+                target_map[target.strip()] = value.strip()
+        both = sorted(set(columns) & set(constants))
+        if both:
+            raise MappingError(f"{both[0]} is both mapped to a column and set to a value; choose one")
+        if "kind" in constants:
+            kind = kind or constants.pop("kind")
         if "company" not in columns or "occurred_at" not in columns:
             raise MappingError("the mapping needs at least company=COLUMN and occurred_at=COLUMN")
         if kind is None and "kind" not in columns:
             raise MappingError("give --kind KIND or map a kind column (--map kind=COLUMN)")
-        return cls(columns, kind, date_format)
+        return cls(columns, kind, date_format, constants)
 
 
 def _convert(name: str, text: str, date_format: str | None):
@@ -333,6 +462,8 @@ def csv_events(path: Path, acc: Accounting, mapping: CsvMapping) -> Iterator[tup
             if mapping.kind:
                 event["kind"] = mapping.kind
             try:
+                for target, value in mapping.constants.items():
+                    event[target] = _convert(target, value, mapping.date_format)
                 for target, column in mapping.columns.items():
                     text = (row.get(column) or "").strip()
                     if text:
@@ -346,4 +477,4 @@ def csv_events(path: Path, acc: Accounting, mapping: CsvMapping) -> Iterator[tup
             yield f"{path.name}:{number}", event
 
 
-ADAPTERS = {"epoch": epoch_events, "aiwatch": aiwatch_events}
+ADAPTERS = {"epoch": epoch_events, "aiwatch": aiwatch_events, "layoffs": layoffs_events}

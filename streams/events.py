@@ -25,6 +25,7 @@ Seniority = Literal[
     "intern", "junior", "mid", "senior", "staff", "principal", "manager", "director", "vp", "c_level", "founder", "unknown"
 ]
 KEY_SENIORITIES: frozenset[str] = frozenset({"principal", "director", "vp", "c_level", "founder"})
+Reason = Literal["voluntary", "layoff", "acquihire", "unknown"]
 KINDS = ("hiring", "departure", "funding", "model_release")
 
 
@@ -95,9 +96,18 @@ class HiringEvent(EventBase, PeopleFields):
     from_company: Annotated[str, Field(max_length=200)] | None = Field(default=None, description="where the person came from")
 
 
+def _absent_reason(value: Any) -> Any:
+    return "unknown" if value is None else value
+
+
 class DepartureEvent(EventBase, PeopleFields):
     kind: Literal["departure"]
     to_company: Annotated[str, Field(max_length=200)] | None = Field(default=None, description="where the person went")
+    reason: Annotated[Reason, BeforeValidator(_absent_reason)] = Field(
+        default="unknown",
+        description="why they left: layoff (the employer cut the job), acquihire (a team moved to an acquirer),"
+        " voluntary (they chose to leave), unknown; null is the same as absent",
+    )
 
 
 class FundingEvent(EventBase):
@@ -142,6 +152,8 @@ def _reason(exc: ValidationError) -> str:
 def derive_event_id(event: BaseModel) -> str:
     """Deterministic id from the content: the same fact sent twice gets the same id."""
     content = event.model_dump(mode="json", exclude={"event_id"}, exclude_none=True)
+    if content.get("kind") == "departure" and content.get("reason") == "unknown":
+        del content["reason"]  # revision 1.1 added the field: an unknown reason keeps the id an event had before
     digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"ev-{digest[:32]}"
 

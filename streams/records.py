@@ -33,6 +33,7 @@ class EventRow(Stored):
     ingested_at: datetime = Field(description="when the sink stored it")
     headcount: int | None
     seniority: str | None
+    reason: str | None = Field(default=None, description="departure: why they left (unknown when absent); NULL for other kinds")
     amount_usd: float | None
     model_name: str | None
     modality: str | None = Field(default=None, description="model_release: the modality field, as a column for fast grouping")
@@ -52,10 +53,12 @@ class IndicatorRow(Stored):
     window_days: int
     window_end: date
     hires: int
-    departures: int
-    key_departures: int
+    departures: int = Field(description="headcount of departures, every reason")
+    layoffs: int = Field(description="headcount of departures with reason layoff")
+    attrition: int = Field(description="departures − layoffs: people who left for any other reason")
+    key_departures: int = Field(description="senior departures (principal … founder), layoffs left out")
     net_talent_flow: int
-    talent_drain_ratio: float
+    talent_drain_ratio: float = Field(description="attrition / max(hires, 1)")
     funding_usd: float
     funding_rounds: int
     model_releases: int

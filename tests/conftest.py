@@ -32,8 +32,8 @@ def fetch(db: Path, sql: str):
         return con.execute(sql).fetchall()
 
 
-INDICATOR_COLS = ("hires", "departures", "key_departures", "net_talent_flow", "talent_drain_ratio", "funding_usd",
-                  "funding_rounds", "model_releases")
+INDICATOR_COLS = ("hires", "departures", "layoffs", "attrition", "key_departures", "net_talent_flow",
+                  "talent_drain_ratio", "funding_usd", "funding_rounds", "model_releases")
 
 
 def indicator_table(db):

@@ -1,12 +1,12 @@
 """A straightforward batch recomputation of SPEC §3 and §4, written separately from the engine.
 
-Brute force on purpose: every indicator is a plain sum over the events in its window, and every
-alert rule is evaluated on every single day. Tests compare the streaming pipeline against it.
+Brute force on purpose: every indicator is a plain sum over the events in its window, every alert
+rule's condition is evaluated on every single day, and instances come from a small state machine
+that walks those days one by one (``hysteresis``). Tests compare the streaming pipeline against it.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import defaultdict
 from datetime import date, timedelta
 
@@ -52,18 +52,23 @@ def _flat(events):
     cid = normalizer().company_id
     out = []
     for e in events:
-        other = getattr(e, "to_company", None) or getattr(e, "from_company", None)
+        reason = getattr(e, "reason", None) if e.kind == "departure" else None
         out.append({
             "id": e.event_id, "kind": e.kind, "company": cid(e.company), "day": e.occurred_at.date(),
             "to": cid(e.to_company) if getattr(e, "to_company", None) else None,
-            "n": getattr(e, "headcount", 1), "key": e.kind == "departure" and e.seniority in KEY,
-            "usd": getattr(e, "amount_usd", 0.0), "other": other,
+            "n": getattr(e, "headcount", 1), "layoff": reason == "layoff",
+            "key": e.kind == "departure" and reason != "layoff" and e.seniority in KEY,
+            "usd": getattr(e, "amount_usd", 0.0),
         })
     return out
 
 
+KEYS = ("hires", "departures", "layoffs", "key_departures", "funding_usd", "funding_rounds", "model_releases")
+
+
 def _window(events, company, start: date, end: date):
-    s = {"hires": 0, "departures": 0, "key_departures": 0, "funding_usd": 0.0, "funding_rounds": 0, "model_releases": 0}
+    s = dict.fromkeys(KEYS, 0)
+    s["funding_usd"] = 0.0
     for e in events:
         if e["company"] != company or not (start <= e["day"] <= end):
             continue
@@ -71,14 +76,20 @@ def _window(events, company, start: date, end: date):
             s["hires"] += e["n"]
         elif e["kind"] == "departure":
             s["departures"] += e["n"]
+            s["layoffs"] += e["n"] if e["layoff"] else 0
             s["key_departures"] += e["n"] if e["key"] else 0
         elif e["kind"] == "funding":
             s["funding_usd"] += e["usd"]
             s["funding_rounds"] += 1
         else:
             s["model_releases"] += 1
+    return _derived(s)
+
+
+def _derived(s: dict) -> dict:
+    s["attrition"] = s["departures"] - s["layoffs"]
     s["net_talent_flow"] = s["hires"] - s["departures"]
-    s["talent_drain_ratio"] = s["departures"] / max(s["hires"], 1)
+    s["talent_drain_ratio"] = s["attrition"] / max(s["hires"], 1)
     return s
 
 
@@ -95,86 +106,113 @@ def indicators(events, windows=(30, 90)) -> dict[tuple, dict]:
     return rows
 
 
+def level(rules: RuleSet, rule: str, s: dict):
+    """The severity SPEC §4 gives a rule's condition on one window's sums, or None when it does not hold."""
+    td, wr, fs, rb, hs = rules.talent_drain, rules.workforce_reduction, rules.funding_surge, rules.release_burst, rules.hiring_spree
+    if rule == "talent_drain":
+        if s["attrition"] >= td.min_attrition and s["talent_drain_ratio"] >= td.min_ratio:
+            return "critical" if (s["talent_drain_ratio"] >= td.critical_ratio
+                                  or s["key_departures"] >= td.critical_key_departures) else "warning"
+    elif rule == "workforce_reduction":
+        if s["layoffs"] >= wr.min_layoffs:
+            return "critical" if s["layoffs"] >= wr.critical_layoffs else "warning"
+    elif rule == "funding_surge":
+        if s["funding_usd"] >= fs.min_usd:
+            return "critical" if s["funding_usd"] >= fs.critical_usd else "warning"
+    elif rule == "release_burst":
+        if s["model_releases"] >= rb.min_releases:
+            return rb.severity
+    elif rule == "hiring_spree":
+        if s["hires"] >= hs.min_hires and s["hires"] >= hs.min_hires_per_departure * max(s["departures"], 1):
+            return hs.severity
+    return None
+
+
+def hysteresis(levels: list, for_days: int, keep_days: int) -> list[tuple[int, int | None, str]]:
+    """Instances from one level per day (None = the condition fails), as (start index, end index or None,
+    severity): a small state machine, day by day, exactly as SPEC §4 words it."""
+    out, current = [], None
+    for i, sev in enumerate(levels):
+        if current is None:
+            if i >= for_days - 1 and all(levels[j] is not None for j in range(i - for_days + 1, i + 1)):
+                current = [i, None, sev]
+        else:
+            if sev is not None and RANK[sev] > RANK[current[2]]:
+                current[2] = sev
+            if i >= keep_days and all(levels[j] is None for j in range(i - keep_days, i + 1)):
+                current[1] = i
+                out.append(tuple(current))
+                current = None
+    if current is not None:
+        out.append(tuple(current))
+    return out
+
+
 def alerts(events, rules: RuleSet, stream_day: date) -> list[dict]:
     """Every rule on every day from the company's first event day to stream_day."""
     flat = _flat(events)
     by_company = defaultdict(list)
     for e in flat:
         by_company[e["company"]].append(e)
-    td, tp, fs, rb, hs = rules.talent_drain, rules.talent_poaching, rules.funding_surge, rules.release_burst, rules.hiring_spree
+    tp = rules.talent_poaching
     out = []
-
-    def level(rule, s):
-        if rule == "talent_drain":
-            if s["departures"] >= td.min_departures and s["talent_drain_ratio"] >= td.min_ratio:
-                return "critical" if (s["talent_drain_ratio"] >= td.critical_ratio
-                                      or s["key_departures"] >= td.critical_key_departures) else "warning"
-        elif rule == "funding_surge":
-            if s["funding_usd"] >= fs.min_usd:
-                return "critical" if s["funding_usd"] >= fs.critical_usd else "warning"
-        elif rule == "release_burst":
-            if s["model_releases"] >= rb.min_releases:
-                return rb.severity
-        elif rule == "hiring_spree":
-            if s["hires"] >= hs.min_hires and s["hires"] >= hs.min_hires_per_departure * max(s["departures"], 1):
-                return hs.severity
-        return None
-
-    keys = ("hires", "departures", "key_departures", "funding_usd", "funding_rounds", "model_releases")
     for company, evs in by_company.items():
         # per day (as an ordinal) the plain sums of that day's events; windows add up W such days
         per_day: dict[int, dict] = {}
         for e in evs:
-            d = per_day.setdefault(e["day"].toordinal(), {k: 0 for k in keys} | {"to": defaultdict(int)})
+            d = per_day.setdefault(e["day"].toordinal(), dict.fromkeys(KEYS, 0) | {"to": defaultdict(int)})
             if e["kind"] == "hiring":
                 d["hires"] += e["n"]
             elif e["kind"] == "departure":
                 d["departures"] += e["n"]
+                d["layoffs"] += e["n"] if e["layoff"] else 0
                 d["key_departures"] += e["n"] if e["key"] else 0
-                if e["to"]:
+                if e["to"] and not e["layoff"]:
                     d["to"][e["to"]] += e["n"]
             elif e["kind"] == "funding":
                 d["funding_usd"] += e["usd"]
                 d["funding_rounds"] += 1
             else:
                 d["model_releases"] += 1
-        event_days = sorted(per_day)
-        first, last = event_days[0], stream_day.toordinal()
-        series = [(r, w, None) for r, w, on in [
-            ("talent_drain", td.window_days, td.enabled), ("funding_surge", fs.window_days, fs.enabled),
-            ("release_burst", rb.window_days, rb.enabled), ("hiring_spree", hs.window_days, hs.enabled)] if on]
+        first, last = min(per_day), stream_day.toordinal()
+        names = ("talent_drain", "workforce_reduction", "funding_surge", "release_burst", "hiring_spree")
+        series = [(r, None) for r in names if getattr(rules, r).enabled]
         if tp.enabled:
-            series += [("talent_poaching", tp.window_days, cp) for cp in sorted({e["to"] for e in evs if e["kind"] == "departure" and e["to"] and e["to"] != company})]
-        for rule, w, cp in series:
-            current = None
-            day = first
-            while day <= last:
-                window_days = [per_day[d] for d in range(day - w + 1, day + 1) if d in per_day]
-                if current is None and not window_days:
-                    # nothing in the window and nothing firing: jump to the next day with an event
-                    i = bisect_right(event_days, day)
-                    if i == len(event_days):
-                        break
-                    day = event_days[i]
-                    continue
-                if rule == "talent_poaching":
-                    n = sum(d["to"].get(cp, 0) for d in window_days)
-                    sev = tp.severity if n >= tp.min_departures else None
+            pairs = sorted({cp for d in per_day.values() for cp in d["to"] if cp != company})
+            series += [("talent_poaching", cp) for cp in pairs]
+        # running totals per day from `first` on: a window's sum is the difference of two of them
+        span = range(first, last + 1)
+        running = {k: [0] for k in KEYS}
+        to_running: dict[str, list[int]] = defaultdict(lambda: [0] * (len(span) + 1))
+        for i, day in enumerate(span):
+            d = per_day.get(day)
+            for k in KEYS:
+                running[k].append(running[k][-1] + (d[k] if d else 0))
+        for cp in {cp for d in per_day.values() for cp in d["to"]}:
+            acc = to_running[cp]
+            for i, day in enumerate(span):
+                acc[i + 1] = acc[i] + (per_day[day]["to"].get(cp, 0) if day in per_day else 0)
+
+        def window_sum(acc: list, day: int, w: int):
+            hi, lo = day - first + 1, max(day - w + 1 - first, 0)
+            return acc[hi] - acc[lo]
+
+        for rule, cp in series:
+            spec = getattr(rules, rule)
+            w = spec.window_days
+            if cp is not None:  # a pair is evaluated from its own first day
+                days = range(min(d for d, v in per_day.items() if v["to"].get(cp)), last + 1)
+            else:
+                days = span
+            levels = []
+            for day in days:
+                if cp is not None:
+                    n = window_sum(to_running[cp], day, w)
+                    levels.append(tp.severity if n >= tp.min_departures else None)
                 else:
-                    s = {k: sum(d[k] for d in window_days) for k in keys}
-                    s["talent_drain_ratio"] = s["departures"] / max(s["hires"], 1)
-                    sev = level(rule, s)
-                iso = date.fromordinal(day).isoformat()
-                if current is None and sev is not None:
-                    current = {"rule": rule, "company_id": company, "counterparty_id": cp, "severity": sev,
-                               "starts_at": iso, "ends_at": None}
-                elif current is not None and sev is None:
-                    current["ends_at"] = iso
-                    out.append(current)
-                    current = None
-                elif current is not None and RANK[sev] > RANK[current["severity"]]:
-                    current["severity"] = sev
-                day += 1
-            if current is not None:
-                out.append(current)
+                    levels.append(level(rules, rule, _derived({k: window_sum(running[k], day, w) for k in KEYS})))
+            for start, end, severity in hysteresis(levels, spec.for_days, spec.keep_firing_for_days):
+                out.append({"rule": rule, "company_id": company, "counterparty_id": cp, "severity": severity,
+                            "starts_at": date.fromordinal(days[start]).isoformat(),
+                            "ends_at": date.fromordinal(days[end]).isoformat() if end is not None else None})
     return out

@@ -24,11 +24,15 @@ def test_conformance_vectors(tmp_path):
 
     assert_conformance_tables(db)
 
-    assert fetch(db, "SELECT late, count(*) FROM events GROUP BY late ORDER BY late") == [(False, 23), (True, 2)]
-    assert fetch(db, "SELECT count(*) FROM dead_letters")[0][0] == 6
+    assert fetch(db, "SELECT late, count(*) FROM events GROUP BY late ORDER BY late") == [(False, 47), (True, 2)]
+    assert fetch(db, "SELECT reason, count(*) FROM events GROUP BY ALL ORDER BY ALL") == [
+        ("acquihire", 2), ("layoff", 4), ("unknown", 16), ("voluntary", 5), (None, 22)]
+    assert fetch(db, "SELECT count(*) FROM events WHERE (reason IS NULL) <> (kind <> 'departure')")[0][0] == 0
+    assert fetch(db, "SELECT count(*) FROM dead_letters")[0][0] == 8
     assert {r[0] for r in fetch(db, "SELECT error FROM dead_letters")} >= {
         "amount_usd: Input should be greater than or equal to 0",
-        "kind: missing or not one of hiring, departure, funding, model_release"}
+        "kind: missing or not one of hiring, departure, funding, model_release",
+        "reason: Input should be 'voluntary', 'layoff', 'acquihire' or 'unknown'"}
     # the alert carries its evidence
     (evidence,) = fetch(db, "SELECT evidence FROM alerts WHERE rule = 'talent_poaching' AND company_id = 'alpha-ai'")[0]
     assert orjson.loads(evidence) == {"event_ids": ["a-d1", "a-d2", "a-d3"], "count": 3}
@@ -48,7 +52,7 @@ def test_second_backfill_late_and_rerun_changes_nothing(tmp_path):
     assert fetch(db, "SELECT count(*) FROM events")[0][0] == before[2] + 2
     assert fetch(db, "SELECT count(*) FROM events WHERE late")[0][0] == 2
     summary = orjson.loads(fetch(db, "SELECT summary FROM backfills ORDER BY finished_at DESC LIMIT 1")[0][0])
-    assert summary == {"accepted": 0, "duplicates": 26, "late": 2, "dead_letters": 0}
+    assert summary == {"accepted": 0, "duplicates": 50, "late": 2, "dead_letters": 0}
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +97,31 @@ def test_other_client_reads_spec_events(tmp_path, broker):
 
     records = read_topic(broker.bootstrap, "aisignals.events", include_control=True)
     events = [r for r in records if not any(k == "aisignals-control" for k, _ in (r.headers or ()))]
-    assert len(events) == 23
+    assert len(events) == 47
+    companies = {r[0] for r in fetch(db, "SELECT DISTINCT company_id FROM events")}
     for r in events:
         event = parse_event(r.value)  # valid SPEC §2
-        assert r.key.decode() in {"alpha-ai", "beta-labs", "gamma", "delta", "google-deepmind", "epsilon", "zeta"}
+        assert r.key.decode() in companies
         assert event.event_id
         assert abs(r.timestamp - event.occurred_at.timestamp() * 1000) < 1
+
+
+def test_rules_file_backtests_other_hysteresis(tmp_path):
+    """--rules with K = 0 and F = 2 on the conformance stream: the alerts equal the reference under those rules
+    (Mu Research's, Kappa AI's and Nu Dynamics' paused drains become two instances each)."""
+    rules_file = tmp_path / "k0.toml"
+    rules_file.write_text("".join(f"[{name}]\nfor_days = 2\nkeep_firing_for_days = 0\n\n"
+                                  for name in ("talent_drain", "talent_poaching", "workforce_reduction", "funding_surge",
+                                               "release_burst", "hiring_spree")))
+    db = tmp_path / "k0.duckdb"
+    aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db), "--rules", str(rules_file))
+    lines = (CONFORMANCE / "stream.jsonl").read_bytes().splitlines()
+    accepted, *_ = reference.accepted_events([lines])
+    rules = load_rules(rules_file)
+    stream_day = max(e.occurred_at for e in accepted).date()
+    expected = sorted((a["rule"], a["company_id"], a["counterparty_id"] or "", a["severity"],
+                       "firing" if a["ends_at"] is None else "resolved", a["starts_at"], a["ends_at"] or "")
+                      for a in reference.alerts(accepted, rules, stream_day))
+    assert alert_table(db) == expected
+    drains = [a for a in expected if a[0] == "talent_drain" and a[1] in ("mu-research", "kappa-ai", "nu-dynamics")]
+    assert len(drains) == 6

@@ -94,7 +94,7 @@ def test_a_broker_that_comes_back_with_its_data(tmp_path):
         serve.wait(30)
         proxy.close()
         broker.stop()
-    assert fetch(db, "SELECT count(*) FROM events")[0][0] == 23
+    assert fetch(db, "SELECT count(*) FROM events")[0][0] == 47
     assert_conformance_tables(db)
     for part, out in outputs.items():
         assert f"not ready: cannot reach the Kafka broker at {proxy.address}" in out, part
@@ -130,7 +130,7 @@ def test_a_broker_that_comes_back_empty(tmp_path):
             assert eventually(lambda: readiness(ports[part])['aisignals_ready{part="broker"}'] == "1.0"), part
 
         aisignals("produce", str(second), str(first), *common)
-        assert wait_for(db, "SELECT count(*) FROM events", 23) == 23
+        assert wait_for(db, "SELECT count(*) FROM events", 47) == 47
         assert wait_for(db, "SELECT count(*) FROM indicators", 46) == 46
         assert wait_for(db, "SELECT count(*) FROM alerts", 7) == 7
         assert float(readiness(ports["sink"])["aisignals_sink_lost_logs_total"]) > 0
@@ -143,4 +143,4 @@ def test_a_broker_that_comes_back_empty(tmp_path):
     assert "the broker lost this log" in outputs["sink"] or "topics created anew" in outputs["sink"]
     # a restart shorter than the 1 s readiness poll shows only in the next topic check
     assert "ready again after" in outputs["worker"] or "topics created anew" in outputs["worker"]
-    assert fetch(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(23, 23)]
+    assert fetch(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(47, 47)]

@@ -57,7 +57,7 @@ def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
     finally:
         stop(worker)
         stop(sink)
-    assert fetch(db, "SELECT count(*) FROM events")[0][0] == 23
+    assert fetch(db, "SELECT count(*) FROM events")[0][0] == 47
     assert_conformance_tables(db)
 
 

@@ -17,7 +17,7 @@ from streams.events import InvalidEvent, parse_event
 from streams.synthetic import generate
 from tests import reference
 
-FIELDS = ("hires", "departures", "key_departures", "net_talent_flow", "talent_drain_ratio", "funding_usd",
+FIELDS = ("hires", "departures", "layoffs", "attrition", "key_departures", "net_talent_flow", "talent_drain_ratio", "funding_usd",
           "funding_rounds", "model_releases")
 
 
@@ -47,13 +47,38 @@ def run_engine(lines: list[bytes], rules: RuleSet, batch: int = 1, sort: bool = 
     return seq, rows, instances
 
 
+def with_hysteresis(rules: RuleSet, for_days: int, keep_days: int) -> RuleSet:
+    """The same rules with every rule's F and K set."""
+    return RuleSet(**{name: getattr(rules, name).model_copy(update={"for_days": for_days, "keep_firing_for_days": keep_days})
+                      for name in RuleSet.model_fields})
+
+
+def with_reasons(events: list[dict], seed: int) -> list[dict]:
+    """Give synthetic departures every kind of reason, and some layoffs large enough for workforce_reduction."""
+    rng = random.Random(seed)
+    for e in events:
+        if e.get("kind") != "departure":
+            continue
+        roll = rng.random()
+        if roll < 0.2:
+            e.update(reason="layoff", headcount=rng.choice([1, 5, 40, 120, 400]))
+        elif roll < 0.3:
+            e["reason"] = "acquihire"
+        elif roll < 0.6:
+            e["reason"] = "voluntary"
+        elif roll < 0.7:
+            e["reason"] = rng.choice(["unknown", None])
+    return events
+
+
 def key_of(a):
     return (a["rule"], a["company_id"], a["counterparty_id"] or "", a["starts_at"], a["ends_at"] or "", a["severity"])
 
 
 def compare(lines, rules, **kw):
     seq, rows, instances = run_engine(lines, rules, **kw)
-    ref_events, *_ = reference.accepted_events([lines] if kw.get("sort", True) else [[l] for l in lines])
+    ref_events, *_ = reference.accepted_events([lines] if kw.get("sort", True) else [[l] for l in lines],
+                                               kw.get("lateness_days", 7.0))
     expected_rows = reference.indicators(ref_events)
     assert set(rows) == {(c, w, d) for c, w, d in expected_rows}
     for k, exp in expected_rows.items():
@@ -106,6 +131,10 @@ def test_alert_resolves_when_window_empties_without_new_events():
              enumerate(["2024-03-01", "2024-03-02", "2024-03-03"])]
     lines.append(ev(9, "Other", "2024-05-01", kind="hiring"))
     seq, rows, instances = run_engine(lines, load_rules(), batch=1)
+    (burst,) = [a for a in instances.values() if a["rule"] == "release_burst"]
+    # the window stops meeting the condition on 03-31; K = 14 more failing days resolve it
+    assert (burst["starts_at"], burst["ends_at"], burst["status"]) == ("2024-03-03", "2024-04-14", "resolved")
+    seq, rows, instances = run_engine(lines, with_hysteresis(load_rules(), 1, 0), batch=1)
     (burst,) = [a for a in instances.values() if a["rule"] == "release_burst"]
     assert (burst["starts_at"], burst["ends_at"], burst["status"]) == ("2024-03-03", "2024-03-31", "resolved")
 
@@ -187,14 +216,13 @@ def test_interrupted_runs_resumed_end_exactly_like_a_clean_run():
     clean = Subscriber()
     play(Engine(rules), clean)
     rng = random.Random(5)
-    windows = {name: w for name, w, _, _ in rules.company_rules()} | {"talent_poaching": rules.talent_poaching.window_days}
     for trial in range(20):
         subscriber = Subscriber()
         held_until = None
         for _ in range(rng.choice([1, 2, 3])):  # interrupted runs
             engine = Engine(rules)
             for a in subscriber.table.values():
-                engine.restore_published(a["rule"], a["company_id"], a["counterparty_id"], windows[a["rule"]],
+                engine.restore_published(a["rule"], a["company_id"], a["counterparty_id"],
                                          date.fromisoformat(a["starts_at"]).toordinal(), a["severity"],
                                          date.fromisoformat(a["ends_at"]).toordinal() if a["ends_at"] else None, held_until)
             stop = rng.randrange(batch, len(facts))
@@ -204,7 +232,7 @@ def test_interrupted_runs_resumed_end_exactly_like_a_clean_run():
             held_until = max(max(f.day for f in stored), announced)
         engine = Engine(rules)
         for a in subscriber.table.values():
-            engine.restore_published(a["rule"], a["company_id"], a["counterparty_id"], windows[a["rule"]],
+            engine.restore_published(a["rule"], a["company_id"], a["counterparty_id"],
                                      date.fromisoformat(a["starts_at"]).toordinal(), a["severity"],
                                      date.fromisoformat(a["ends_at"]).toordinal() if a["ends_at"] else None, held_until)
         play(engine, subscriber)
@@ -225,3 +253,121 @@ def test_a_change_is_named_by_the_state_it_announces():
     assert change_id(first) != change_id(second)
     assert change_id(first) == change_id({**first, "stream_time": "2024-05-01", "evidence": None})
     assert delivery_id("r", first) != delivery_id("r", second) and delivery_id("r", first) != delivery_id("s", first)
+
+
+@pytest.mark.parametrize("for_days,keep_days", [(1, 0), (1, 14), (2, 3), (3, 0), (1, 5), (4, 9)])
+@pytest.mark.parametrize("seed", [21, 22])
+def test_hysteresis_matches_reference_on_shuffled_input(for_days, keep_days, seed):
+    """Several F and K, layoffs and every other reason, events shuffled within the lateness: the engine's
+    instances equal the day-by-day state machine of the reference, and its rows the plain sums."""
+    rng = random.Random(seed)
+    events = with_reasons(list(generate("talent-war", 1500, seed, date(2024, 1, 1), 200)), seed)
+    for i in range(len(events) - 1, 0, -1):
+        j = max(0, i - rng.randrange(0, 25))
+        events[i], events[j] = events[j], events[i]
+    lines = [orjson.dumps(e) for e in events]
+    rules = with_hysteresis(load_rules(), for_days, keep_days)
+    rules = rules.model_copy(update={"workforce_reduction": rules.workforce_reduction.model_copy(
+        update={"min_layoffs": 150, "critical_layoffs": 500})})
+    n = compare(lines, rules, batch=rng.choice([1, 7, 50]), sort=False, lateness_days=30)
+    assert n > 0
+    _, _, instances = run_engine(lines, rules, batch=7, sort=False, lateness_days=30)
+    assert {a["rule"] for a in instances.values()} >= {"talent_drain", "workforce_reduction", "talent_poaching"}
+
+
+def test_k_zero_reproduces_fire_on_first_holding_day_resolve_on_first_failing_day():
+    """F = 1, K = 0 is the revision 1.0 behaviour: one instance per maximal run of holding days."""
+    rng = random.Random(3)
+    for _ in range(200):
+        levels = [rng.choice([None, None, "info", "warning", "critical"]) for _ in range(rng.randrange(1, 40))]
+        runs, i = [], 0
+        while i < len(levels):
+            if levels[i] is None:
+                i += 1
+                continue
+            j = i
+            while j < len(levels) and levels[j] is not None:
+                j += 1
+            worst = max(levels[i:j], key=reference.RANK.__getitem__)
+            runs.append((i, j if j < len(levels) else None, worst))
+            i = j
+        assert reference.hysteresis(levels, 1, 0) == runs
+
+
+def _drain_lines(extra: list[tuple[str, str, str, int]]) -> list[bytes]:
+    """Acme: 2 hires and 5 departures on 01-10 (ratio 2.5: a drain), plus ``extra`` (id, kind, day, headcount)."""
+    base = [("h1", "hiring", "2024-01-10", 2), ("d1", "departure", "2024-01-10", 5)]
+    return [orjson.dumps({"event_id": i, "kind": k, "company": "Acme", "occurred_at": d, "headcount": n})
+            for i, k, d, n in base + extra]
+
+
+def _drains(lines: list[bytes], rules: RuleSet, batch: int = 1) -> list[tuple]:
+    _, _, instances = run_engine(lines, rules, batch=batch, sort=False, lateness_days=30)
+    return sorted((a["starts_at"], a["ends_at"]) for a in instances.values() if a["rule"] == "talent_drain")
+
+
+def test_an_out_of_order_event_merges_two_instances_and_splits_one():
+    """K = 3. A hire on 01-20 pauses the drain (5/3 < 2); a departure on 01-30 resumes it (6/3): a pause of
+    10 failing days is two instances. A departure that arrives late, dated 01-22, leaves a 2-day pause: one
+    instance (merged; with K = 1 still two). Then a hire dated 01-12 arriving last ends the drain early."""
+    rules = with_hysteresis(load_rules(), 1, 3)
+    pause = [("h2", "hiring", "2024-01-20", 1), ("d2", "departure", "2024-01-30", 1), ("z", "hiring", "2024-02-05", 1)]
+    assert _drains(_drain_lines(pause), rules) == [("2024-01-10", "2024-01-23"), ("2024-01-30", None)]
+    merged = pause + [("d3", "departure", "2024-01-22", 1)]
+    # 01-22: 6 departures against 3 hires again: failing only on 01-20 and 01-21, then 6/3 holds
+    assert _drains(_drain_lines(merged), rules) == [("2024-01-10", None)]
+    assert _drains(_drain_lines(merged), with_hysteresis(load_rules(), 1, 1)) == [("2024-01-10", "2024-01-21"),
+                                                                                 ("2024-01-22", None)]
+    assert _drains(_drain_lines(merged), with_hysteresis(load_rules(), 1, 0)) == [("2024-01-10", "2024-01-20"),
+                                                                                 ("2024-01-22", "2024-02-05")]
+    split = merged + [("h3", "hiring", "2024-01-12", 2)]  # 6/5 from 01-12 on, 7/5 from 01-30: no drain after 01-12
+    assert _drains(_drain_lines(split), rules) == [("2024-01-10", "2024-01-15")]
+    # and every step against the reference, delivered one event at a time
+    for lines in (_drain_lines(pause), _drain_lines(merged), _drain_lines(split)):
+        compare(lines, rules, batch=1, sort=False, lateness_days=30)
+
+
+def test_for_days_delays_firing_and_a_short_blip_never_fires():
+    """F = 3: the condition must hold three days in a row; a drain that lasts two days raises nothing."""
+    rules = with_hysteresis(load_rules(), 3, 0)
+    lines = _drain_lines([("h2", "hiring", "2024-01-20", 1)])
+    assert _drains(lines, rules) == [("2024-01-12", "2024-01-20")]
+    blip = _drain_lines([("h2", "hiring", "2024-01-11", 1)])
+    assert _drains(blip, rules) == []
+
+
+def test_layoffs_are_a_workforce_reduction_not_a_drain():
+    """1,200 laid off with no hires: no talent_drain, no poaching pair, a critical workforce_reduction; a
+    senior layoff is not a key departure."""
+    lines = [orjson.dumps({"event_id": "l1", "kind": "departure", "company": "Acme", "occurred_at": "2024-01-10",
+                           "headcount": 1200, "reason": "layoff", "seniority": "vp", "to_company": "Other"}),
+             orjson.dumps({"event_id": "v1", "kind": "departure", "company": "Acme", "occurred_at": "2024-01-11",
+                           "reason": "voluntary", "seniority": "vp"})]
+    _, rows, instances = run_engine(lines, load_rules(), batch=1)
+    row = rows[("acme", 30, "2024-01-11")]
+    assert (row["departures"], row["layoffs"], row["attrition"], row["key_departures"]) == (1201, 1200, 1, 1)
+    assert row["talent_drain_ratio"] == 1.0
+    (alert,) = instances.values()
+    assert (alert["rule"], alert["severity"]) == ("workforce_reduction", "critical")
+    assert alert["annotations"]["summary"] == "Acme cut 1,200 jobs in 30 days"
+    assert alert["evidence"] == {"event_ids": ["l1"], "count": 1}
+
+
+def test_a_merge_retracts_the_later_instance_with_its_own_severity():
+    """K = 3: two drains, then a late departure closes the gap; the later instance is retracted as merged into
+    the first, at the severity it was published with."""
+    rules = with_hysteresis(load_rules(), 1, 3)
+    events = _drain_lines([("h2", "hiring", "2024-01-20", 1), ("d2", "departure", "2024-01-30", 1),
+                           ("z", "hiring", "2024-02-05", 1), ("d3", "departure", "2024-01-22", 1)])
+    events = [parse_event(line) for line in events]
+    seq, engine, changes = Sequencer(30.0), Engine(rules), []
+    for event in events:
+        fact = fact_from_event(event, normalizer())
+        if seq.admit(fact.event_id, fact.time_us) is Verdict.ACCEPTED:
+            engine.add(fact)
+            engine.advance(fact.day)
+        changes += [a for a in engine.flush()[1] if a["rule"] == "talent_drain"]
+    (retracted,) = [a for a in changes if a["change"] == "retracted"]
+    assert (retracted["starts_at"], retracted["severity"]) == ("2024-01-30", "warning")
+    assert retracted["annotations"]["summary"].startswith("merged into the alert that started on 2024-01-10")
+    assert changes[-2]["change"] == "corrected" and changes[-2]["ends_at"] is None  # the first one reopened

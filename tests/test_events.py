@@ -94,10 +94,14 @@ def test_a_batch_is_parsed_exactly_as_each_line_alone():
         b'{"kind":"departure","company":"\xc3\x89cole","occurred_at":"2024-01-01","custom":{"a":[1]}}',
         b'{"kind":"model_release","company":"\xe6\x99\xba\xe8\xb0\xb1","occurred_at":"2024-01-01","model_name":"m"}',
         b'{"kind":"hiring","company":"A\\":","occurred_at":"2024-01-01","note":"kind\\":x"}',
+        b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","reason":"layoff","headcount":300}',
+        b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","reason":null}',
+        b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","reason":7}',
     ]
     invalid = [line for line, _ in [
         (b'{"kind":"hiring"', 0), (b'[1,2]', 0), (b'{"company":"X","occurred_at":"2024-01-01"}', 0),
         (b'{"kind":"hiring","company":"---","occurred_at":"2024-01-01"}', 0),
+        (b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","reason":"fired"}', 0),
         (b'{"kind":"hiring","company":"A","occurred_at":"2024-01-01","company":"B"}', 0),
         (b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","pad":"' + b"p" * 70_000 + b'"}', 0),
     ]]
@@ -105,3 +109,39 @@ def test_a_batch_is_parsed_exactly_as_each_line_alone():
         got = [("invalid", str(r)) if isinstance(r, InvalidEvent) else ("ok", to_wire(r)) for r in parse_events(batch)]
         assert got == [_outcome(parse_event, line) for line in batch]
     assert parse_events([]) == []
+
+
+def test_departure_reason():
+    base = {"kind": "departure", "company": "Acme", "occurred_at": "2024-01-01"}
+    assert parse_event(orjson.dumps(base)).reason == "unknown"
+    assert parse_event(orjson.dumps({**base, "reason": None})).reason == "unknown"
+    assert parse_event(orjson.dumps({**base, "reason": "layoff"})).reason == "layoff"
+    # an unknown reason is the same fact as no reason: same derived id (the id a 1.0 event had)
+    assert parse_event(orjson.dumps({**base, "reason": "unknown"})).event_id == parse_event(orjson.dumps(base)).event_id
+    assert parse_event(orjson.dumps({**base, "reason": "layoff"})).event_id != parse_event(orjson.dumps(base)).event_id
+    for bad in ("fired", 7, ""):
+        with pytest.raises(InvalidEvent, match="^reason: Input should be 'voluntary', 'layoff', 'acquihire' or 'unknown'"):
+            parse_event(orjson.dumps({**base, "reason": bad}))
+    # on other kinds it is an extra field: kept, not validated
+    hire = parse_event(orjson.dumps({"kind": "hiring", "company": "Acme", "occurred_at": "2024-01-01", "reason": 7}))
+    assert orjson.loads(to_wire(hire))["reason"] == 7
+
+
+def test_rules_file_hysteresis_keys(tmp_path):
+    from processors.rules import RulesFileError, load_rules
+
+    shipped = load_rules()
+    assert all((getattr(shipped, n).for_days, getattr(shipped, n).keep_firing_for_days) == (1, 14)
+               for n in type(shipped).model_fields)
+    path = tmp_path / "rules.toml"
+    path.write_text("[talent_drain]\nfor_days = 3\nkeep_firing_for_days = 0\nmin_departures = 4\n")
+    rules = load_rules(path)
+    assert (rules.talent_drain.for_days, rules.talent_drain.keep_firing_for_days, rules.talent_drain.min_attrition) == (3, 0, 4)
+    for text, key in (("[release_burst]\nfor_days = 0\n", "release_burst.for_days"),
+                      ("[workforce_reduction]\nkeep_firing_for_days = -1\n", "workforce_reduction.keep_firing_for_days"),
+                      ('[hiring_spree]\nkeep_firing_for_days = "two weeks"\n', "hiring_spree.keep_firing_for_days"),
+                      ("[funding_surge]\nfor_days = 1.5\n", "funding_surge.for_days")):
+        path.write_text(text)
+        with pytest.raises(RulesFileError) as err:
+            load_rules(path)
+        assert f": {key}: " in str(err.value) and "\n" not in str(err.value)

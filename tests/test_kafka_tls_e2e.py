@@ -68,7 +68,7 @@ def test_backfill_over_mutual_tls(tmp_path, pki, tls_broker):
     db = tmp_path / "tls.duckdb"
     out = backfill(tls_broker.address, db, env)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert fetch(db, "SELECT count(*) FROM events")[0][0] == 23
+    assert fetch(db, "SELECT count(*) FROM events")[0][0] == 47
     assert_conformance_tables(db)
     assert tls_broker.handshake_failures == 0
 

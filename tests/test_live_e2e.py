@@ -97,7 +97,10 @@ def live(tmp_path_factory, alertmanager):
         f'[[webhook]]\nname = "down"\nurl = "{base}/down"\nmax_attempts = 3\n\n'
         f'[[webhook]]\nname = "filtered"\nurl = "{base}/ok"\nrules = ["funding_surge"]\n')
     db = d / "live.duckdb"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AISIGNALS_TOKEN": TOKEN}
+    # the drain below resolves on the day the hires arrive: no keep-firing tail for it here
+    rules = d / "rules.toml"
+    rules.write_text("[talent_drain]\nkeep_firing_for_days = 0\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AISIGNALS_TOKEN": TOKEN, "AISIGNALS_RULES_FILE": str(rules)}
     proc = subprocess.Popen([sys.executable, "-m", "aisignals", "up", "--no-demo", "--port", "0", "--db", str(db),
                              "--webhooks", str(hooks), "--alertmanager", alertmanager],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

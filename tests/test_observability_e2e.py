@@ -37,6 +37,9 @@ def metric_names(exposition: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
 
+CONFORMANCE_INSTANCES = 16  # the alert instances of the conformance stream (expected_alerts.csv)
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
     d = tmp_path_factory.mktemp("obs")
@@ -62,7 +65,7 @@ def running(tmp_path_factory):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if fetch(db, "SELECT count(*) FROM alerts")[0][0] == 7:
+            if fetch(db, "SELECT count(*) FROM alerts")[0][0] == CONFORMANCE_INSTANCES:
                 break
         except Exception:  # noqa: BLE001 - not created yet
             pass
@@ -102,9 +105,9 @@ def test_real_prometheus_scrapes_the_pipeline(running):
             if total == accepted and samples:
                 break
             time.sleep(0.5)
-        assert total == accepted == 23
+        assert total == accepted == 47
         assert samples and samples > 0
-        assert query('sum(aisignals_dead_letters_total)') == 6
+        assert query('sum(aisignals_dead_letters_total)') == 8
     finally:
         prom.terminate()
         prom.wait(10)
@@ -147,15 +150,16 @@ def test_dashboard_in_headless_chromium(running):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(running["url"])
-            page.wait_for_function("document.querySelectorAll('tr.alert-row').length >= 7", timeout=30_000)
-            page.wait_for_selector("#chart svg polyline", timeout=30_000)
+            page.wait_for_function(f"document.querySelectorAll('tr.alert-row').length >= {CONFORMANCE_INSTANCES}",
+                                   timeout=30_000)
+            page.wait_for_selector("#chart svg polyline", state="attached", timeout=30_000)
             rows = page.locator("tr.alert-row").all_inner_texts()
             polylines = page.locator("#chart svg polyline").count()
             health = page.locator("#health").inner_text()
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
-    assert len(rows) == 7 and any("talent_poaching" in r and "alpha-ai" in r for r in rows)
+    assert len(rows) == CONFORMANCE_INSTANCES and any("talent_poaching" in r and "alpha-ai" in r for r in rows)
     assert polylines == 3  # departures, hires and drain ratio of the top company
     assert "ready yes" in health.replace("\n", " ")
     assert shot.exists() and shot.stat().st_size > 10_000
