@@ -65,7 +65,7 @@ _short_fetch_wait()
 
 TAKE = 5000  # records per batch
 WITHIN = 0.05  # seconds to wait for a batch to fill (Faust's take always waits this long unless full)
-LIVE_WITHIN = 0.02  # live: latency matters more than batch size
+LIVE_WITHIN = 0.02  # live: latency matters more than batch size (a take waits this long even for one record)
 ROWS_PER_MESSAGE = 2000
 FLUSH_RECORDS = 5000  # the sequencer sends its outputs at least this often
 
