@@ -208,7 +208,8 @@ def _sink_process_main(settings: Settings, run_id: str, bootstrap: str, messages
 async def _run_sink(settings: Settings, run_id: str, bootstrap: str, messages, stopping) -> None:  # pragma: no cover - child
     companies = normalizer(settings.aliases_file)
     topics = Topics(settings.topic_prefix, settings.partitions)
-    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.flush_rows, settings.flush_seconds)
+    # a sink process serves a backfill: fewer, larger transactions (a backfill's barrier still flushes at once)
+    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.bulk_flush_rows, settings.bulk_flush_seconds)
     stop = asyncio.Event()
     delivery, delivery_task = start_delivery(sink, settings, companies, stop)
 

@@ -337,6 +337,9 @@ def main() -> None:
                            "raw_rows_per_s": statistics.median(r[1] for r in sink_runs),
                            "rows": len(lines)}
         results["sink"]["ratio"] = results["sink"]["sink_rows_per_s"] / results["sink"]["raw_rows_per_s"]
+        from benchmarks.stages import measure
+
+        results["stages"] = measure(lines, batch=5000)  # CPU per event of each stage, for README "Capacity"
         results["queries_ms_p50"] = query_latencies(largest_db)
         results["queries_rows"] = sizes[-1]
         results["peak_rss_mb"] = results["backfill"][sizes[-1]]["peak_rss_mb"]
@@ -380,6 +383,12 @@ def render(r: dict) -> str:
                  f"{s['ratio']:.2f} × raw |")
     for name, ms in r["queries_ms_p50"].items():
         lines.append(f"| (e) query p50: {name} ({int(r['queries_rows']):,} events) | {ms:.1f} ms | ≤ 20 ms | |")
+    if "stages" in r:
+        st = r["stages"]
+        lines.append(f"| stage CPU per event, in-process without Kafka ({st['events']:,} events, batches of {st['batch']:,}): "
+                     f"sequencer / company engine / sink events rows | {st['sequencer_us']:.1f} / {st['engine_us']:.1f} / "
+                     f"{st['sink_events_rows_us']:.1f} µs | (Capacity) | one core: {1e6 / st['sequencer_us']:,.0f} events/s "
+                     f"through the sequencer, {1e6 / st['engine_us']:,.0f} through a company engine |")
     rss = r["peak_rss_mb"]
     lines.append(f"| (f) peak RSS of the worker process (stream processors + producer), {int(r['rss_events']):,} events | "
                  f"{rss.get('worker', float('nan')):.0f} MB | ≤ 300 MB | the sink process {rss.get('sink', float('nan')):.0f} MB "
