@@ -27,6 +27,7 @@ from streams.events import json_schema
 from streams.producer import ProduceError
 from streams.reader import InputFileError, check_readable, jsonl_lines, replay_order
 from streams.settings import Settings
+from streams.sources.config import SourcesFileError
 from streams.topics import TopicLayoutError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,7 +36,7 @@ console = Console()
 err = Console(stderr=True)
 
 KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFileError, ProduceError, QueryError,
-                TopicLayoutError, TimeoutError, MappingError, WebhookConfigError, OSError)
+                TopicLayoutError, TimeoutError, MappingError, WebhookConfigError, SourcesFileError, OSError)
 
 
 def bootstrap_option():
@@ -48,6 +49,16 @@ def db_option(help_text: str = "DuckDB file"):
 
 def partitions_option():
     return typer.Option(None, "--partitions", min=1, max=64, help="partitions of company-keyed topics")
+
+
+def sse_max_connections_option():
+    return typer.Option(None, "--sse-max-connections", min=1,
+                        help="open alert streams in all (env AISIGNALS_SSE_MAX_CONNECTIONS, default 2000); 503 past it")
+
+
+def sse_max_per_client_option():
+    return typer.Option(None, "--sse-max-per-client", min=1,
+                        help="open alert streams per client address (env AISIGNALS_SSE_MAX_PER_CLIENT, default 100); 503 past it")
 
 
 class InputFormat(str, Enum):
@@ -166,12 +177,16 @@ def up(
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT of a Kafka cluster (default: embedded broker)"),
     no_demo: bool = typer.Option(False, "--no-demo", help="do not replay the bundled data nor feed live events"),
     seconds: Optional[float] = typer.Option(None, "--for", min=1, help="stop after this many seconds"),
-    rate: float = typer.Option(20.0, "--rate", min=1, help="live synthetic events per second after the replay"),
+    rate: float = typer.Option(20.0, "--rate", min=0,
+                               help="synthetic events a second (fictional organisations) after the replay; 0 = none"),
     partitions: Optional[int] = partitions_option(),
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="HTTP port (0 = any free port)"),
     host: Optional[str] = typer.Option(None, "--host", help="HTTP bind address (needs a token unless loopback)"),
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers"),
     alertmanager: Optional[str] = typer.Option(None, "--alertmanager", help="Alertmanager base URL to push alerts to"),
+    sse_max_connections: Optional[int] = sse_max_connections_option(),
+    sse_max_per_client: Optional[int] = sse_max_per_client_option(),
+    sources: Optional[Path] = typer.Option(None, "--sources", help="SOURCES.toml: poll these live sources too"),
 ) -> None:
     """The whole pipeline on one machine: broker, worker, sink, replay of the bundled real data, live trickle."""
     from aisignals.live import run_up
@@ -179,12 +194,42 @@ def up(
 
     quiet_logs()
     settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, port=port, host=host,
-                             webhooks_file=webhooks, alertmanager_url=alertmanager)
+                             webhooks_file=webhooks, alertmanager_url=alertmanager,
+                             sse_max_connections=sse_max_connections, sse_max_per_client=sse_max_per_client)
     from sinks.delivery import load_receivers
 
     load_receivers(settings.webhooks_file)  # a malformed file fails here, in one line
     check_db_writable(settings.db)
-    asyncio.run(run_up(settings, not no_demo, seconds, rate, console))
+    from streams.sources.config import load_sources
+
+    watched = load_sources(sources) if sources is not None else None
+    asyncio.run(run_up(settings, not no_demo, seconds, rate, console, watched))
+
+
+@app.command()
+def watch(
+    sources_file: Path = typer.Argument(..., metavar="SOURCES.toml", help="the live sources to poll"),
+    db: Path = typer.Option(Path("aisignals.duckdb"), "--db", envvar="AISIGNALS_DB", help="DuckDB file to write"),
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="HOST:PORT of a Kafka cluster (default: embedded broker)"),
+    once: bool = typer.Option(False, "--once", help="poll every source once, wait until written, print a summary"),
+    partitions: Optional[int] = partitions_option(),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535, help="serve /metrics here"),
+) -> None:
+    """Poll live sources (Hugging Face Hub, Epoch AI, SEC Form D) and feed what is new to the pipeline."""
+    from aisignals.pipeline import check_db_writable, quiet_logs
+    from aisignals.watch import run_watch
+    from streams.sources.config import load_sources
+
+    quiet_logs()
+    config = load_sources(sources_file)
+    settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions)
+    check_db_writable(settings.db)
+    reports = asyncio.run(run_watch(settings, config, once, err, metrics_port))
+    for r in reports:  # --once: one summary line per source
+        failures = sum(1 for e in r.errors if e.kind != "invalid_item")
+        console.print(f"{r.name} ({r.type}): {r.fetched} fetched, {r.new} new events, {r.unchanged} unchanged,"
+                      f" {r.skipped} skipped, {r.dead_letters} dead letters, {failures} errors",
+                      soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
@@ -267,6 +312,8 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535),
     host: Optional[str] = typer.Option(None, "--host", help="bind address (needs a token unless loopback)"),
     partitions: Optional[int] = partitions_option(),
+    sse_max_connections: Optional[int] = sse_max_connections_option(),
+    sse_max_per_client: Optional[int] = sse_max_per_client_option(),
 ) -> None:
     """The HTTP server on its own, next to a worker and a sink that run elsewhere."""
     import uvicorn
@@ -279,7 +326,8 @@ def serve(
     from streams.topics import Topics
 
     quiet_logs()
-    settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions)
+    settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions,
+                             sse_max_connections=sse_max_connections, sse_max_per_client=sse_max_per_client)
     check_reachable(bootstrap)
     bind, note = bind_host(settings)
     if note:
@@ -293,8 +341,11 @@ def serve(
 
     from streams.security import aiokafka_kwargs
 
-    api = create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), Database(settings.db),
-                     normalizer(settings.aliases_file), ready, aiokafka_kwargs(settings))
+    from sinks.dashboard import with_dashboard
+
+    database, companies = Database(settings.db), normalizer(settings.aliases_file)
+    api = with_dashboard(create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), database,
+                                    companies, ready, aiokafka_kwargs(settings)), database, companies, ready)
     console.print(f"ai-signals HTTP on http://{bind}:{settings.port}/ (broker {bootstrap}, DuckDB {settings.db})", soft_wrap=True)
     uvicorn.run(api, host=bind, port=settings.port, log_level="warning")
 
@@ -329,7 +380,7 @@ def generate(
     start: str = typer.Option("2024-01-01", "--start", help="first day (YYYY-MM-DD)"),
     days: int = typer.Option(365, "--days", min=1, help="days covered"),
 ) -> None:
-    """Write synthetic SPEC §2 events (deterministic for a seed)."""
+    """Write synthetic SPEC §2 events about fictional organisations (deterministic for a seed)."""
     from datetime import date
 
     from streams.synthetic import SCENARIOS, generate as make

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import queue
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -259,6 +260,7 @@ class Pipeline:
         self._done: dict[str, asyncio.Future] = {}
         self.delivery: Delivery | None = None
         self._delivery_task: asyncio.Task | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start_broker(self) -> str:
@@ -288,12 +290,15 @@ class Pipeline:
             self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
             self.sink.on_backfill.append(self._backfill_done)
             database = self.sink.db
+            database.reuse_reader = True  # the writer is in this process: reads share one connection between writes
         elif sink:
             database.create()
         if worker:
+            # Faust wants a data directory even with the memory store: a temporary one, never the cwd
+            self._scratch = tempfile.TemporaryDirectory(prefix="aisignals-worker-")
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
-                                 s.lateness_days, broker_kwargs=faust_kwargs(s), live=self.live,
-                                 client_kwargs=aiokafka_kwargs(s))
+                                 s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
+                                 live=self.live, client_kwargs=aiokafka_kwargs(s))
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
             rolled_back_until = rollback_unfinished(database) if sink else None
             state = load_worker_state(database)
@@ -337,18 +342,21 @@ class Pipeline:
             await bounded(self.worker.stop(), "the worker")
         if self.sink is not None:
             self.sink.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
-    async def check_topics(self) -> None:
+    async def check_topics(self) -> bool:
         """Run when the broker is reachable again, and now and then. A Kafka cluster keeps its topics; a
         broker without durable storage (Tansu's memory engine) comes back empty, so the topics are
         created again before a client's first request auto-creates one with the wrong partition count,
-        and a sink here reads the new logs from their start (their offsets say nothing about the old)."""
+        and a sink here reads the new logs from their start (their offsets say nothing about the old).
+        False when the broker could not be asked (reported; the next check tries again)."""
         try:
-            quick = {**kafka_python_kwargs(self.settings), "request_timeout_ms": 5000, "api_version_auto_timeout_ms": 5000}
-            ids = await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, quick)
+            ids = await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics, kafka_python_kwargs(self.settings),
+                                          5000)
         except Exception as exc:  # noqa: BLE001 - reported; the next check tries again
             log.warning("topics not checked: %s", exc)
-            return
+            return False
         renewed = sorted(t for t, tid in ids.items() if tid and self.topic_ids.get(t) and tid != self.topic_ids[t])
         self.topic_ids = {**self.topic_ids, **{t: tid for t, tid in ids.items() if tid}}
         if renewed:
@@ -356,6 +364,7 @@ class Pipeline:
             self.run_id = self._run_id()
             if self.sink is not None:
                 self.sink.reread(self.run_id)
+        return True
 
     def stop_broker(self) -> None:
         if self.broker is not None:
@@ -382,13 +391,33 @@ class Pipeline:
         return broker and worker and sink, parts
 
     async def serve_http(self, host: str, port: int) -> "HttpServer":
+        from sinks.dashboard import with_dashboard
         from sinks.http import create_app
 
-        app = create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies, self.readiness,
-                         aiokafka_kwargs(self.settings))
+        app = with_dashboard(create_app(self.settings, self.bootstrap, self.topics, self.sink.db, self.companies,
+                                        self.readiness, aiokafka_kwargs(self.settings), alerts_written=self.alerts_written),
+                             self.sink.db, self.companies, self.readiness)
         server = HttpServer(app, host, port)
         await server.start()
         return server
+
+    async def alerts_written(self, positions: dict[int, int], timeout: float) -> bool:
+        """Wait until the sink has committed the alerts topic up to ``positions`` (partition → next offset),
+        asking it to flush now rather than at its interval. False if that took longer than ``timeout``."""
+        sink = self.sink
+        if sink is None:
+            return False
+        want = {(self.topics.alerts, p): o for p, o in positions.items()}
+        deadline = time.monotonic() + timeout
+        while any(sink.committed.get(key, 0) < offset for key, offset in want.items()):
+            left = deadline - time.monotonic()
+            if left <= 0 or self._sink_task is None or self._sink_task.done():
+                return False
+            sink.flush_soon = True
+            sink.flushed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(sink.flushed.wait(), min(left, 0.1))
+        return True
 
     def sink_failed(self) -> BaseException | None:
         if self._sink_process is not None:
@@ -492,6 +521,9 @@ class HttpServer:
         return f"http://{self.host}:{self.port}/"
 
     async def stop(self) -> None:
+        broadcaster = getattr(self.server.config.app.state, "broadcaster", None)
+        if broadcaster is not None:
+            broadcaster.close_all()  # open alert streams end cleanly, so the server need not cut them
         self.server.should_exit = True
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError, SystemExit, asyncio.TimeoutError):

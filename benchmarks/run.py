@@ -296,6 +296,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is reported)")
     parser.add_argument("--live-rate", type=int, default=1000)
     parser.add_argument("--live-seconds", type=float, default=60.0)
+    parser.add_argument("--fanout-subscribers", type=int, default=1000, help="(g): SSE subscribers (0 skips (g))")
+    parser.add_argument("--fanout-sql-clients", type=int, default=50, help="(g): clients looping ad-hoc SQL")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
     parser.add_argument("--no-peer", action="store_true", help="skip (h), the Quix Streams peer")
@@ -345,6 +347,11 @@ def main() -> None:
         results["peak_rss_mb"] = results["backfill"][sizes[-1]]["peak_rss_mb"]
         results["rss_events"] = sizes[-1]
         results["live"] = asyncio.run(live_latency(args.live_rate, args.live_seconds, workdir))
+    if args.fanout_subscribers:
+        from benchmarks import fanout
+
+        results["fanout"] = fanout.run(args.fanout_subscribers, args.fanout_sql_clients, args.live_rate,
+                                       args.live_seconds, drains=10)
     results["load_after"] = os.getloadavg()
     Path(args.json).write_text(json.dumps(results, indent=2))
     table = render(results)
@@ -393,6 +400,10 @@ def render(r: dict) -> str:
     lines.append(f"| (f) peak RSS of the worker process (stream processors + producer), {int(r['rss_events']):,} events | "
                  f"{rss.get('worker', float('nan')):.0f} MB | ≤ 300 MB | the sink process {rss.get('sink', float('nan')):.0f} MB "
                  f"(≤ 300 MB); the embedded broker (holds every topic in memory) {rss.get('broker', float('nan')):.0f} MB |")
+    if "fanout" in r:
+        from benchmarks import fanout
+
+        lines.append(fanout.render(r["fanout"]))
     return "\n".join(lines)
 
 

@@ -177,18 +177,18 @@ class AlertSeries:
         ``firing``, ``severity_raised``, ``resolved``; ``corrected`` when an out-of-order event
         changed a published instance's start or lowered its severity or reopened it; ``retracted``
         when a published instance no longer holds at all. While stream time (``through``) is before
-        ``provisional_until``, instances published before a rollback are held as they are.
+        ``provisional_until`` (a replay after a rollback, see ``Engine.hold``), nothing is announced: what
+        was published stands until then, and is then compared with the replay's state.
         """
         held = self.provisional_until is not None and through is not None and through < self.provisional_until
-        if not held:
-            self.provisional_until = None
+        if held:
+            return []
+        self.provisional_until = None
         out: list[tuple[str, Instance | None, int | None]] = []
         now = {inst.start: inst for inst in self.instances}
-        gone = [] if held else [start for start in self.published if start not in now]
+        gone = [start for start in self.published if start not in now]
         for inst in self.instances:
             old = self.published.get(inst.start)
-            if held and (old is not None or self._overlaps_published(inst)):
-                continue
             if old is not None:
                 severity, end = old
                 if severity == inst.severity and end == inst.end:
@@ -225,10 +225,6 @@ class AlertSeries:
             self.retracted[start] = self.published.pop(start)[0]
             out.append(("retracted", None, start))
         return out
-
-    def _overlaps_published(self, inst: Instance) -> bool:
-        return any((end is None or inst.start < end) and (inst.end is None or start < inst.end)
-                   for start, (_, end) in self.published.items())
 
 
 def change_id(alert: dict) -> str:

@@ -117,6 +117,7 @@ class Worker:
         self.sequencer = Sequencer(lateness_days)
         self.engines: dict[int, Engine] = {}
         self._keys: dict[str, tuple[bytes, int]] = {}  # company_id -> (record key, events/facts partition)
+        self.hold_until: int | None = None  # after a rollback, until the replay's backfill ends (see Engine.hold)
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
         self.stats = WorkerStats()
         self.producer: AIOKafkaProducer | None = None
@@ -149,6 +150,8 @@ class Worker:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = Engine(self.rules, self.windows)
+            if self.hold_until is not None:
+                engine.hold(self.hold_until)
         return engine
 
     # ---- restore -----------------------------------------------------------------------
@@ -172,7 +175,7 @@ class Worker:
             for rule, company_id, counterparty_id, start, severity, end in published:
                 if rule in known:
                     self.engine(partition_of(company_id, n)).restore_published(
-                        rule, company_id, counterparty_id, start, severity, end, held_until)
+                        rule, company_id, counterparty_id, start, severity, end)
 
         if not rebuild:
             remember()
@@ -191,6 +194,9 @@ class Worker:
                     for s in series.values():
                         s.published.clear()
             remember()
+            self.hold_until = held_until
+            for engine in self.engines.values():
+                engine.hold(held_until)
         return pending
 
     # ---- producing ---------------------------------------------------------------------
@@ -346,6 +352,7 @@ class Worker:
                         if info.get("stream_time_us") is not None:
                             engine.advance(_day_of_us(info["stream_time_us"]))
                         self._emit(out, partition, engine, sent, end_of_input=True)
+                        self.hold_until = None
                         sent = {}
                         for topic in (self.topics.indicators, self.topics.alerts):
                             out.add(topic, partition, None, message.value, headers=list(message.headers))

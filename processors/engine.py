@@ -29,7 +29,8 @@ class Engine:
         self._changed_days: dict[str, set[int]] = {}
         self._dirty_from: dict[str, int] = {}
         self._due: list[tuple[int, str]] = []  # (next change day, company)
-        self._held: set[str] = set()  # companies with alerts held after a rollback (restore_published)
+        self._held: set[str] = set()  # companies with alert series held after a rollback (see ``hold``)
+        self.hold_until: int | None = None
 
     # ---- input -------------------------------------------------------------------------
     def add(self, fact: Fact) -> None:
@@ -61,6 +62,7 @@ class Engine:
         if end_of_input and self.stream_day is not None:
             for company in list(self._held):
                 alerts.extend(self._release_held(company, self.stream_day, ended=True))
+            self.hold_until = None
         return rows, alerts
 
     def _indicator_rows(self) -> list[dict]:
@@ -146,10 +148,12 @@ class Engine:
 
     def _new_series(self, rule_name: str, company: str, counterparty: str | None) -> AlertSeries:
         rule = getattr(self.rules, rule_name)
-        return AlertSeries(rule_name, company, counterparty, rule.window_days, rule.for_days, rule.keep_firing_for_days)
+        series = AlertSeries(rule_name, company, counterparty, rule.window_days, rule.for_days, rule.keep_firing_for_days)
+        self._hold_series(company, series)
+        return series
 
     def _release_held(self, company: str, through: int, ended: bool = False) -> list[dict]:
-        """Series held after a rollback (see ``restore_published``) whose hold has ended (or whose
+        """Series held after a rollback (see ``hold``) whose hold has ended (or whose
         backfill has, ``ended``) but which the evaluation did not touch (no change day since): compare
         them now, or they would stay as the interrupted run left them."""
         if company not in self._held:
@@ -178,22 +182,35 @@ class Engine:
 
     # ---- durable state -----------------------------------------------------------------
     def restore_published(self, rule: str, company_id: str, counterparty_id: str | None,
-                          start: int, severity: str, end: int | None, provisional_until: int | None = None) -> None:
-        """Remember an alert instance that was already published (from the sink's ``alerts`` table).
-
-        ``provisional_until``: it was published by a backfill that was rolled back and is being
-        replayed; it is compared with the replay's state once stream time reaches that day, or when
-        the backfill ends (``flush(end_of_input=True)``)."""
+                          start: int, severity: str, end: int | None) -> None:
+        """Remember an alert instance that was already published (from the sink's ``alerts`` table)."""
         mine = self.series.setdefault(company_id, {})
         key = (rule, counterparty_id)
         series = mine.get(key)
         if series is None:
             series = mine[key] = self._new_series(rule, company_id, counterparty_id)
         series.published[start] = (severity, end)
-        if provisional_until is not None:
-            series.provisional_until = max(series.provisional_until or provisional_until, provisional_until)
-            heapq.heappush(self._due, (provisional_until, company_id))
-            self._held.add(company_id)
+
+    def hold(self, until: int) -> None:
+        """After a backfill was rolled back and is being replayed: announce no alert change until stream
+        time reaches ``until`` (how far the interrupted runs had got) or the backfill ends
+        (``flush(end_of_input=True)``); then only what differs from what was published.
+
+        Every series is held, also those the replay creates: an instance an interrupted run announced and
+        then retracted is in no table, and a replay passing through it again must not announce it twice."""
+        self.hold_until = until if self.hold_until is None else max(self.hold_until, until)
+        for company, mine in self.series.items():
+            for series in mine.values():
+                self._hold_series(company, series)
+
+    def _hold_series(self, company: str, series: AlertSeries) -> None:
+        until = self.hold_until
+        if until is None or (self.stream_day is not None and self.stream_day >= until):
+            return
+        series.provisional_until = max(series.provisional_until or until, until)
+        if company not in self._held:
+            self._held.add(company)
+            heapq.heappush(self._due, (until, company))
 
 
 def alert_message(

@@ -32,10 +32,14 @@ def _locked(exc: Exception) -> bool:
 class Database:
     """One DuckDB file: short-lived writer connections, read-only reader connections, with retries."""
 
-    def __init__(self, path: Path, wait_seconds: float = 30.0) -> None:
+    def __init__(self, path: Path, wait_seconds: float = 30.0, reuse_reader: bool = False) -> None:
         self.path = Path(path)
         self.wait_seconds = wait_seconds
         self.lock = threading.RLock()
+        # with the only writer in this process (``up``), one sandboxed reader connection serves every read
+        # between two writes (opening one costs more than most queries); each write closes it first
+        self.reuse_reader = reuse_reader
+        self._reader: duckdb.DuckDBPyConnection | None = None
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.wait_seconds
@@ -64,9 +68,17 @@ class Database:
             for sql in missing_columns_sql(con):  # a file written by an earlier revision
                 con.execute(sql)
 
+    def close(self) -> None:
+        """Close the kept reader connection, if any."""
+        with self.lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self.lock:
+            self.close()
             con = self._connect(read_only=False)
             try:
                 yield con
@@ -79,15 +91,27 @@ class Database:
         if not self.path.exists():
             raise SinkError(f"no DuckDB file at {self.path}")
         with self.lock:
+            if sandboxed and self.reuse_reader:
+                if self._reader is None:
+                    self._reader = self._sandbox(self._connect(read_only=True))
+                try:
+                    yield self._reader
+                except (duckdb.InterruptException, duckdb.FatalException):
+                    self.close()  # a fresh connection for the next read
+                    raise
+                return
             con = self._connect(read_only=True)
             try:
-                if sandboxed:
-                    con.execute("SET memory_limit = '1GB'")
-                    con.execute("SET max_temp_directory_size = '0KiB'")
-                    con.execute("SET enable_external_access = false")
-                    con.execute("SET autoinstall_known_extensions = false")
-                    con.execute("SET autoload_known_extensions = false")
-                    con.execute("SET lock_configuration = true")
-                yield con
+                yield self._sandbox(con) if sandboxed else con
             finally:
                 con.close()
+
+    @staticmethod
+    def _sandbox(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        con.execute("SET memory_limit = '1GB'")
+        con.execute("SET max_temp_directory_size = '0KiB'")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+        return con

@@ -217,6 +217,9 @@ class DuckDBSink:
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.lost_logs = 0  # logs found shorter than what was read from them, or re-created (see reread)
         self._reread = False
+        self.committed: dict[tuple[str, int], int] = {}  # next offset of each partition, as stored by the last flush
+        self.flushed = asyncio.Event()  # set after each flush (waiters clear it)
+        self.flush_soon = False  # a reader waits for the rows read so far: flush without waiting for the interval
 
     # ---- durable state ------------------------------------------------------------------
     def stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -244,6 +247,7 @@ class DuckDBSink:
             tps = self.partitions()
             consumer.assign(tps)
             stored = self.stored_offsets()
+            self.committed = dict(stored)
             for tp in tps:
                 offset = stored.get((tp.topic, tp.partition))
                 if offset is None:
@@ -270,9 +274,10 @@ class DuckDBSink:
                             stored.pop((tp.topic, tp.partition), None)
                             done = 0
                         self.lag[(tp.topic, tp.partition)] = max(high - done, 0)
-                if self.batch.records and (len(self.batch) >= self.flush_rows
+                if self.batch.records and (len(self.batch) >= self.flush_rows or self.flush_soon
                                            or time.monotonic() - last_flush >= self.flush_seconds
                                            or self._barrier_complete()):
+                    self.flush_soon = False
                     await asyncio.to_thread(self.flush)
                     last_flush = time.monotonic()
                     await self._announce()
@@ -341,6 +346,7 @@ class DuckDBSink:
         return any(len(seen) >= expected for seen in self.barriers.values())
 
     async def _announce(self) -> None:
+        self.flushed.set()
         for callback in self.after_flush:
             callback()
         for batch_id, summary in self.finished:
@@ -366,6 +372,7 @@ class DuckDBSink:
         except Exception:
             self.flush_failures += 1
             raise
+        self.committed.update(b.offsets)
         self.flush_duration.observe(time.perf_counter() - started)
 
     def _flush(self, b: Batch, con, now_us: int) -> None:
@@ -469,4 +476,5 @@ class DuckDBSink:
         self.rows_written["dead_letters"] += len(rows)
 
     def close(self) -> None:
-        """Nothing is held between flushes."""
+        """Nothing is held between flushes but a kept reader connection (``Database.reuse_reader``)."""
+        self.db.close()

@@ -1,8 +1,9 @@
 """The HTTP interface: event ingest, alerts (list and Server-Sent Events), read-only SQL, health and metrics.
 
 Thin on purpose: validation is ``streams.events``, storage is DuckDB through ``sinks.database``,
-the alert stream is the alerts topic itself (each SSE client reads it from Kafka, so
-``Last-Event-ID`` — the per-partition positions after the last message — resumes exactly).
+the alert stream is the alerts topic itself, read by one consumer per process and broadcast to every
+connection (``sinks.alert_stream``; ``Last-Event-ID`` — the per-partition positions after the last
+message — resumes exactly).
 """
 
 from __future__ import annotations
@@ -11,28 +12,30 @@ import asyncio
 import contextlib
 import hmac
 import time
-from pathlib import Path
-from typing import Any, Callable
+from importlib import resources
+from typing import Any, Awaitable, Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import AppStatus, EventSourceResponse
 
-from processors.alerts import alert_matches
+from sinks.alert_stream import AlertBroadcaster, StreamFull, StreamNotReady, parse_positions, register_metrics
 from sinks.database import Database, SinkError
 from sinks.query import QueryError, run_sql, to_csv
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, parse_event, to_wire
 from streams.settings import Settings
-from streams.topics import CONTROL, ORIGIN, SENT, Topics
+from streams.topics import ORIGIN, SENT, Topics
 
 INGEST_TIMEOUT = 10.0  # seconds for the broker to acknowledge a POST /v1/events
-DASHBOARD = Path(__file__).resolve().parent / "static" / "dashboard.html"
+STREAM_READY_TIMEOUT = 10.0  # seconds a new alert stream waits for the broadcast to catch up
+READ_YOUR_ALERT_TIMEOUT = 5.0  # seconds GET /v1/alerts waits for the sink to write what the stream delivered
+DASHBOARD = resources.files("sinks").joinpath("static", "dashboard.html")  # package data
 
 
 class RateLimiter:
@@ -79,11 +82,33 @@ def split_body(body: bytes, content_type: str) -> list[bytes]:
     return [text]
 
 
+class AlertStreamResponse(EventSourceResponse):
+    """An SSE response that gives its connection slot back however it ends."""
+
+    def __init__(self, *args, release: Callable[[], None], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Database, companies: CompanyNormalizer,
-               ready: Callable[[], tuple[bool, dict]] | None = None, client_kwargs: dict | None = None) -> FastAPI:
+               ready: Callable[[], tuple[bool, dict]] | None = None, client_kwargs: dict | None = None,
+               alerts_written: Callable[[dict[int, int], float], Awaitable[bool]] | None = None) -> FastAPI:
+    """The API. ``alerts_written(positions, timeout)``, when the sink runs in this process, waits until it has
+    committed the alerts topic up to ``positions``: what the stream delivered, ``GET /v1/alerts`` then lists."""
     app = FastAPI(title="ai-signals", version="0.1.0",
                   description="Push AI-industry events, subscribe to alerts, query DuckDB.")
     state: dict[str, Any] = {}
+    broadcaster = AlertBroadcaster(bootstrap, topics, client_kwargs, buffer=settings.sse_buffer,
+                                   max_connections=settings.sse_max_connections,
+                                   max_per_client=settings.sse_max_per_client)
+    app.state.broadcaster = broadcaster
+    register_metrics(broadcaster)
 
     @app.on_event("startup")
     async def _start() -> None:
@@ -91,9 +116,12 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                                     **(client_kwargs or {}))
         await producer.start()
         state["producer"] = producer
+        # a signal caught by uvicorn ends every stream cleanly, so that the server can finish its shutdown
+        await broadcaster.start(should_exit=lambda: AppStatus.should_exit)
 
     @app.on_event("shutdown")
     async def _stop() -> None:
+        await broadcaster.stop()
         producer = state.pop("producer", None)
         if producer is not None:
             await producer.stop()
@@ -166,10 +194,18 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
         return payload
 
     @app.get("/v1/alerts")
-    async def get_alerts(status: str = Query("firing", pattern="^(firing|resolved|all)$"), rule: str | None = None,
-                         severity: str | None = None, company: str | None = None, limit: int = Query(500, ge=1, le=10_000)):
-        """Alert instances (firing now by default), newest first."""
+    async def get_alerts(status: str | None = Query(None, pattern="^(firing|resolved|all)$"), rule: str | None = None,
+                         severity: str | None = None, company: str | None = None, fingerprint: str | None = None,
+                         limit: int = Query(500, ge=1, le=10_000)):
+        """Alert instances, newest first: firing now by default; with ``fingerprint``, that alert's every instance.
+        Every alert change the stream has delivered is listed (the sink's flush is awaited)."""
+        if status is None:
+            status = "all" if fingerprint else "firing"
+        if alerts_written is not None and broadcaster.live.is_set():
+            await alerts_written(dict(enumerate(broadcaster.positions())), READ_YOUR_ALERT_TIMEOUT)
         where, params = [], []
+        if fingerprint:
+            where.append("fingerprint = ?"); params.append(fingerprint)
         if status != "all":
             where.append("status = ?"); params.append(status)
         if rule:
@@ -194,51 +230,22 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
     @app.get("/v1/alerts/stream")
     async def alert_stream(request: Request, rule: str | None = None, severity: str | None = None,
                            company: str | None = None, from_beginning: bool = False):
-        """Server-Sent Events of alert state changes; reconnect with Last-Event-ID to resume."""
-        resume = request.headers.get("last-event-id")
-        wanted_rules = (rule,) if rule else ()
-        wanted_severities = (severity,) if severity else ()
-        wanted_companies = (companies.company_id(company),) if company else ()
-
-        async def events():
-            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                        client_id="aisignals-sse", fetch_max_wait_ms=50, **(client_kwargs or {}))
-            await consumer.start()
-            try:
-                tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
-                consumer.assign(tps)
-                positions = {}
-                if resume:
-                    for part in resume.split(","):
-                        p, _, o = part.partition(":")
-                        if p.isdigit() and o.isdigit():
-                            positions[int(p)] = int(o)
-                for tp in tps:
-                    if tp.partition in positions:
-                        consumer.seek(tp, positions[tp.partition])
-                    elif from_beginning:
-                        await consumer.seek_to_beginning(tp)
-                    else:
-                        await consumer.seek_to_end(tp)
-                for tp in tps:
-                    positions[tp.partition] = await consumer.position(tp)
-                yield {"event": "ready", "id": ",".join(f"{p}:{o}" for p, o in sorted(positions.items())), "data": "{}"}
-                while not await request.is_disconnected():
-                    batch = await consumer.getmany(timeout_ms=500)
-                    for tp, messages in batch.items():
-                        for m in messages:
-                            positions[tp.partition] = m.offset + 1
-                            if any(k == CONTROL for k, _ in (m.headers or ())):
-                                continue
-                            alert = orjson.loads(m.value)
-                            if not alert_matches(alert, wanted_rules, wanted_severities, wanted_companies):
-                                continue
-                            yield {"event": "alert", "id": ",".join(f"{p}:{o}" for p, o in sorted(positions.items())),
-                                   "data": orjson.dumps(alert).decode()}
-            finally:
-                await consumer.stop()
-
-        return EventSourceResponse(events(), ping=15)
+        """Server-Sent Events of alert state changes; reconnect with Last-Event-ID to resume exactly.
+        503 past the connection caps (per client address and in total)."""
+        client = request.client.host if request.client else "unknown"
+        try:
+            sub = broadcaster.open(client, (rule,) if rule else (), (severity,) if severity else (),
+                                   (companies.company_id(company),) if company else ())
+        except StreamFull as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+        try:
+            await broadcaster.wait_live(STREAM_READY_TIMEOUT)
+        except StreamNotReady as exc:
+            broadcaster.release(sub)
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+        resume = parse_positions(request.headers.get("last-event-id"), topics.partitions)
+        return AlertStreamResponse(broadcaster.stream(sub, resume, from_beginning), ping=15,
+                                   shutdown_grace_period=5, release=lambda: broadcaster.release(sub))
 
     @app.post("/v1/query", dependencies=[Depends(authorised)])
     async def post_query(request: QueryRequest):

@@ -92,6 +92,12 @@ class PipelineCollector(Collector):
         funding = GaugeMetricFamily("aisignals_funding_usd_30d",
                                     f"Funding in the 30 days to the latest day, top {TOP_N} companies",
                                     labels=["company"])
+        layoffs = GaugeMetricFamily("aisignals_layoffs_30d",
+                                    f"People laid off in the 30 days to the latest day, top {TOP_N} companies",
+                                    labels=["company"])
+        attrition = GaugeMetricFamily("aisignals_attrition_90d",
+                                      f"People who left (any reason but a layoff) in the 90 days to the latest day,"
+                                      f" top {TOP_N} companies", labels=["company"])
         latest = []
         for engine in list(worker.engines.values()):
             day = engine.stream_day
@@ -103,8 +109,14 @@ class PipelineCollector(Collector):
             drain.add_metric([company], t90.talent_drain_ratio)
         for company, _, t30 in sorted(latest, key=lambda x: (-x[2].funding_micro, x[0]))[:TOP_N]:
             funding.add_metric([company], t30.funding_usd)
+        for company, _, t30 in sorted(latest, key=lambda x: (-x[2].layoffs, x[0]))[:TOP_N]:
+            layoffs.add_metric([company], t30.layoffs)
+        for company, t90, _ in sorted(latest, key=lambda x: (-x[1].attrition, x[0]))[:TOP_N]:
+            attrition.add_metric([company], t90.attrition)
         yield drain
         yield funding
+        yield layoffs
+        yield attrition
         assigned = GaugeMetricFamily("aisignals_assigned_partitions", "Partitions assigned to this worker, by topic",
                                      labels=["topic"])
         try:
@@ -140,6 +152,41 @@ class PipelineCollector(Collector):
         for (receiver, outcome), n in sorted(delivery.counts.items()):
             fam.add_metric([receiver, outcome], n)
         yield fam
+
+
+class SourcesCollector(Collector):
+    """Live sources (``watch``, ``up --sources``): failures by kind and the last successful poll."""
+
+    def __init__(self, stats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        errors = CounterMetricFamily("aisignals_source_errors", "Live-source failures, by source and kind",
+                                     labels=["source", "kind"])
+        for (source, kind), n in sorted(self.stats.errors.items()):
+            errors.add_metric([source, kind], n)
+        yield errors
+        last = GaugeMetricFamily("aisignals_source_last_success_timestamp_seconds",
+                                 "Unix time of the last poll of a live source that completed without failure",
+                                 labels=["source"])
+        for source in self.stats.sources:
+            if source in self.stats.last_success:
+                last.add_metric([source], self.stats.last_success[source])
+        yield last
+
+
+_sources: list[SourcesCollector] = []
+
+
+def register_sources(stats) -> SourcesCollector:
+    """Expose live-source metrics on the default registry (replacing an earlier registration)."""
+    for old in _sources:
+        REGISTRY.unregister(old)
+    _sources.clear()
+    collector = SourcesCollector(stats)
+    REGISTRY.register(collector)
+    _sources.append(collector)
+    return collector
 
 
 _registered: list[PipelineCollector] = []

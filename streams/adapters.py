@@ -97,43 +97,54 @@ def _open_weights(access: str) -> bool | None:
     return None
 
 
+EPOCH_COLUMNS = ("Model", "Organization", "Publication date")
+
+
 def epoch_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
     with open(path, newline="", encoding="utf-8") as fh:
-        for number, row in enumerate(csv.DictReader(fh), 2):
-            acc.rows += 1
-            model = (row.get("Model") or "").strip()
-            orgs = [o.strip() for o in (row.get("Organization") or "").split(",") if slugify(o)]
-            if not model:
-                acc.skip("no model name")
-                continue
-            if not orgs:
-                acc.skip("no organization")
-                continue
-            try:
-                day = place_date(row.get("Publication date", ""), "day")
-            except ValueError:
-                acc.skip("unreadable publication date")
-                continue
-            if day is None:
-                acc.skip("no publication date")
-                continue
-            acc.used += 1
-            try:
-                params = float(row.get("Parameters") or "")
-            except ValueError:
-                params = None
-            countries = [c.strip().lower() for c in (row.get("Country (of organization)") or "").split(",")]
-            region = next((REGION_OF_COUNTRY[c] for c in countries if c in REGION_OF_COUNTRY), None)
-            for org in dict.fromkeys(orgs):
-                event = {"event_id": _id("epoch", model, slugify(org)), "kind": "model_release", "company": org,
-                         "occurred_at": day.isoformat(), "source": "epoch", "model_name": model}
-                for key, value in (("modality", _modality(row.get("Domain", ""))), ("parameters", params),
-                                   ("open_weights", _open_weights(row.get("Model accessibility", ""))),
-                                   ("region", region)):
-                    if value is not None:
-                        event[key] = value
-                acc.events["model_release"] += 1
-                yield f"{path.name}:{number}", event
+        yield from epoch_rows(fh, path.name, acc)
+
+
+def epoch_rows(fh, name: str, acc: Accounting, unreadable=None) -> Iterator[tuple[str, dict]]:
+    """Events of an Epoch CSV read from any text stream; ``unreadable(origin, row)`` hears of rows
+    whose publication date cannot be read (a live source dead-letters them)."""
+    for number, row in enumerate(csv.DictReader(fh), 2):
+        acc.rows += 1
+        model = (row.get("Model") or "").strip()
+        orgs = [o.strip() for o in (row.get("Organization") or "").split(",") if slugify(o)]
+        if not model:
+            acc.skip("no model name")
+            continue
+        if not orgs:
+            acc.skip("no organization")
+            continue
+        try:
+            day = place_date(row.get("Publication date", ""), "day")
+        except ValueError:
+            acc.skip("unreadable publication date")
+            if unreadable is not None:
+                unreadable(f"{name}:{number}", row)
+            continue
+        if day is None:
+            acc.skip("no publication date")
+            continue
+        acc.used += 1
+        try:
+            params = float(row.get("Parameters") or "")
+        except ValueError:
+            params = None
+        countries = [c.strip().lower() for c in (row.get("Country (of organization)") or "").split(",")]
+        region = next((REGION_OF_COUNTRY[c] for c in countries if c in REGION_OF_COUNTRY), None)
+        for org in dict.fromkeys(orgs):
+            event = {"event_id": _id("epoch", model, slugify(org)), "kind": "model_release", "company": org,
+                     "occurred_at": day.isoformat(), "source": "epoch", "model_name": model}
+            for key, value in (("modality", _modality(row.get("Domain", ""))), ("parameters", params),
+                               ("open_weights", _open_weights(row.get("Model accessibility", ""))),
+                               ("region", region)):
+                if value is not None:
+                    event[key] = value
+            acc.events["model_release"] += 1
+            yield f"{name}:{number}", event
 
 
 # ---- AI Watch -------------------------------------------------------------------------------

@@ -9,21 +9,25 @@ from typing import Iterator
 REGIONS = ["US", "US", "US", "EU", "UK", "CN", "Asia"]
 SENIORITY = ["intern", "junior", "mid", "mid", "mid", "senior", "senior", "staff", "principal", "manager",
              "director", "vp", "c_level", "founder", "unknown"]
-LABS = ["OpenAI", "Anthropic", "Google DeepMind", "Meta", "Mistral AI", "xAI", "DeepSeek", "Alibaba", "Baidu",
-        "Microsoft", "NVIDIA", "Cohere", "AI21 Labs", "Stability AI", "Inflection AI", "Character.AI",
-        "Aleph Alpha", "Zhipu AI", "Moonshot AI", "01.AI", "Reka", "Adept", "Hugging Face", "Perplexity"]
+# Synthetic events are about fictional organisations only: invented names that name no company of the
+# bundled real data (tested), so nothing generated here can be read as news about a real organisation.
+STEMS = ["Copperfinch", "Gildenmoor", "Pebblebrook", "Quartzwing", "Hollowpine", "Brightfen", "Emberlake",
+         "Frostvale", "Thistlewick", "Marrowgate", "Larkspire", "Ravenholt", "Sablecrest", "Tidewren",
+         "Umberfield", "Velvetoak", "Amberquill", "Birchhollow", "Cindermoss", "Duskmere"]
+SUFFIXES = ["Labs", "AI", "Research", "Systems", "Intelligence", "Robotics", "Dynamics", "Analytics", "Cognition",
+            "Machines"]
+INVESTORS = ["Lanternfall Capital", "Oakshade Ventures", "Fernhollow Partners", "Quillstone Fund",
+             "Harrowmere Growth", "Brambleton Holdings"]
 ROUNDS = ["seed", "series_a", "series_b", "series_c", "series_d", "growth", "debt", "corporate"]
 MODALITIES = ["language", "language", "multimodal", "vision", "speech", "code", "video"]
 SCENARIOS = ("steady", "talent-war", "conformance-mix")
 
 
-def _companies(n: int, rng: random.Random) -> list[str]:
-    names = list(LABS)
-    i = 0
-    while len(names) < n:
-        i += 1
-        names.append(f"{rng.choice(['Neural', 'Deep', 'Quantum', 'Vector', 'Latent', 'Sparse', 'Tensor'])}"
-                     f" {rng.choice(['Labs', 'AI', 'Systems', 'Research', 'Dynamics'])} {i}")
+def fictional_names(n: int) -> list[str]:
+    """The first n fictional organisation names, always in the same order (stem × suffix, then numbered)."""
+    k = len(STEMS)
+    names = [f"{STEMS[i % k]} {SUFFIXES[(i % k + i // k) % len(SUFFIXES)]}" for i in range(k * len(SUFFIXES))]
+    names += [f"{STEMS[i % k]} {SUFFIXES[i % len(SUFFIXES)]} {i}" for i in range(max(0, n - len(names)))]
     return names[:n]
 
 
@@ -35,7 +39,7 @@ def _moment(start: date, days: int, rng: random.Random) -> datetime:
 def steady(n: int, seed: int, start: date, days: int, companies: int = 200) -> Iterator[dict]:
     """Many companies, every kind, heavy-tailed funding; in time order."""
     rng = random.Random(seed)
-    names = _companies(companies, rng)
+    names = fictional_names(companies)
     weights = [1.0 / (i + 1) ** 0.8 for i in range(len(names))]  # a few big labs, a long tail
     moments = sorted(_moment(start, days, rng) for _ in range(n))
     for i, moment in enumerate(moments):
@@ -54,7 +58,7 @@ def steady(n: int, seed: int, start: date, days: int, companies: int = 200) -> I
                 event["to_company"] = rng.choice(names[:20])
         elif roll < 0.93:
             event.update(kind="funding", amount_usd=float(round(1e6 * rng.paretovariate(1.1))),
-                         round=rng.choice(ROUNDS), investors=[rng.choice(LABS)])
+                         round=rng.choice(ROUNDS), investors=[rng.choice(INVESTORS)])
         else:
             event.update(kind="model_release", model_name=f"{company.split()[0]}-{i}", modality=rng.choice(MODALITIES),
                          open_weights=rng.random() < 0.4)
@@ -64,7 +68,7 @@ def steady(n: int, seed: int, start: date, days: int, companies: int = 200) -> I
 def talent_war(n: int, seed: int, start: date, days: int) -> Iterator[dict]:
     """A large lab loses senior researchers to rivals while committing billions and hiring worldwide."""
     rng = random.Random(seed)
-    lab, rivals = "Meridian AI", ["Anthropic", "OpenAI", "Google DeepMind", "xAI"]
+    lab, rivals = "Marrowgate AI", ["Larkspire Labs", "Ravenholt Research", "Sablecrest AI", "Tidewren Systems"]
     background = list(steady(max(n - n // 5, 0), seed, start, days, companies=60))
     story: list[dict] = []
     for i in range(n // 5):
@@ -80,7 +84,7 @@ def talent_war(n: int, seed: int, start: date, days: int) -> Iterator[dict]:
                          region=rng.choice(["US", "EU", "Asia", "UK"]), role="engineer")
         else:
             event.update(kind="funding", amount_usd=float(rng.choice([2e9, 5e9, 1e10])), round="corporate",
-                         investors=["infrastructure partners"])
+                         investors=["Lanternfall Capital"])
         story.append(event)
     yield from sorted(background + story, key=lambda e: e["occurred_at"])
 

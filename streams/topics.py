@@ -74,13 +74,17 @@ class TopicLayoutError(RuntimeError):
     """A topic exists with a partition count the pipeline cannot work with."""
 
 
-def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = None) -> dict[str, str | None]:
+def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = None,
+                  timeout_ms: int | None = None) -> dict[str, str | None]:
     """Create every topic with the partition count the app expects; check existing ones.
 
     Returns each topic's id (None where the broker does not tell): a topic created anew — a broker
-    without durable storage that restarted — has a new id, so offsets stored for the old one are void."""
+    without durable storage that restarted — has a new id, so offsets stored for the old one are void.
+    ``timeout_ms`` bounds connecting and each request (the client's defaults otherwise)."""
+    quick = {"request_timeout_ms": timeout_ms, "bootstrap_timeout_ms": timeout_ms} if timeout_ms else {}
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin", **(client_kwargs or {}))
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin",
+                                 **{**(client_kwargs or {}), **quick})
         try:
             return _ensure(admin, topics)
         finally:

@@ -36,6 +36,18 @@ INDICATOR_COLS = ("hires", "departures", "layoffs", "attrition", "key_departures
                   "talent_drain_ratio", "funding_usd", "funding_rounds", "model_releases")
 
 
+def conformance_instances() -> int:
+    """How many alert instances the conformance stream ends with (rows of expected_alerts.csv)."""
+    with open(CONFORMANCE / "expected_alerts.csv") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
+
+
+def conformance_rows() -> int:
+    """How many indicator rows the conformance stream ends with (rows of expected_indicators.csv)."""
+    with open(CONFORMANCE / "expected_indicators.csv") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
+
+
 def indicator_table(db):
     rows = fetch(db, f"SELECT company_id, window_days, strftime(window_end, '%Y-%m-%d'), {', '.join(INDICATOR_COLS)} FROM indicators")
     return {(r[0], r[1], r[2]): dict(zip(INDICATOR_COLS, r[3:])) for r in rows}

@@ -13,7 +13,7 @@ from streams.events import parse_event
 from tests import reference
 from tests.conftest import INDICATOR_COLS, ROOT, aisignals, fetch
 
-REAL = ROOT / "data" / "real"
+REAL = ROOT / "aisignals" / "data" / "real"
 AIWATCH, EPOCH = REAL / "aiwatch_positions.csv", REAL / "epoch_notable_ai_models.csv"
 
 

@@ -17,7 +17,8 @@ def test_benchmark_suite_smoke(tmp_path):
     out = tmp_path / "results.json"
     md = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--sizes", "2000", "--repeat", "1",
-                           "--live-rate", "200", "--live-seconds", "5", "--no-peer", "--json", str(out), "--markdown", str(md)],
+                           "--live-rate", "200", "--live-seconds", "5", "--no-peer", "--fanout-subscribers", "20",
+                           "--fanout-sql-clients", "2", "--json", str(out), "--markdown", str(md)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
@@ -27,3 +28,7 @@ def test_benchmark_suite_smoke(tmp_path):
     assert results["backfill"]["2000"]["backfill_events_per_s"] > 0
     assert len(results["queries_ms_p50"]) == 5
     assert "(a) bare aiokafka" in md.read_text() and "(f) peak RSS" in md.read_text()
+    fanout = results["fanout"]
+    assert fanout["subscribers"] == 20 and fanout["alert_changes"] > 0 and fanout["server_error_lines"] == []
+    assert fanout["missed"] == 0 and fanout["duplicates"] == 0 and fanout["sql_queries"] > 0
+    assert "(g) fan-out" in md.read_text()

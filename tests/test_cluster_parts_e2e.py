@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import CONFORMANCE, ROOT, aisignals, assert_conformance_tables, fetch
+from tests.conftest import CONFORMANCE, ROOT, aisignals, assert_conformance_tables, conformance_instances, conformance_rows, fetch
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
         with open(CONFORMANCE / "expected_indicators.csv") as fh:
             expected_rows = sum(1 for _ in csv.DictReader(fh))
         assert wait_for(db, "SELECT count(*) FROM indicators", expected_rows) == expected_rows
-        assert wait_for(db, "SELECT count(*) FROM alerts", 7) == 7
+        assert wait_for(db, "SELECT count(*) FROM alerts", conformance_instances()) == conformance_instances()
     finally:
         stop(worker)
         stop(sink)
@@ -97,8 +97,8 @@ def test_two_workers_share_partitions_and_match_one_worker(tmp_path, broker):
             pytest.fail(f"group did not settle: {assigned(ports[0])} {assigned(ports[1])}")
         split = (assigned(ports[0]), assigned(ports[1]))
         aisignals("produce", str(CONFORMANCE / "stream.jsonl"), *common)
-        assert wait_for(db, "SELECT count(*) FROM alerts", 7) == 7
-        assert wait_for(db, "SELECT count(*) FROM indicators", 46) == 46
+        assert wait_for(db, "SELECT count(*) FROM alerts", conformance_instances()) == conformance_instances()
+        assert wait_for(db, "SELECT count(*) FROM indicators", conformance_rows()) == conformance_rows()
     finally:
         for w in workers:
             stop(w)

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from streams.settings import Settings
-from tests.conftest import CONFORMANCE, ROOT, aisignals, fetch
+from tests.conftest import CONFORMANCE, ROOT, aisignals, conformance_instances, fetch
+from tests.sources_server import Answer, RecordedServer
 from tests.test_live_e2e import free_port
 
 DEPLOY = ROOT / "deploy"
@@ -37,7 +38,7 @@ def metric_names(exposition: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
 
-CONFORMANCE_INSTANCES = 16  # the alert instances of the conformance stream (expected_alerts.csv)
+CONFORMANCE_INSTANCES = conformance_instances()
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,16 @@ def running(tmp_path_factory):
     db = d / "obs.duckdb"
     hooks = d / "hooks.toml"  # a receiver nobody listens on: deliveries end in the delivery dead letters
     hooks.write_text(f'[[webhook]]\nname = "nobody"\nurl = "http://127.0.0.1:{free_port()}/"\nmax_attempts = 1\n')
+    # live sources that add no events: a Hub organisation with no models, and an Epoch URL that fails,
+    # so the source metrics have samples (last success, errors)
+    sources_server = RecordedServer().__enter__()
+    sources_server.route("/api/models", Answer(200, b"[]", {"Content-Type": "application/json"}))
+    sources_server.route("/data/all_ai_models.csv", Answer(500, b"down"))
+    sources = d / "sources.toml"
+    sources.write_text(f'[[source]]\ntype = "huggingface"\norganizations = ["nobody"]\nendpoint = "{sources_server.base}"\n'
+                       f'[[source]]\ntype = "epoch"\nurl = "{sources_server.base}/data/all_ai_models.csv"\nmax_attempts = 1\n')
     proc = subprocess.Popen([sys.executable, "-m", "aisignals", "up", "--no-demo", "--port", "0", "--db", str(db),
-                             "--webhooks", str(hooks)],
+                             "--webhooks", str(hooks), "--sources", str(sources)],
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = broker = None
@@ -73,6 +82,7 @@ def running(tmp_path_factory):
     yield {"url": url, "broker": broker, "db": db, "dir": d}
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
+    sources_server.__exit__(None, None, None)
 
 
 def test_real_prometheus_scrapes_the_pipeline(running):
@@ -128,6 +138,9 @@ def test_grafana_dashboard_uses_only_exported_metrics(running):
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "aisignals.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert exprs
+    # SPEC 1.1: workforce reductions are shown apart from the talent drain
+    assert any("aisignals_layoffs_30d" in e for e in exprs) and any("aisignals_attrition_90d" in e for e in exprs)
+    assert any('rule="workforce_reduction"' in e for e in exprs)
     for expr in exprs:
         for name in re.findall(r"\baisignals_[a-z0-9_]+", expr):
             assert name in exported, f"{name} (in {expr!r}) is not exported"
@@ -160,7 +173,7 @@ def test_dashboard_in_headless_chromium(running):
         finally:
             browser.close()
     assert len(rows) == CONFORMANCE_INSTANCES and any("talent_poaching" in r and "alpha-ai" in r for r in rows)
-    assert polylines == 3  # departures, hires and drain ratio of the top company
+    assert polylines == 4  # hires, attrition, layoffs and drain ratio of the top company
     assert "ready yes" in health.replace("\n", " ")
     assert shot.exists() and shot.stat().st_size > 10_000
 
