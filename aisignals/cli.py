@@ -147,11 +147,17 @@ def backfill(
     load_receivers(settings.webhooks_file)
     check_db_writable(settings.db)
     rule_set = load_rules(settings.rules_file)
-    items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
+    check_readable(files)  # before anything starts
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("replaying", total=len(items))
-        summary = asyncio.run(run_backfill(settings, items, lambda n: progress.advance(task, n), rule_set))
+        task = progress.add_task("replaying", total=None)
+
+        def load():  # read and ordered while the broker and the stream processors start
+            items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
+            progress.update(task, total=len(items))
+            return items
+
+        summary = asyncio.run(run_backfill(settings, load, lambda n: progress.advance(task, n), rule_set))
     names, rows = run_query(settings.db, "SELECT (SELECT count(*) FROM indicators), (SELECT count(*) FROM alerts)")
     summary.indicator_rows, summary.alerts = rows[0]
     table = Table(title=f"backfill → {settings.db}", show_header=False)

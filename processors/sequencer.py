@@ -7,8 +7,15 @@ accepted so far" have one global meaning, whatever the number of downstream part
 from __future__ import annotations
 
 from enum import Enum
+from hashlib import blake2b
 
 from processors.facts import MICROS
+
+
+def id_digest(event_id: str) -> int:
+    """An event id as 8 bytes (an int): a few dozen bytes less per remembered id than the string.
+    Two ids share a digest with probability ~n²/2⁶⁵ (about 3·10⁻⁸ after a million events)."""
+    return int.from_bytes(blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 class Verdict(str, Enum):
@@ -22,7 +29,7 @@ class Sequencer:
 
     def __init__(self, lateness_days: float = 7.0) -> None:
         self.lateness_us = round(lateness_days * 86_400 * MICROS)
-        self.seen: set[str] = set()
+        self.seen: set[int] = set()  # id_digest of every event id seen
         self.max_time_us: int | None = None  # greatest occurred_at accepted so far
 
     @property
@@ -30,9 +37,11 @@ class Sequencer:
         return None if self.max_time_us is None else self.max_time_us - self.lateness_us
 
     def admit(self, event_id: str, time_us: int) -> Verdict:
-        if event_id in self.seen:
+        digest = id_digest(event_id)
+        seen = self.seen
+        if digest in seen:
             return Verdict.DUPLICATE
-        self.seen.add(event_id)
+        seen.add(digest)
         watermark = self.watermark_us
         if watermark is not None and time_us < watermark:
             return Verdict.LATE
@@ -42,6 +51,6 @@ class Sequencer:
 
     def restore(self, seen_ids, max_time_us: int | None) -> None:
         """Continue from durable state: every id stored so far, and the greatest accepted time."""
-        self.seen.update(seen_ids)
+        self.seen.update(map(id_digest, seen_ids))
         if max_time_us is not None and (self.max_time_us is None or max_time_us > self.max_time_us):
             self.max_time_us = max_time_us

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from streams.companies import slugify
 
 MAX_LINE_BYTES = 64 * 1024
+_ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
 MIN_YEAR, MAX_YEAR = 1900, 2100
 
 Seniority = Literal[
@@ -76,7 +77,7 @@ class EventBase(BaseModel):
     @field_validator("company")
     @classmethod
     def _company_has_a_name(cls, value: str) -> str:
-        if not slugify(value):
+        if not (_ASCII_ALNUM.search(value) or slugify(value)):  # an ASCII letter or digit always survives slugify
             raise ValueError("company has no letters or digits")
         return value
 
@@ -214,6 +215,56 @@ def parse_event(raw: bytes | str) -> Event:
         event = EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from None
+    if event.event_id is None:
+        event = event.model_copy(update={"event_id": derive_event_id(event)})
+    return event
+
+
+EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+def parse_events(raws: list[bytes]) -> list[Event | InvalidEvent]:
+    """``parse_event`` over a batch of lines: one pydantic call for the whole batch. Each item of the
+    result is the validated event of that line, or the ``InvalidEvent`` that ``parse_event`` raises
+    for it (the same reason): a batch with an invalid event is validated again line by line."""
+    out: list = [None] * len(raws)
+    objs: list[dict] = []
+    where: list[int] = []
+    loads, limit, dict_ = orjson.loads, MAX_LINE_BYTES, dict
+    for i, data in enumerate(raws):
+        try:
+            if len(data) > limit:
+                raise ValueError
+            obj = loads(data)
+            if obj.__class__ is not dict_ or _may_repeat_keys(data, obj):
+                raise ValueError
+        except ValueError:  # orjson.JSONDecodeError is one; parse_event finds the exact reason
+            out[i] = _invalid(data)
+            continue
+        objs.append(obj)
+        where.append(i)
+    try:
+        events = EVENTS_ADAPTER.validate_python(objs)
+    except ValidationError:
+        for i, obj in zip(where, objs):
+            try:
+                out[i] = _with_id(EVENT_ADAPTER.validate_python(obj))
+            except ValidationError as exc:
+                out[i] = InvalidEvent(_reason(exc))
+        return out
+    for i, event in zip(where, events):
+        out[i] = event if event.event_id is not None else _with_id(event)
+    return out
+
+
+def _invalid(data: bytes) -> InvalidEvent | Event:
+    try:
+        return parse_event(data)
+    except InvalidEvent as exc:
+        return exc
+
+
+def _with_id(event: Event) -> Event:
     if event.event_id is None:
         event = event.model_copy(update={"event_id": derive_event_id(event)})
     return event

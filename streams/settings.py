@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `aisignals up` / `serve`")
     flush_rows: int = Field(default=20_000, ge=1, description="sink: flush after this many buffered records")
     flush_seconds: float = Field(default=0.5, gt=0, description="sink: flush at least this often")
+    bulk_flush_rows: int = Field(default=200_000, ge=1, description="sink during a backfill: flush after this many"
+                                 " buffered records (each flush rewrites the file's indexes: fewer, larger ones)")
+    bulk_flush_seconds: float = Field(default=3.0, gt=0, description="sink during a backfill: flush at least this often")
     host: str = Field(default="127.0.0.1", description="HTTP bind address (without a token only loopback is allowed)")
     token: str | None = Field(default=None, description="bearer token for POST /v1/events and /v1/query", repr=False)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest accepted HTTP request body")

@@ -17,7 +17,7 @@ def test_benchmark_suite_smoke(tmp_path):
     out = tmp_path / "results.json"
     md = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--sizes", "2000", "--repeat", "1",
-                           "--live-rate", "200", "--live-seconds", "5", "--fanout-subscribers", "20",
+                           "--live-rate", "200", "--live-seconds", "5", "--no-peer", "--fanout-subscribers", "20",
                            "--fanout-sql-clients", "2", "--json", str(out), "--markdown", str(md)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

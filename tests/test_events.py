@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from streams.companies import CompanyNormalizer, slugify
-from streams.events import InvalidEvent, parse_event, to_wire
+from streams.events import InvalidEvent, parse_event, parse_events, to_wire
 
 
 def test_dates_and_offsets_become_utc():
@@ -76,6 +76,39 @@ def test_duplicate_keys_are_refused_at_any_depth(line, duplicate):
 def test_key_like_text_inside_strings_is_not_a_duplicate():
     e = parse_event(b'{"kind":"hiring","company":"A\\":","occurred_at":"2024-01-01","note":"kind\\":x"}')
     assert e.company == 'A":' and e.model_extra["note"] == 'kind":x'
+
+
+def _outcome(parse, line):
+    try:
+        return "ok", to_wire(parse(line))
+    except InvalidEvent as exc:
+        return "invalid", str(exc)
+
+
+def test_a_batch_is_parsed_exactly_as_each_line_alone():
+    """The sequencer validates a packed batch in one call; every line must get parse_event's verdict and
+    reason, whether its batch holds an invalid line or not."""
+    valid = [
+        b'{"kind":"hiring","company":"X","occurred_at":"2024-04-12T23:30:00-05:00","headcount":3}',
+        b'{"kind":"funding","company":"X","occurred_at":"2024-01-01","amount_usd":5}',  # derived id
+        b'{"kind":"departure","company":"\xc3\x89cole","occurred_at":"2024-01-01","custom":{"a":[1]}}',
+        b'{"kind":"model_release","company":"\xe6\x99\xba\xe8\xb0\xb1","occurred_at":"2024-01-01","model_name":"m"}',
+        b'{"kind":"hiring","company":"A\\":","occurred_at":"2024-01-01","note":"kind\\":x"}',
+        b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","reason":"layoff","headcount":300}',
+        b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","reason":null}',
+        b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","reason":7}',
+    ]
+    invalid = [line for line, _ in [
+        (b'{"kind":"hiring"', 0), (b'[1,2]', 0), (b'{"company":"X","occurred_at":"2024-01-01"}', 0),
+        (b'{"kind":"hiring","company":"---","occurred_at":"2024-01-01"}', 0),
+        (b'{"kind":"departure","company":"X","occurred_at":"2024-01-01","reason":"fired"}', 0),
+        (b'{"kind":"hiring","company":"A","occurred_at":"2024-01-01","company":"B"}', 0),
+        (b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","pad":"' + b"p" * 70_000 + b'"}', 0),
+    ]]
+    for batch in (valid, valid + invalid, invalid + valid, invalid):
+        got = [("invalid", str(r)) if isinstance(r, InvalidEvent) else ("ok", to_wire(r)) for r in parse_events(batch)]
+        assert got == [_outcome(parse_event, line) for line in batch]
+    assert parse_events([]) == []
 
 
 def test_departure_reason():

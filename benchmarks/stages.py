@@ -1,0 +1,77 @@
+"""CPU time per event of each stage, in one process and without Kafka: what one core can do per stage.
+
+    .venv/bin/python -m benchmarks.stages --events 200000 --batch 5000
+
+The sequencer validates, de-duplicates, applies the watermark and writes the wire JSON and facts of
+each event (as ``Worker._admit`` does for a packed ingest record); the company engine turns those
+facts into indicator rows and alert changes, one flush per batch (as the ``companies`` agent does per
+take, with all partitions in one engine: per-partition cost is the same work split by company); the
+sink builds the ``events`` rows of the batch's records in Arrow. Process CPU time, so a machine
+shared with other work slows these figures less than wall-clock ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+from processors.app import Outputs, Worker
+from processors.engine import Engine
+from processors.facts import FACT_WIDTH, Fact
+from processors.rules import load_rules
+from sinks.duckdb_sink import EventRecords, events_table
+from streams.companies import normalizer
+from streams.topics import Topics
+
+
+def measure(lines: list[bytes], batch: int = 5000) -> dict:
+    rules, companies = load_rules(None), normalizer()
+    worker = Worker("127.0.0.1:1", Topics("stages", 1), rules, companies)  # never started: no broker needed
+    items = [(f"stages:{i}", line) for i, line in enumerate(lines)]
+    fact_batches, wires = [], []
+    started = time.process_time()
+    for i in range(0, len(items), batch):
+        out, facts = Outputs(), defaultdict(list)
+        worker._admit(out, facts, items[i : i + batch], "stages", None)
+        fact_batches.append(facts[0])
+        wires.extend(value for records in out.records.values() for _, value, _, _ in records)
+    sequencer = time.process_time() - started
+    engine = Engine(rules, tuple(worker.windows))
+    rows = alerts = 0
+    started = time.process_time()
+    for facts in fact_batches:
+        for item in facts:
+            engine.add(Fact(*item[:FACT_WIDTH]))
+        engine.advance(max(item[4] for item in facts))
+        r, a = engine.flush()
+        rows, alerts = rows + len(r), alerts + len(a)
+    engine_s = time.process_time() - started
+    records = EventRecords()
+    for value in wires:
+        records.add(value, False, None)
+    started = time.process_time()
+    for i in range(0, len(wires), 20_000):  # the sink's flush size
+        part = EventRecords()
+        part.values, part.late, part.batch_ids = (records.values[i : i + 20_000], records.late[i : i + 20_000],
+                                                  records.batch_ids[i : i + 20_000])
+        events_table(part, companies.company_id, 0)
+    sink = time.process_time() - started
+    n = len(lines)
+    return {"events": n, "batch": batch, "sequencer_us": sequencer / n * 1e6, "engine_us": engine_s / n * 1e6,
+            "sink_events_rows_us": sink / n * 1e6, "indicator_rows": rows, "alert_changes": alerts}
+
+
+def main() -> None:
+    from benchmarks.run import synthetic_lines
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    args = parser.parse_args()
+    print(json.dumps(measure(synthetic_lines(args.events), args.batch)))
+
+
+if __name__ == "__main__":
+    main()

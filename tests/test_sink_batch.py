@@ -1,0 +1,57 @@
+"""The sink builds ``events`` rows per batch in Arrow; each row must be what the SPEC says of its record."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+
+from sinks.duckdb_sink import EventRecords, events_table
+from streams.companies import CompanyNormalizer
+from streams.events import parse_event, to_wire
+
+LINES = [
+    b'{"event_id":"a","kind":"departure","company":"Google DeepMind","occurred_at":"2024-04-12T23:30:00.250-05:00",'
+    b'"to_company":"FAIR","seniority":"vp","headcount":3,"custom":{"nested":[1,{"x":"y"}]}}',
+    b'{"event_id":"b","kind":"hiring","company":"\xc3\x89cole IA","occurred_at":"1969-07-20","from_company":"OpenAI"}',
+    b'{"event_id":"c","kind":"funding","company":"X","occurred_at":"2024-01-01T00:00:00Z","amount_usd":5,'
+    b'"investors":["a","b"],"round":"seed"}',
+    b'{"event_id":"d","kind":"model_release","company":"X","occurred_at":"2024-01-02","model_name":"m\\"1\\n",'
+    b'"modality":"vision","parameters":7e9,"open_weights":true}',
+    b'{"event_id":"e","kind":"departure","company":"Y","occurred_at":"2024-01-03","to_company":"","from_company":"Z"}',
+    b'{"kind":"hiring","company":"\xe6\x99\xba\xe8\xb0\xb1 AI","occurred_at":"2024-01-04","to_company":"---"}',
+    b'{"event_id":"a","kind":"hiring","company":"Other","occurred_at":"2024-01-05"}',  # the same id again: dropped
+]
+
+
+def expected_row(wire: bytes, late: bool, batch: str | None, companies: CompanyNormalizer, now_us: int) -> dict:
+    """What the sink stored per record before it worked per batch."""
+    d = orjson.loads(wire)
+    other = d.get("to_company") or d.get("from_company")
+    return {
+        "event_id": d["event_id"], "kind": d["kind"], "company_id": companies.company_id(d["company"]),
+        "company": d["company"], "counterparty_id": companies.company_id(other) if other else None,
+        "occurred_at": datetime.fromisoformat(d["occurred_at"]),
+        "ingested_at": datetime.fromtimestamp(now_us / 1e6, timezone.utc), "headcount": d.get("headcount"),
+        "seniority": d.get("seniority"), "amount_usd": d.get("amount_usd"), "model_name": d.get("model_name"),
+        "modality": d.get("modality"), "source": d.get("source"), "region": d.get("region"), "late": late,
+        "payload": wire.decode(), "batch_id": batch,
+    }
+
+
+def test_events_table_matches_the_row_by_row_definition():
+    companies = CompanyNormalizer()
+    records = EventRecords()
+    wires = [to_wire(parse_event(line)) for line in LINES]
+    for i, wire in enumerate(wires):
+        records.add(wire, i % 3 == 1, "b1" if i % 2 else None)
+    now_us = 1_700_000_000_123_456
+    rows = events_table(records, companies.company_id, now_us).to_pylist()
+    expected = [expected_row(w, i % 3 == 1, "b1" if i % 2 else None, companies, now_us)
+                for i, w in enumerate(wires[:-1])]
+    for row in rows:
+        row["occurred_at"] = row["occurred_at"].astimezone(timezone.utc)
+        row["ingested_at"] = row["ingested_at"].astimezone(timezone.utc)
+    assert rows == expected
+    assert rows[0]["company_id"] == "google-deepmind" and rows[0]["counterparty_id"] == "meta"
+    assert rows[4]["counterparty_id"] == "z" and rows[5]["counterparty_id"] == ""  # a name without letters
