@@ -23,12 +23,12 @@ from typing import AsyncIterator, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sse_starlette.event import ServerSentEvent
 
 from processors.alerts import alert_matches
+from sinks.metrics import register_replacing
 from streams.topics import CONTROL, Topics
 
 log = logging.getLogger("aisignals.http")
@@ -439,9 +439,4 @@ _collectors: list[AlertStreamCollector] = []
 
 def register_metrics(broadcaster: AlertBroadcaster) -> None:
     """Expose this process's alert stream on the default registry (replacing an earlier one)."""
-    for old in _collectors:
-        REGISTRY.unregister(old)
-    _collectors.clear()
-    collector = AlertStreamCollector(broadcaster)
-    REGISTRY.register(collector)
-    _collectors.append(collector)
+    register_replacing(_collectors, AlertStreamCollector(broadcaster))

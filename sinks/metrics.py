@@ -178,14 +178,19 @@ class SourcesCollector(Collector):
 _sources: list[SourcesCollector] = []
 
 
+def register_replacing(slot: list, collector) -> None:
+    """Register ``collector`` on the default registry in place of the one ``slot`` held (a process that
+    starts a part twice, as tests do, keeps one set of series)."""
+    for old in slot:
+        REGISTRY.unregister(old)
+    slot[:] = [collector]
+    REGISTRY.register(collector)
+
+
 def register_sources(stats) -> SourcesCollector:
     """Expose live-source metrics on the default registry (replacing an earlier registration)."""
-    for old in _sources:
-        REGISTRY.unregister(old)
-    _sources.clear()
     collector = SourcesCollector(stats)
-    REGISTRY.register(collector)
-    _sources.append(collector)
+    register_replacing(_sources, collector)
     return collector
 
 
