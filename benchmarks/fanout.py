@@ -40,6 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.live_load import percentile
+from benchmarks.procfs import status_mb
 from streams.topics import CONTROL, SENT, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,13 +59,7 @@ def key(alert: dict) -> tuple:
 
 
 def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return status_mb(pid, "VmRSS")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -25,6 +25,7 @@ import duckdb
 import orjson
 
 from aisignals.pipeline import Pipeline, quiet_logs
+from benchmarks.procfs import status_mb
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl
 from streams.broker import EmbeddedBroker
@@ -94,7 +95,7 @@ def backfill_command(path: Path, n: int, workdir: Path, tag: str) -> tuple[float
     while proc.poll() is None:
         for pid, role in [(proc.pid, "worker")] + [(c, None) for c in _proc_children(proc.pid)]:
             role = role or _name(pid)
-            mb = _peak_mb(pid)
+            mb = status_mb(pid, "VmHWM")
             if mb is not None and role != "other":
                 peaks[role] = max(peaks.get(role, 0.0), mb)
         time.sleep(0.1)
@@ -143,17 +144,6 @@ def _proc_children(pid: int) -> list[int]:
         return out
     except OSError:
         return []
-
-
-def _peak_mb(pid: int) -> float | None:
-    """VmHWM (peak resident set) of a live process, in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _name(pid: int) -> str:
