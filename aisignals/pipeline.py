@@ -11,7 +11,6 @@ import contextlib
 import gc
 import logging
 import multiprocessing
-import queue
 import signal
 import tempfile
 import threading
@@ -37,6 +36,11 @@ from streams.topics import Topics, ensure_topics, incarnation
 
 log = logging.getLogger("aisignals")
 TOPIC_CHECK_SECONDS = 10.0  # how often `worker`/`sink` check that the topics are still the ones they read
+# the worker's consumer-group session (s). A fresh join waits about half of it on the embedded broker
+# (Tansu), so there it is short: start-up 3.4 s instead of 6.4 s at 10 s (measured). A Kafka cluster
+# refuses sessions below its group.min.session.timeout.ms (6 s by default).
+SESSION_TIMEOUT = 10.0
+EMBEDDED_SESSION_TIMEOUT = 3.0
 
 
 class _ClientNoise(logging.Filter):
@@ -144,28 +148,38 @@ async def delivered(delivery: Delivery | None, deadline: float) -> None:
             await asyncio.sleep(0.2)
 
 
+class _Abandoned(Exception):
+    """Stops a replay's producer when the pipeline it feeds could not start."""
+
+
 class SinkProcess:
     """The DuckDB sink and alert delivery in a process of their own, so that a backfill uses a second
-    core (each process has one interpreter lock). Finished backfills and failures come back on a queue."""
+    core (each process has one interpreter lock). Finished backfills and failures come back over a
+    pipe, and "stop" goes the other way (a pipe holds no named semaphores, so a process that ends
+    without tearing down its objects leaves nothing behind)."""
 
     def __init__(self, settings: Settings, run_id: str, bootstrap: str) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.messages = ctx.Queue()
-        self.stopping = ctx.Event()
+        self.messages, self._child_end = ctx.Pipe()
+        self.stopping = False
         self.process = ctx.Process(target=_sink_process_main, name="aisignals-sink", daemon=True,
-                                   args=(settings, run_id, bootstrap, self.messages, self.stopping))
+                                   args=(settings, run_id, bootstrap, self._child_end))
         self.error: str | None = None
 
     def start(self, on_backfill: Callable[[str, dict], None]) -> None:
         self.process.start()
+        self._child_end.close()  # the child's copy is its own: a child that dies shows as EOF here
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._listen, args=(loop, on_backfill), name="sink-messages", daemon=True).start()
 
     def _listen(self, loop: asyncio.AbstractEventLoop, on_backfill: Callable[[str, dict], None]) -> None:
         while True:
             try:
-                what, *rest = self.messages.get(timeout=0.5)
-            except queue.Empty:
+                ready = self.messages.poll(0.5)
+                what, *rest = self.messages.recv() if ready else (None,)
+            except (EOFError, OSError):
+                return
+            if what is None:
                 if not self.process.is_alive():
                     return
                 continue
@@ -181,12 +195,14 @@ class SinkProcess:
         if self.error is not None:
             return SinkError(self.error)
         code = self.process.exitcode
-        if code not in (None, 0) and not self.stopping.is_set():
+        if code not in (None, 0) and not self.stopping:
             return SinkError(f"the sink process exited with code {code}")
         return None
 
     async def stop(self, grace: float) -> None:
-        self.stopping.set()
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.messages.send(("stop",))
         await asyncio.to_thread(self.process.join, grace)
         if self.process.is_alive():
             log.warning("the sink process did not stop within %.0f s; killed", grace)
@@ -194,19 +210,19 @@ class SinkProcess:
             await asyncio.to_thread(self.process.join, 5)
 
 
-def _sink_process_main(settings: Settings, run_id: str, bootstrap: str, messages, stopping) -> None:  # pragma: no cover - child
+def _sink_process_main(settings: Settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
     quiet_logs()
     tune_gc()
     try:
-        asyncio.run(_run_sink(settings, run_id, bootstrap, messages, stopping))
+        asyncio.run(_run_sink(settings, run_id, bootstrap, parent))
     except Exception as exc:
-        messages.put(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        parent.send(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         raise SystemExit(1) from None
 
 
-async def _run_sink(settings: Settings, run_id: str, bootstrap: str, messages, stopping) -> None:  # pragma: no cover - child
+async def _run_sink(settings: Settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
     companies = normalizer(settings.aliases_file)
     topics = Topics(settings.topic_prefix, settings.partitions)
     # a sink process serves a backfill: fewer, larger transactions (a backfill's barrier still flushes at once)
@@ -216,12 +232,12 @@ async def _run_sink(settings: Settings, run_id: str, bootstrap: str, messages, s
 
     async def finished(batch_id: str, summary: dict) -> None:
         await delivered(delivery, time.monotonic() + 3600)
-        messages.put(("backfill", batch_id, summary))
+        parent.send(("backfill", batch_id, summary))
 
     sink.on_backfill.append(finished)
 
     async def watch() -> None:
-        while not stopping.is_set():
+        while not parent.poll():  # "stop", or the parent has gone (EOF)
             await asyncio.sleep(0.1)
         stop.set()
 
@@ -298,19 +314,21 @@ class Pipeline:
             self._scratch = tempfile.TemporaryDirectory(prefix="aisignals-worker-")
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
                                  s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
+                                 session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
                                  live=self.live, client_kwargs=aiokafka_kwargs(s))
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
             rolled_back_until = rollback_unfinished(database) if sink else None
             state = load_worker_state(database)
             pending = self.worker.restore(*state, rolled_back_until_us=rolled_back_until)
+        if sink and self.sink_process:  # it starts (imports, opens DuckDB) while the worker joins its group
+            self._sink_process = SinkProcess(s, self.run_id, self.bootstrap)
+            self._sink_process.start(self._backfill_done)
+        if worker:
             await self.worker.start()
             for partition, rows, alerts in pending:
                 if rows or alerts:
                     await self.worker.publish_now(partition, rows, alerts)
-        if sink and self.sink_process:
-            self._sink_process = SinkProcess(s, self.run_id, self.bootstrap)
-            self._sink_process.start(self._backfill_done)
-        elif sink:
+        if sink and not self.sink_process:
             self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink, aiokafka_kwargs(s)),
                                                   name="sink")
             self.delivery, self._delivery_task = start_delivery(self.sink, s, self.companies, self._stop_sink)
@@ -433,22 +451,42 @@ class Pipeline:
             future.set_result(summary)
 
     async def replay(self, items: ReplayPlan, progress: Callable[[int], None] | None = None,
-                     timeout: float = 3600.0) -> dict:
-        """Produce items (kafka-python, in a thread), then wait until the sink has written all of it."""
+                     timeout: float = 3600.0, starting: asyncio.Future | None = None) -> dict:
+        """Produce items (kafka-python, in a thread), then wait until the sink has written all of it.
+
+        ``starting``: the pipeline's start, still under way. The ingest topic holds what is produced
+        until the worker reads it, so producing overlaps the group join; if the start fails, producing
+        stops and its error is raised."""
         batch_id = new_batch_id()
         loop = asyncio.get_running_loop()
         self._done[batch_id] = loop.create_future()
+        abandon = threading.Event()
+
+        def step(n: int) -> None:
+            if abandon.is_set():
+                raise _Abandoned("the pipeline did not start")
+            if progress is not None:
+                progress(n)
 
         def produce() -> None:
             producer = EventProducer(self.bootstrap, self.topics, self.companies, **kafka_python_kwargs(self.settings))
             try:
-                producer.send_packed(items, batch_id, progress)
+                producer.send_packed(items, batch_id, step)
                 producer.barrier(batch_id)
                 producer.flush()
             finally:
                 producer.close()
 
-        await asyncio.to_thread(produce)
+        producing = asyncio.ensure_future(asyncio.to_thread(produce))
+        if starting is not None:
+            try:
+                await starting
+            except BaseException:
+                abandon.set()
+                with contextlib.suppress(_Abandoned):
+                    await producing
+                raise
+        await producing
         deadline = time.monotonic() + timeout
         future = self._done[batch_id]
         while not future.done():
@@ -472,12 +510,16 @@ async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPl
     try:
         await asyncio.to_thread(pipeline.start_broker)
         try:
-            await pipeline.start()
+            starting = asyncio.ensure_future(pipeline.start())
             try:
                 if loading is not None:
                     items = await loading
-                result = await pipeline.replay(items, progress)
+                result = await pipeline.replay(items, progress, starting=starting)
             finally:
+                if not starting.done():  # the input could not be read: let the start end, then stop
+                    await asyncio.wait({starting})
+                if not starting.cancelled():
+                    starting.exception()  # raised above already, or to be superseded by the reading error
                 await pipeline.stop()
         finally:
             pipeline.stop_broker()

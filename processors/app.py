@@ -107,7 +107,7 @@ class Worker:
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
-                 live: bool = False, client_kwargs: dict | None = None):
+                 live: bool = False, client_kwargs: dict | None = None, session_timeout: float = 10.0):
         self.bootstrap = bootstrap
         self.client_kwargs = client_kwargs or {}
         self.topics = topics
@@ -129,8 +129,8 @@ class Worker:
             store="memory://",
             topic_allow_declare=False,
             topic_disable_leader=True,
-            broker_session_timeout=10,
-            broker_heartbeat_interval=1,
+            broker_session_timeout=session_timeout,
+            broker_heartbeat_interval=min(1.0, session_timeout / 6),
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
             **(broker_kwargs or {}),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import orjson
 import pytest
 
+from aisignals.pipeline import Pipeline
 from processors.rules import load_rules
+from sinks.database import SinkError
 from streams.events import parse_event
+from streams.reader import RawLine, replay_order
+from streams.settings import Settings
 from streams.synthetic import generate
 from tests import reference
 from tests.conftest import (CONFORMANCE, INDICATOR_COLS, aisignals, alert_table, assert_conformance_tables, fetch,
@@ -18,7 +23,8 @@ pytestmark = pytest.mark.e2e
 
 def test_conformance_vectors(tmp_path):
     db = tmp_path / "c.duckdb"
-    aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db))
+    first = aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db))
+    assert first.stderr == ""  # nothing said, nothing left behind by a process that skips its teardown
     out = aisignals("backfill", str(CONFORMANCE / "late.jsonl"), str(CONFORMANCE / "bad.jsonl"), "--db", str(db))
     assert "dead letters" in out.stdout
 
@@ -125,3 +131,26 @@ def test_rules_file_backtests_other_hysteresis(tmp_path):
     assert alert_table(db) == expected
     drains = [a for a in expected if a[0] == "talent_drain" and a[1] in ("mu-research", "kappa-ai", "nu-dynamics")]
     assert len(drains) == 6
+
+
+def test_replay_overlapping_a_failed_start_stops_and_says_why(tmp_path):
+    """A backfill produces while the worker joins its group; when the start fails, producing stops
+    early and the start's error is what the command reports."""
+    pipeline = Pipeline(Settings(db=tmp_path / "x.duckdb"), sink_process=True)
+    pipeline.start_broker()
+    events = generate("steady", 50_000, 3, date(2023, 1, 1), 365)
+    items = replay_order(RawLine(f"t:{i}", orjson.dumps(e)) for i, e in enumerate(events))
+    sent: list[int] = []
+
+    async def replay() -> None:
+        async def start() -> None:
+            raise SinkError("cannot start")
+
+        await pipeline.replay(items, sent.append, starting=asyncio.ensure_future(start()))
+
+    try:
+        with pytest.raises(SinkError, match="cannot start"):
+            asyncio.run(replay())
+    finally:
+        pipeline.stop_broker()
+    assert sum(sent) < len(items) / 2
