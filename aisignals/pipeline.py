@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import tempfile
 import threading
@@ -111,6 +113,21 @@ def check_db_writable(db: Path) -> None:
         raise SinkError(f"cannot create DuckDB file {db}: directory {parent} does not exist")
     if Path(db).exists() and Path(db).is_dir():
         raise SinkError(f"cannot use {db} as a DuckDB file: it is a directory")
+
+
+def hold_writer_lock(db: Path) -> int:
+    """One writing pipeline per DuckDB file. The sink opens the file only while it flushes (readers
+    use it in between), so DuckDB's own lock does not keep a second writer out, and two writers would
+    interleave their transactions and offsets. An advisory lock on the file (released by the kernel
+    when the process ends, however it ends) does. Returns the descriptor to close when done."""
+    fd = os.open(db, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SinkError(f"{db} is being written by another aisignals process (backfill, up or sink); "
+                        "wait for it to end or use another --db") from None
+    return fd
 
 
 @dataclass
@@ -277,6 +294,7 @@ class Pipeline:
         self.delivery: Delivery | None = None
         self._delivery_task: asyncio.Task | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
+        self._writer_lock: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start_broker(self) -> str:
@@ -309,6 +327,8 @@ class Pipeline:
             database.reuse_reader = True  # the writer is in this process: reads share one connection between writes
         elif sink:
             database.create()
+        if sink:
+            self._writer_lock = hold_writer_lock(s.db)
         if worker:
             # Faust wants a data directory even with the memory store: a temporary one, never the cwd
             self._scratch = tempfile.TemporaryDirectory(prefix="aisignals-worker-")
@@ -362,6 +382,9 @@ class Pipeline:
             self.sink.close()
         if self._scratch is not None:
             self._scratch.cleanup()
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)
+            self._writer_lock = None
 
     async def check_topics(self) -> bool:
         """Run when the broker is reachable again, and now and then. A Kafka cluster keeps its topics; a

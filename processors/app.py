@@ -65,7 +65,7 @@ _short_fetch_wait()
 
 TAKE = 5000  # records per batch
 WITHIN = 0.05  # seconds to wait for a batch to fill (Faust's take always waits this long unless full)
-LIVE_WITHIN = 0.02  # live: latency matters more than batch size (a take waits this long even for one record)
+LIVE_WITHIN = 0.005  # live: latency matters more than batch size (a take waits this long even for one record)
 ROWS_PER_MESSAGE = 2000
 # the sequencer sends its outputs at least every this many records. Larger is cheaper downstream: the
 # company engines evaluate rules once per company and batch (~54 µs/event at 1,000-event batches, ~25-30

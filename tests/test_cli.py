@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 import pytest
+
+from aisignals.pipeline import hold_writer_lock
 
 from tests.conftest import CONFORMANCE, aisignals
 
@@ -31,6 +35,21 @@ def test_unreachable_bootstrap(tmp_path):
     line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
                                     "--bootstrap", "127.0.0.1:1", check=False))
     assert "cannot reach" in line
+
+
+def test_second_writer_of_one_file_is_refused(tmp_path):
+    """Two pipelines writing one DuckDB file would interleave their transactions: the second is refused
+    while the first holds the file, and the file is free again when the first ends."""
+    db = tmp_path / "x.duckdb"
+    aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db))
+    held = hold_writer_lock(db)
+    try:
+        line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(db), check=False))
+        assert "being written by another aisignals process" in line
+    finally:
+        os.close(held)
+    out = aisignals("backfill", str(CONFORMANCE / "late.jsonl"), "--db", str(db))
+    assert "late" in out.stdout
 
 
 def test_bad_arguments():
