@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from processors.app import Worker
+from processors.app import COMPANIES, SEQUENCE, Worker
 from processors.rules import RuleSet, load_rules
 from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database, SinkError
@@ -169,27 +169,28 @@ class _Abandoned(Exception):
     """Stops a replay's producer when the pipeline it feeds could not start."""
 
 
-class SinkProcess:
-    """The DuckDB sink and alert delivery in a process of their own, so that a backfill uses a second
-    core (each process has one interpreter lock). Finished backfills and failures come back over a
-    pipe, and "stop" goes the other way (a pipe holds no named semaphores, so a process that ends
-    without tearing down its objects leaves nothing behind)."""
+class ChildProcess:
+    """A part of the pipeline in a process of its own, so that a backfill uses both cores (each process
+    has one interpreter lock): the DuckDB sink with alert delivery, and the company engines. Finished
+    backfills and failures come back over a pipe, and "stop" goes the other way (a pipe holds no named
+    semaphores, so a process that ends without tearing down its objects leaves nothing behind)."""
 
-    def __init__(self, settings: Settings, run_id: str, bootstrap: str) -> None:
+    def __init__(self, what: str, target: Callable, *args) -> None:
         ctx = multiprocessing.get_context("spawn")
+        self.what = what
         self.messages, self._child_end = ctx.Pipe()
         self.stopping = False
-        self.process = ctx.Process(target=_sink_process_main, name="aisignals-sink", daemon=True,
-                                   args=(settings, run_id, bootstrap, self._child_end))
+        self.process = ctx.Process(target=_child_main, name=f"aisignals-{what.split()[-1]}", daemon=True,
+                                   args=(target, args, self._child_end))
         self.error: str | None = None
 
-    def start(self, on_backfill: Callable[[str, dict], None]) -> None:
+    def start(self, on_backfill: Callable[[str, dict], None] | None = None) -> None:
         self.process.start()
         self._child_end.close()  # the child's copy is its own: a child that dies shows as EOF here
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._listen, args=(loop, on_backfill), name="sink-messages", daemon=True).start()
+        threading.Thread(target=self._listen, args=(loop, on_backfill), name=f"{self.what}-messages", daemon=True).start()
 
-    def _listen(self, loop: asyncio.AbstractEventLoop, on_backfill: Callable[[str, dict], None]) -> None:
+    def _listen(self, loop: asyncio.AbstractEventLoop, on_backfill: Callable[[str, dict], None] | None) -> None:
         while True:
             try:
                 ready = self.messages.poll(0.5)
@@ -200,7 +201,7 @@ class SinkProcess:
                 if not self.process.is_alive():
                     return
                 continue
-            if what == "backfill":
+            if what == "backfill" and on_backfill is not None:
                 loop.call_soon_threadsafe(on_backfill, *rest)
             elif what == "error":
                 self.error = rest[0]
@@ -213,7 +214,7 @@ class SinkProcess:
             return SinkError(self.error)
         code = self.process.exitcode
         if code not in (None, 0) and not self.stopping:
-            return SinkError(f"the sink process exited with code {code}")
+            return SinkError(f"the {self.what} process exited with code {code}")
         return None
 
     async def stop(self, grace: float) -> None:
@@ -222,21 +223,50 @@ class SinkProcess:
             self.messages.send(("stop",))
         await asyncio.to_thread(self.process.join, grace)
         if self.process.is_alive():
-            log.warning("the sink process did not stop within %.0f s; killed", grace)
+            log.warning("the %s process did not stop within %.0f s; killed", self.what, grace)
             self.process.kill()
             await asyncio.to_thread(self.process.join, 5)
 
 
-def _sink_process_main(settings: Settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
+def _child_main(target: Callable, args: tuple, parent) -> None:  # pragma: no cover - child
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
     quiet_logs()
     tune_gc()
     try:
-        asyncio.run(_run_sink(settings, run_id, bootstrap, parent))
+        asyncio.run(target(*args, parent))
     except Exception as exc:
         parent.send(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         raise SystemExit(1) from None
+
+
+async def _until_stopped(parent) -> None:  # pragma: no cover - child
+    while not parent.poll():  # "stop", or the parent has gone (EOF)
+        await asyncio.sleep(0.1)
+
+
+async def _run_engines(settings: Settings, bootstrap: str, rules: RuleSet, state: tuple,
+                       parent) -> None:  # pragma: no cover - child
+    """The company engines of a backfill, restored from ``state`` (what the parent read from DuckDB)."""
+    max_time_us, facts, published, rolled_back_until = state
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    with tempfile.TemporaryDirectory(prefix="aisignals-engines-") as scratch:
+        worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
+                        settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
+                        session_timeout=EMBEDDED_SESSION_TIMEOUT, client_kwargs=aiokafka_kwargs(settings),
+                        agents=(COMPANIES,))
+        pending = worker.restore([], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
+        del facts, state
+        await worker.start()
+        try:
+            for partition, rows, alerts in pending:
+                if rows or alerts:
+                    await worker.publish_now(partition, rows, alerts)
+            del pending
+            tune_gc()
+            await _until_stopped(parent)
+        finally:
+            await worker.stop()
 
 
 async def _run_sink(settings: Settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
@@ -254,8 +284,7 @@ async def _run_sink(settings: Settings, run_id: str, bootstrap: str, parent) -> 
     sink.on_backfill.append(finished)
 
     async def watch() -> None:
-        while not parent.poll():  # "stop", or the parent has gone (EOF)
-            await asyncio.sleep(0.1)
+        await _until_stopped(parent)
         stop.set()
 
     watcher = asyncio.create_task(watch())
@@ -272,14 +301,20 @@ class Pipeline:
     """Broker (embedded or not) + worker + sink, started and stopped together.
 
     ``sink_process``: run the sink in a child process (a backfill: more throughput on two cores);
-    otherwise everything shares this process (``up``: the HTTP API reads the sink's state)."""
+    ``engines_process``: on the embedded broker, the company engines too, so that the sequencer has
+    this process's interpreter lock to itself (its topics and consumer groups live only as long as
+    this run, so the two parts can be two Faust apps). Otherwise everything shares this process
+    (``up``: the HTTP API reads the sink's state)."""
 
     def __init__(self, settings: Settings, rules: RuleSet | None = None,
-                 companies: CompanyNormalizer | None = None, live: bool = False, sink_process: bool = False) -> None:
+                 companies: CompanyNormalizer | None = None, live: bool = False, sink_process: bool = False,
+                 engines_process: bool = False) -> None:
         self.settings = settings
         self.live = live
         self.sink_process = sink_process
-        self._sink_process: SinkProcess | None = None
+        self.engines_process = engines_process
+        self._sink_process: ChildProcess | None = None
+        self._engines_process: ChildProcess | None = None
         self.rules = rules if rules is not None else load_rules(settings.rules_file)
         self.companies = companies if companies is not None else normalizer(settings.aliases_file)
         self.topics = Topics(settings.topic_prefix, settings.partitions)
@@ -332,16 +367,23 @@ class Pipeline:
         if worker:
             # Faust wants a data directory even with the memory store: a temporary one, never the cwd
             self._scratch = tempfile.TemporaryDirectory(prefix="aisignals-worker-")
+            split = self.engines_process and self.broker is not None
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
                                  s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
                                  session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
-                                 live=self.live, client_kwargs=aiokafka_kwargs(s))
+                                 live=self.live, client_kwargs=aiokafka_kwargs(s),
+                                 agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES))
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
             rolled_back_until = rollback_unfinished(database) if sink else None
-            state = load_worker_state(database)
-            pending = self.worker.restore(*state, rolled_back_until_us=rolled_back_until)
+            seen, max_time_us, facts, published = load_worker_state(database)
+            pending = self.worker.restore(seen, max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
+            if split:  # it imports, restores and joins while this process does the same
+                self._engines_process = ChildProcess("company engines", _run_engines, s, self.bootstrap, self.rules,
+                                                     (max_time_us, facts, published, rolled_back_until))
+                self._engines_process.start()
+            del facts, published
         if sink and self.sink_process:  # it starts (imports, opens DuckDB) while the worker joins its group
-            self._sink_process = SinkProcess(s, self.run_id, self.bootstrap)
+            self._sink_process = ChildProcess("sink", _run_sink, s, self.run_id, self.bootstrap)
             self._sink_process.start(self._backfill_done)
         if worker:
             await self.worker.start()
@@ -372,6 +414,8 @@ class Pipeline:
 
         if self._sink_process is not None:
             await self._sink_process.stop(grace)
+        if self._engines_process is not None:
+            await self._engines_process.stop(grace)
         if self._delivery_task is not None:
             await bounded(self._delivery_task, "alert delivery")
         if self._sink_task is not None:
@@ -420,7 +464,8 @@ class Pipeline:
             broker = wait_for_port(host, int(port), 0.3)
         else:
             broker = False
-        worker = self.worker is None or self.worker.app.started
+        worker = self.worker is None or (self.worker.app.started and (
+            self._engines_process is None or self._engines_process.alive()))
         if self._sink_process is not None:
             sink = self._sink_process.alive()
         else:
@@ -461,8 +506,13 @@ class Pipeline:
         return True
 
     def sink_failed(self) -> BaseException | None:
+        """The failure of the sink, or of a part in a child process."""
+        for child in (self._engines_process, self._sink_process):
+            failed = child.failed() if child is not None else None
+            if failed is not None:
+                return failed
         if self._sink_process is not None:
-            return self._sink_process.failed()
+            return None
         if self._sink_task is not None and self._sink_task.done() and not self._sink_task.cancelled():
             return self._sink_task.exception()
         return None
@@ -527,7 +577,7 @@ async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPl
                    progress: Callable[[int], None] | None = None, rules: RuleSet | None = None) -> Summary:
     """Replay items through the streaming pipeline and wait until everything is written. ``items`` may be
     a function that reads them: it then runs (in a thread) while the broker and the pipeline start."""
-    pipeline = Pipeline(settings, rules, sink_process=True)
+    pipeline = Pipeline(settings, rules, sink_process=True, engines_process=True)
     started = time.monotonic()
     loading = asyncio.ensure_future(asyncio.to_thread(items)) if callable(items) else None
     try:

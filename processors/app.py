@@ -102,12 +102,19 @@ class Outputs:
         self.size += 1
 
 
+SEQUENCE, COMPANIES = "sequence", "companies"  # the agents; a worker runs both or one of them
+
+
 class Worker:
-    """The stream processors: one Faust app, a sequencer, and an engine per facts partition."""
+    """The stream processors: one Faust app, a sequencer, and an engine per facts partition.
+
+    ``agents``: both, or one of them when the other runs in another process (as another Faust app:
+    its own consumer group)."""
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
-                 live: bool = False, client_kwargs: dict | None = None, session_timeout: float = 10.0):
+                 live: bool = False, client_kwargs: dict | None = None, session_timeout: float = 10.0,
+                 agents: tuple[str, ...] = (SEQUENCE, COMPANIES)):
         self.bootstrap = bootstrap
         self.client_kwargs = client_kwargs or {}
         self.topics = topics
@@ -121,8 +128,10 @@ class Worker:
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
         self.stats = WorkerStats()
         self.producer: AIOKafkaProducer | None = None
+        self.agents = agents
+        both = set(agents) == {SEQUENCE, COMPANIES}
         self.app = faust.App(
-            f"{topics.prefix}-worker",
+            f"{topics.prefix}-worker" if both else f"{topics.prefix}-worker-{'-'.join(agents)}",
             broker=f"kafka://{bootstrap}",
             autodiscover=False,
             web_enabled=False,
@@ -139,10 +148,12 @@ class Worker:
         self.within = LIVE_WITHIN if live else WITHIN
         ingest = self.app.topic(topics.ingest, partitions=1, key_serializer="raw", value_serializer="raw")
         facts = self.app.topic(topics.facts, partitions=topics.partitions, key_serializer="raw", value_serializer="raw")
-        self.app.agent(ingest, name="sequence")(self._sequence)
-        self.app.agent(facts, name="companies")(self._companies)
+        if SEQUENCE in agents:
+            self.app.agent(ingest, name="sequence")(self._sequence)
+        if COMPANIES in agents:
+            self.app.agent(facts, name="companies")(self._companies)
         self.wall_clock_day: int | None = None
-        if live:
+        if live and SEQUENCE in agents:
             # live mode: stream time also follows the wall clock, so alerts resolve as real days pass
             self.app.timer(interval=30.0, name="wall_clock")(self._wall_clock)
 
@@ -162,6 +173,10 @@ class Worker:
         (``rolled_back_until_us``: the latest event time it had reached). Alerts it published are kept
         as they are until the replay that finishes it reaches that time; then only real differences
         are sent."""
+        if SEQUENCE not in self.agents:
+            seen_ids = ()
+        if COMPANIES not in self.agents:
+            facts, published = (), ()
         rebuild = rolled_back_until_us is not None
         held_until = _day_of_us(rolled_back_until_us) if rebuild else None
         self.sequencer.restore(seen_ids, max_time_us)
