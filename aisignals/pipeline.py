@@ -28,7 +28,7 @@ from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database, SinkError
 from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
-from streams.broker import EmbeddedBroker, check_reachable, die_with_parent, wait_for_port
+from streams.broker import EmbeddedBroker, check_reachable, die_with_parent, name_process, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
@@ -180,8 +180,9 @@ class ChildProcess:
         self.what = what
         self.messages, self._child_end = ctx.Pipe()
         self.stopping = False
-        self.process = ctx.Process(target=_child_main, name=f"aisignals-{what.split()[-1]}", daemon=True,
-                                   args=(target, args, self._child_end))
+        self.name = f"aisignals-{what.split()[-1]}"[:15]  # its /proc/PID/comm: aisignals-sink, aisignals-engin
+        self.process = ctx.Process(target=_child_main, name=self.name, daemon=True,
+                                   args=(self.name, target, args, self._child_end))
         self.error: str | None = None
 
     def start(self, on_backfill: Callable[[str, dict], None] | None = None) -> None:
@@ -228,8 +229,9 @@ class ChildProcess:
             await asyncio.to_thread(self.process.join, 5)
 
 
-def _child_main(target: Callable, args: tuple, parent) -> None:  # pragma: no cover - child
+def _child_main(name: str, target: Callable, args: tuple, parent) -> None:  # pragma: no cover - child
     die_with_parent()
+    name_process(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
     quiet_logs()
     tune_gc()

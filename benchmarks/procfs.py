@@ -1,8 +1,11 @@
-"""What Linux's /proc says of a live process, for the benchmarks' memory figures."""
+"""What Linux's /proc says of a live process, for the benchmarks' memory and CPU figures."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def status_mb(pid: int, key: str) -> float | None:
@@ -14,3 +17,12 @@ def status_mb(pid: int, key: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) the process has used so far; None once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS

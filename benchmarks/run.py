@@ -25,7 +25,7 @@ import duckdb
 import orjson
 
 from aisignals.pipeline import Pipeline, quiet_logs
-from benchmarks.procfs import status_mb
+from benchmarks.procfs import cpu_seconds, status_mb
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl
 from streams.broker import EmbeddedBroker
@@ -81,10 +81,10 @@ async def bare_aiokafka(lines: list[bytes], workdir: Path) -> float:
 
 
 # ---- (b) end-to-end backfill: the whole `aisignals backfill` command ------------------------------
-def backfill_command(path: Path, n: int, workdir: Path, tag: str) -> tuple[float, dict[str, float], Path]:
+def backfill_command(path: Path, n: int, workdir: Path, tag: str) -> tuple[float, dict[str, float], dict[str, float], Path]:
     """Events/s of ``aisignals backfill FILE --db DB`` from launch to exit (interpreter start-up, reading
     the file, the embedded broker, the group join and the final commit included), and the peak RSS (MB)
-    of each of its processes, sampled from /proc while it runs."""
+    and CPU seconds of each of its processes, sampled from /proc while it runs."""
     db = workdir / f"backfill-{tag}.duckdb"
     for p in (db, Path(str(db) + ".wal")):
         p.unlink(missing_ok=True)
@@ -92,17 +92,20 @@ def backfill_command(path: Path, n: int, workdir: Path, tag: str) -> tuple[float
     proc = subprocess.Popen([sys.executable, "-m", "aisignals", "backfill", str(path), "--db", str(db)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     peaks: dict[str, float] = {}
+    cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds when last seen)
     while proc.poll() is None:
         for pid, role in [(proc.pid, "worker")] + [(c, None) for c in _proc_children(proc.pid)]:
             role = role or _name(pid)
-            mb = status_mb(pid, "VmHWM")
+            mb, used = status_mb(pid, "VmHWM"), cpu_seconds(pid)
             if mb is not None and role != "other":
                 peaks[role] = max(peaks.get(role, 0.0), mb)
+            if used is not None and role != "other":
+                cpu[pid] = (role, used)
         time.sleep(0.1)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"aisignals backfill exited with {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
-    return n / elapsed, peaks, db
+    return n / elapsed, peaks, {role: used for role, used in cpu.values()}, db
 
 
 # ---- (h) the peer: the indicators alone, written plainly in Quix Streams --------------------------------
@@ -152,7 +155,10 @@ def _name(pid: int) -> str:
     except OSError:
         return "?"
     text = b" ".join(cmd).decode(errors="replace")
-    return "broker" if "tansu" in text else ("sink" if "spawn_main" in text else "other")
+    if "tansu" in text:
+        return "broker"
+    comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else ""
+    return {"aisignals-sink": "sink", "aisignals-engin": "engines"}.get(comm, "other")
 
 
 # ---- (c) steady live load ----------------------------------------------------------------------
@@ -304,19 +310,21 @@ def main() -> None:
             lines = synthetic_lines(n)
             path = workdir / f"events-{n}.jsonl"
             path.write_bytes(b"\n".join(lines) + b"\n")
-            base, runs, peers, peaks = [], [], [], []
+            base, runs, peers, peaks, cpus = [], [], [], [], []
             for r in range(args.repeat):  # interleaved, so that a change in the machine's load hits all three
                 base.append(asyncio.run(bare_aiokafka(lines, workdir)))
-                rate, rss, db = backfill_command(path, n, workdir, f"{n}-{r}")
+                rate, rss, cpu, db = backfill_command(path, n, workdir, f"{n}-{r}")
                 runs.append(rate)
                 peaks.append(rss)
+                cpus.append(cpu)
                 largest_db = db
                 if not args.no_peer:
                     peers.append(quix_peer(path, workdir))
             b = statistics.median(base)
             results["backfill"][n] = {"baseline_events_per_s": b, "backfill_events_per_s": statistics.median(runs),
                                       "ratio": statistics.median(runs) / b, "runs": runs, "baseline_runs": base,
-                                      "peak_rss_mb": {k: max(p.get(k, 0.0) for p in peaks) for k in peaks[0]}}
+                                      "peak_rss_mb": {k: max(p.get(k, 0.0) for p in peaks) for k in peaks[0]},
+                                      "cpu_s": {k: statistics.median(c.get(k, 0.0) for c in cpus) for k in cpus[0]}}
             if peers and None not in peers:
                 results["backfill"][n].update(peer_events_per_s=statistics.median(peers), peer_runs=peers,
                                               peer_ratio=statistics.median(peers) / b)
@@ -363,8 +371,10 @@ def render(r: dict) -> str:
              "| figure | value | target | ratio / note |", "|---|---|---|---|"]
     for n, b in r["backfill"].items():
         lines.append(f"| (a) bare aiokafka produce→consume, N={int(n):,} | {b['baseline_events_per_s']:,.0f} events/s | the ceiling | |")
+        cpu = ", ".join(f"{role} {secs:.1f}" for role, secs in sorted(b.get("cpu_s", {}).items()))
         lines.append(f"| (b) `aisignals backfill`, whole command (start-up included), N={int(n):,} | "
-                     f"{b['backfill_events_per_s']:,.0f} events/s | ≥ 0.5 × (a) | {b['ratio']:.2f} × (a) |")
+                     f"{b['backfill_events_per_s']:,.0f} events/s | ≥ 0.5 × (a) | {b['ratio']:.2f} × (a); "
+                     f"{int(n) / b['backfill_events_per_s']:.1f} s, CPU s by process: {cpu} |")
         if "peer_events_per_s" in b:
             lines.append(f"| (h) peer: 30/90-day indicators only, plain Quix Streams job (whole job), N={int(n):,} | "
                          f"{b['peer_events_per_s']:,.0f} events/s | (b) ahead | {b['peer_ratio']:.2f} × (a); "
@@ -387,9 +397,10 @@ def render(r: dict) -> str:
                      f"{st['sink_events_rows_us']:.1f} µs | (Capacity) | one core: {1e6 / st['sequencer_us']:,.0f} events/s "
                      f"through the sequencer, {1e6 / st['engine_us']:,.0f} through a company engine |")
     rss = r["peak_rss_mb"]
-    lines.append(f"| (f) peak RSS of the worker process (stream processors + producer), {int(r['rss_events']):,} events | "
+    engines = f"; the company engines' process {rss['engines']:.0f} MB (≤ 300 MB)" if "engines" in rss else ""
+    lines.append(f"| (f) peak RSS of the worker process (sequencer + producer), {int(r['rss_events']):,} events | "
                  f"{rss.get('worker', float('nan')):.0f} MB | ≤ 300 MB | the sink process {rss.get('sink', float('nan')):.0f} MB "
-                 f"(≤ 300 MB); the embedded broker (holds every topic in memory) {rss.get('broker', float('nan')):.0f} MB |")
+                 f"(≤ 300 MB){engines}; the embedded broker (holds every topic in memory) {rss.get('broker', float('nan')):.0f} MB |")
     if "fanout" in r:
         from benchmarks import fanout
 

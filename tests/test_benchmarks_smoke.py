@@ -23,7 +23,8 @@ def test_benchmark_suite_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
     assert set(results) >= {"backfill", "sink", "queries_ms_p50", "peak_rss_mb", "live", "machine"}
-    assert set(results["peak_rss_mb"]) == {"worker", "sink", "broker"}
+    assert set(results["peak_rss_mb"]) == {"worker", "engines", "sink", "broker"}
+    assert set(results["backfill"]["2000"]["cpu_s"]) == {"worker", "engines", "sink", "broker"}
     assert results["live"]["alert_samples"] > 0 and results["live"]["alert_p99_ms"] >= results["live"]["alert_p50_ms"]
     assert results["backfill"]["2000"]["backfill_events_per_s"] > 0
     assert len(results["queries_ms_p50"]) == 5
