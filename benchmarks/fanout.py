@@ -326,6 +326,16 @@ async def measure(args, workdir: Path) -> dict:
     return result
 
 
+def rss_after_warm_up(samples: list[tuple[int, int]], warm_up: float = 20.0) -> str:
+    """How the server's RSS moved once warm (connections open, first queries and flushes done): from the
+    first sample at or after ``warm_up`` seconds to the last."""
+    warm = [(t, mb) for t, mb in samples if t >= warm_up]
+    if len(warm) < 2:
+        return ""
+    (t0, mb0), (t1, mb1) = warm[0], warm[-1]
+    return f"; after warm-up {mb0} → {mb1} MB from {t0} s to {t1} s ({(mb1 - mb0) / (t1 - t0):+.2f} MB/s)"
+
+
 def render(r: dict) -> str:
     """One row for the benchmark table."""
     return (f"| (g) fan-out: {r['subscribers']:,} SSE subscribers + {r['sql_clients']} SQL clients, {r['rate']:,} events/s"
@@ -334,7 +344,8 @@ def render(r: dict) -> str:
             f" {r.get('delivery_p99_ms', float('nan')):.0f} ms | none missed or twice, p99 ≤ 1 s, RSS flat |"
             f" event sent → subscriber p50 / p99 {r.get('end_to_end_p50_ms', float('nan')):.0f} /"
             f" {r.get('end_to_end_p99_ms', float('nan')):.0f} ms; server RSS {r['server_rss_mb_start']:.0f} →"
-            f" {r['server_rss_mb_end']:.0f} MB (peak {r['server_rss_mb_peak']:.0f}); {r['sql_queries']:,} SQL queries,"
+            f" {r['server_rss_mb_end']:.0f} MB (peak {r['server_rss_mb_peak']:.0f})"
+            f"{rss_after_warm_up(r.get('server_rss_mb_samples', []))}; {r['sql_queries']:,} SQL queries,"
             f" p99 {r.get('sql_p99_ms', float('nan')):.0f} ms; CPU (cores) server {r.get('server_cpu_share', float('nan')):.2f},"
             f" subscribers + SQL clients {r.get('clients_cpu_share', float('nan')):.2f}; load average"
             f" {r.get('load_average_during', '?')} |")
