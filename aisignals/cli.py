@@ -138,7 +138,8 @@ def backfill(
     webhooks: Optional[Path] = typer.Option(None, "--webhooks", help="TOML file of webhook receivers to notify"),
 ) -> None:
     """Replay files through the streaming pipeline, wait until everything is written, print a summary."""
-    from aisignals.pipeline import backfill as run_backfill, check_db_writable, quiet_logs
+    from aisignals.pipeline import backfill as run_backfill, check_db_writable
+    from aisignals.runtime import quiet_logs
 
     quiet_logs()
     settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, rules_file=rules, lateness_days=lateness_days,
@@ -203,7 +204,8 @@ def up(
 ) -> None:
     """The whole pipeline on one machine: broker, worker, sink, replay of the bundled real data, live trickle."""
     from aisignals.live import run_up
-    from aisignals.pipeline import check_db_writable, quiet_logs
+    from aisignals.pipeline import check_db_writable
+    from aisignals.runtime import quiet_logs
 
     quiet_logs()
     settings = settings_from(db=db, bootstrap=bootstrap, partitions=partitions, port=port, host=host,
@@ -229,7 +231,8 @@ def watch(
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535, help="serve /metrics here"),
 ) -> None:
     """Poll live sources (Hugging Face Hub, Epoch AI, SEC Form D) and feed what is new to the pipeline."""
-    from aisignals.pipeline import check_db_writable, quiet_logs
+    from aisignals.pipeline import check_db_writable
+    from aisignals.runtime import quiet_logs
     from aisignals.watch import run_watch
     from streams.sources.config import load_sources
 
@@ -258,7 +261,7 @@ def produce(
     sets: List[str] = typer.Option([], "--set", help="csv: FIELD=VALUE on every row (repeatable)"),
 ) -> None:
     """Send events to the ingest topic with kafka-python (key = company_id, timestamp = occurred_at)."""
-    from aisignals.pipeline import quiet_logs
+    from aisignals.runtime import quiet_logs
     from streams.broker import check_reachable
     from streams.companies import normalizer
     from streams.producer import EventProducer
@@ -290,7 +293,8 @@ def worker(
     metrics_port: int = typer.Option(9101, "--metrics-port", min=0, max=65535, help="port of /metrics"),
 ) -> None:
     """The Faust stream processors on their own (a consumer group: start several to share partitions)."""
-    from aisignals.pipeline import quiet_logs, run_parts
+    from aisignals.pipeline import run_parts
+    from aisignals.runtime import quiet_logs
 
     quiet_logs()
     settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, rules_file=rules,
@@ -309,7 +313,8 @@ def sink(
     metrics_port: int = typer.Option(9102, "--metrics-port", min=0, max=65535, help="port of /metrics"),
 ) -> None:
     """The DuckDB sink (and alert delivery) on its own: the single writer of the DuckDB file."""
-    from aisignals.pipeline import check_db_writable, quiet_logs, run_parts
+    from aisignals.pipeline import check_db_writable, run_parts
+    from aisignals.runtime import quiet_logs
 
     quiet_logs()
     settings = settings_from(bootstrap=bootstrap, db=db, partitions=partitions, webhooks_file=webhooks,
@@ -331,7 +336,8 @@ def serve(
     """The HTTP server on its own, next to a worker and a sink that run elsewhere."""
     import uvicorn
 
-    from aisignals.pipeline import bind_host, quiet_logs
+    from aisignals.pipeline import bind_host
+    from aisignals.runtime import quiet_logs
     from sinks.database import Database
     from sinks.http import create_app
     from streams.broker import check_reachable, wait_for_port

@@ -1,4 +1,5 @@
-"""Wiring: the broker, the Faust worker, the DuckDB sink and the producer, in one process.
+"""Wiring: the broker, the Faust worker, the DuckDB sink and the producer, started and stopped together
+(in one process for ``up``; a backfill runs the sink and the company engines in processes of their own).
 
 This is the embedded set-up used by ``backfill`` and ``up``; with ``--bootstrap`` the same parts
 talk to an existing Kafka cluster instead of the embedded broker.
@@ -9,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import logging
-import multiprocessing
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -22,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from aisignals.children import ChildProcess, run_engines, until_stopped
+from aisignals.runtime import tune_gc
 from processors.app import COMPANIES, SEQUENCE, Worker
 from processors.rules import RuleSet, load_rules
 from sinks.delivery import Delivery, load_receivers
 from sinks.database import Database, SinkError
 from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
-from streams.broker import EmbeddedBroker, check_reachable, die_with_parent, name_process, wait_for_port
+from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
@@ -43,40 +43,6 @@ TOPIC_CHECK_SECONDS = 10.0  # how often `worker`/`sink` check that the topics ar
 # refuses sessions below its group.min.session.timeout.ms (6 s by default).
 SESSION_TIMEOUT = 10.0
 EMBEDDED_SESSION_TIMEOUT = 3.0
-
-
-class _ClientNoise(logging.Filter):
-    """Kafka clients log every failed reconnect (tens of lines a second while a broker is away):
-    each message template from them is shown once a minute, the outage itself is reported once by
-    :class:`ReadinessReport`. Faust's "Thread keepalive is not responding" (its consumer thread
-    waiting for the interpreter lock during a bulk replay) is expected load, not a fault."""
-
-    EVERY = 60.0
-    CLIENTS = ("aiokafka", "kafka", "faust", "mode")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last: dict[tuple[str, str], float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "Thread keepalive is not responding" in str(record.msg):
-            return False
-        if not record.name.startswith(self.CLIENTS):
-            return True
-        key, now = (record.name, str(record.msg)), time.monotonic()
-        if now - self.last.get(key, -self.EVERY) < self.EVERY:
-            return False
-        self.last[key] = now
-        return True
-
-
-def quiet_logs(level: int = logging.WARNING) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in _ClientNoise.CLIENTS:
-        logging.getLogger(name).setLevel(max(level, logging.ERROR))
-    for handler in logging.getLogger().handlers:  # one filter each: a shared one would let a line through once in all
-        if not any(isinstance(f, _ClientNoise) for f in handler.filters):
-            handler.addFilter(_ClientNoise())
 
 
 class ReadinessReport:
@@ -96,15 +62,6 @@ class ReadinessReport:
             self.down_since = None
             return True
         return False
-
-
-def tune_gc() -> None:
-    """The stream processors and the sink allocate millions of short-lived objects that reference counting
-    frees anyway; at CPython's default thresholds a young collection runs every 700 allocations and full
-    collections come ever more often as the state grows. Start-up objects are frozen out of collection;
-    collections run a hundred times less often: ~10% less CPU per event (measured at 200k events)."""
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)
 
 
 def check_db_writable(db: Path) -> None:
@@ -169,108 +126,6 @@ class _Abandoned(Exception):
     """Stops a replay's producer when the pipeline it feeds could not start."""
 
 
-class ChildProcess:
-    """A part of the pipeline in a process of its own, so that a backfill uses both cores (each process
-    has one interpreter lock): the DuckDB sink with alert delivery, and the company engines. Finished
-    backfills and failures come back over a pipe, and "stop" goes the other way (a pipe holds no named
-    semaphores, so a process that ends without tearing down its objects leaves nothing behind)."""
-
-    def __init__(self, what: str, target: Callable, *args) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.what = what
-        self.messages, self._child_end = ctx.Pipe()
-        self.stopping = False
-        self.name = f"aisignals-{what.split()[-1]}"[:15]  # its /proc/PID/comm: aisignals-sink, aisignals-engin
-        self.process = ctx.Process(target=_child_main, name=self.name, daemon=True,
-                                   args=(self.name, target, args, self._child_end))
-        self.error: str | None = None
-
-    def start(self, on_backfill: Callable[[str, dict], None] | None = None) -> None:
-        self.process.start()
-        self._child_end.close()  # the child's copy is its own: a child that dies shows as EOF here
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=self._listen, args=(loop, on_backfill), name=f"{self.what}-messages", daemon=True).start()
-
-    def _listen(self, loop: asyncio.AbstractEventLoop, on_backfill: Callable[[str, dict], None] | None) -> None:
-        while True:
-            try:
-                ready = self.messages.poll(0.5)
-                what, *rest = self.messages.recv() if ready else (None,)
-            except (EOFError, OSError):
-                return
-            if what is None:
-                if not self.process.is_alive():
-                    return
-                continue
-            if what == "backfill" and on_backfill is not None:
-                loop.call_soon_threadsafe(on_backfill, *rest)
-            elif what == "error":
-                self.error = rest[0]
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def failed(self) -> BaseException | None:
-        if self.error is not None:
-            return SinkError(self.error)
-        code = self.process.exitcode
-        if code not in (None, 0) and not self.stopping:
-            return SinkError(f"the {self.what} process exited with code {code}")
-        return None
-
-    async def stop(self, grace: float) -> None:
-        self.stopping = True
-        with contextlib.suppress(OSError):
-            self.messages.send(("stop",))
-        await asyncio.to_thread(self.process.join, grace)
-        if self.process.is_alive():
-            log.warning("the %s process did not stop within %.0f s; killed", self.what, grace)
-            self.process.kill()
-            await asyncio.to_thread(self.process.join, 5)
-
-
-def _child_main(name: str, target: Callable, args: tuple, parent) -> None:  # pragma: no cover - child
-    die_with_parent()
-    name_process(name)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
-    quiet_logs()
-    tune_gc()
-    try:
-        asyncio.run(target(*args, parent))
-    except Exception as exc:
-        parent.send(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-        raise SystemExit(1) from None
-
-
-async def _until_stopped(parent) -> None:  # pragma: no cover - child
-    while not parent.poll():  # "stop", or the parent has gone (EOF)
-        await asyncio.sleep(0.1)
-
-
-async def _run_engines(settings: Settings, bootstrap: str, rules: RuleSet, state: tuple,
-                       parent) -> None:  # pragma: no cover - child
-    """The company engines of a backfill, restored from ``state`` (what the parent read from DuckDB)."""
-    max_time_us, facts, published, rolled_back_until = state
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    with tempfile.TemporaryDirectory(prefix="aisignals-engines-") as scratch:
-        worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
-                        settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
-                        session_timeout=EMBEDDED_SESSION_TIMEOUT, client_kwargs=aiokafka_kwargs(settings),
-                        agents=(COMPANIES,))
-        pending = worker.restore([], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
-        del facts, state
-        await worker.start()
-        try:
-            for partition, rows, alerts in pending:
-                if rows or alerts:
-                    await worker.publish_now(partition, rows, alerts)
-            del pending
-            tune_gc()
-            await _until_stopped(parent)
-        finally:
-            await worker.stop()
-
-
 async def _run_sink(settings: Settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
     companies = normalizer(settings.aliases_file)
     topics = Topics(settings.topic_prefix, settings.partitions)
@@ -286,7 +141,7 @@ async def _run_sink(settings: Settings, run_id: str, bootstrap: str, parent) -> 
     sink.on_backfill.append(finished)
 
     async def watch() -> None:
-        await _until_stopped(parent)
+        await until_stopped(parent)
         stop.set()
 
     watcher = asyncio.create_task(watch())
@@ -380,8 +235,9 @@ class Pipeline:
             seen, max_time_us, facts, published = load_worker_state(database)
             pending = self.worker.restore(seen, max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
             if split:  # it imports, restores and joins while this process does the same
-                self._engines_process = ChildProcess("company engines", _run_engines, s, self.bootstrap, self.rules,
-                                                     (max_time_us, facts, published, rolled_back_until))
+                self._engines_process = ChildProcess("company engines", run_engines, s, self.bootstrap, self.rules,
+                                                     (max_time_us, facts, published, rolled_back_until),
+                                                     EMBEDDED_SESSION_TIMEOUT)
                 self._engines_process.start()
             del facts, published
         if sink and self.sink_process:  # it starts (imports, opens DuckDB) while the worker joins its group

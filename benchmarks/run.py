@@ -24,7 +24,8 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from aisignals.pipeline import Pipeline, quiet_logs
+from aisignals.pipeline import Pipeline
+from aisignals.runtime import quiet_logs
 from benchmarks.procfs import cpu_seconds, status_mb
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl

@@ -91,7 +91,7 @@ def test_partition_mismatch_on_existing_topics_is_one_line(tmp_path, broker):
 def test_busy_consumer_thread_notice_is_not_an_error(caplog):
     import logging
 
-    from aisignals.pipeline import quiet_logs
+    from aisignals.runtime import quiet_logs
 
     quiet_logs()
     log = logging.getLogger("faust.transport.drivers.aiokafka")
@@ -105,7 +105,7 @@ def test_repeated_client_errors_are_shown_once_a_minute(caplog):
     """A broker outage makes aiokafka log each failed reconnect; one line per message template remains."""
     import logging
 
-    from aisignals.pipeline import quiet_logs
+    from aisignals.runtime import quiet_logs
 
     quiet_logs()
     client, ours = logging.getLogger("aiokafka.consumer.fetcher"), logging.getLogger("aisignals")

@@ -1,0 +1,128 @@
+"""Parts of the pipeline in processes of their own, so that a backfill uses both cores (each process has
+one interpreter lock). This module imports little: a child imports it first, then only what its part needs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import tempfile
+import threading
+from typing import Callable
+
+from aisignals.runtime import quiet_logs, tune_gc
+from streams.broker import die_with_parent, name_process
+
+log = logging.getLogger("aisignals")
+
+
+class ChildProcess:
+    """A part of the pipeline in a process of its own, so that a backfill uses both cores (each process
+    has one interpreter lock): the DuckDB sink with alert delivery, and the company engines. Finished
+    backfills and failures come back over a pipe, and "stop" goes the other way (a pipe holds no named
+    semaphores, so a process that ends without tearing down its objects leaves nothing behind)."""
+
+    def __init__(self, what: str, target: Callable, *args) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.what = what
+        self.messages, self._child_end = ctx.Pipe()
+        self.stopping = False
+        self.name = f"aisignals-{what.split()[-1]}"[:15]  # its /proc/PID/comm: aisignals-sink, aisignals-engin
+        self.process = ctx.Process(target=_child_main, name=self.name, daemon=True,
+                                   args=(self.name, target, args, self._child_end))
+        self.error: str | None = None
+
+    def start(self, on_backfill: Callable[[str, dict], None] | None = None) -> None:
+        self.process.start()
+        self._child_end.close()  # the child's copy is its own: a child that dies shows as EOF here
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._listen, args=(loop, on_backfill), name=f"{self.what}-messages", daemon=True).start()
+
+    def _listen(self, loop: asyncio.AbstractEventLoop, on_backfill: Callable[[str, dict], None] | None) -> None:
+        while True:
+            try:
+                ready = self.messages.poll(0.5)
+                what, *rest = self.messages.recv() if ready else (None,)
+            except (EOFError, OSError):
+                return
+            if what is None:
+                if not self.process.is_alive():
+                    return
+                continue
+            if what == "backfill" and on_backfill is not None:
+                loop.call_soon_threadsafe(on_backfill, *rest)
+            elif what == "error":
+                self.error = rest[0]
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def failed(self) -> BaseException | None:
+        from sinks.database import SinkError  # the parent has it loaded: the pipeline's failures are sink errors
+
+        if self.error is not None:
+            return SinkError(self.error)
+        code = self.process.exitcode
+        if code not in (None, 0) and not self.stopping:
+            return SinkError(f"the {self.what} process exited with code {code}")
+        return None
+
+    async def stop(self, grace: float) -> None:
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.messages.send(("stop",))
+        await asyncio.to_thread(self.process.join, grace)
+        if self.process.is_alive():
+            log.warning("the %s process did not stop within %.0f s; killed", self.what, grace)
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, 5)
+
+
+def _child_main(name: str, target: Callable, args: tuple, parent) -> None:  # pragma: no cover - child
+    die_with_parent()
+    name_process(name)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
+    quiet_logs()
+    tune_gc()
+    try:
+        asyncio.run(target(*args, parent))
+    except Exception as exc:
+        parent.send(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        raise SystemExit(1) from None
+
+
+async def until_stopped(parent) -> None:  # pragma: no cover - child
+    while not parent.poll():  # "stop", or the parent has gone (EOF)
+        await asyncio.sleep(0.1)
+
+
+async def run_engines(settings, bootstrap: str, rules, state: tuple, session_timeout: float,
+                      parent) -> None:  # pragma: no cover - child
+    """The company engines of a backfill (the ``companies`` agent as a Faust app of its own), restored
+    from ``state`` (what the parent read from DuckDB)."""
+    from processors.app import COMPANIES, Worker
+    from streams.companies import normalizer
+    from streams.security import aiokafka_kwargs, faust_kwargs
+    from streams.topics import Topics
+
+    max_time_us, facts, published, rolled_back_until = state
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    with tempfile.TemporaryDirectory(prefix="aisignals-engines-") as scratch:
+        worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
+                        settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
+                        session_timeout=session_timeout, client_kwargs=aiokafka_kwargs(settings),
+                        agents=(COMPANIES,))
+        pending = worker.restore([], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
+        del facts, state
+        await worker.start()
+        try:
+            for partition, rows, alerts in pending:
+                if rows or alerts:
+                    await worker.publish_now(partition, rows, alerts)
+            del pending
+            tune_gc()
+            await until_stopped(parent)
+        finally:
+            await worker.stop()
