@@ -126,3 +126,40 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
             await until_stopped(parent)
         finally:
             await worker.stop()
+
+
+async def run_sink(settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
+    """The DuckDB sink of a backfill, with alert delivery; says when a backfill is written."""
+    import time
+
+    from sinks.delivery import delivered, start_delivery
+    from sinks.duckdb_sink import DuckDBSink
+    from streams.companies import normalizer
+    from streams.security import aiokafka_kwargs
+    from streams.topics import Topics
+
+    companies = normalizer(settings.aliases_file)
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    # a sink process serves a backfill: fewer, larger transactions (a backfill's barrier still flushes at once)
+    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.bulk_flush_rows, settings.bulk_flush_seconds)
+    stop = asyncio.Event()
+    delivery, delivery_task = start_delivery(sink, settings, companies, stop)
+
+    async def finished(batch_id: str, summary: dict) -> None:
+        await delivered(delivery, time.monotonic() + 3600)
+        parent.send(("backfill", batch_id, summary))
+
+    sink.on_backfill.append(finished)
+
+    async def watch() -> None:
+        await until_stopped(parent)
+        stop.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await sink.run(bootstrap, stop, aiokafka_kwargs(settings))
+    finally:
+        stop.set()
+        watcher.cancel()
+        if delivery_task is not None:
+            await delivery_task

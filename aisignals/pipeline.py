@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from aisignals.children import ChildProcess, run_engines, until_stopped
+from aisignals.children import ChildProcess, run_engines, run_sink
 from aisignals.runtime import tune_gc
 from processors.app import COMPANIES, SEQUENCE, Worker
 from processors.rules import RuleSet, load_rules
-from sinks.delivery import Delivery, load_receivers
+from sinks.delivery import Delivery, delivered, start_delivery
 from sinks.database import Database, SinkError
 from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
@@ -103,55 +103,8 @@ class Summary:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
-def start_delivery(sink: DuckDBSink, settings: Settings, companies: CompanyNormalizer,
-                   stop: asyncio.Event) -> tuple[Delivery | None, asyncio.Task | None]:
-    """Alert delivery beside a sink (webhooks, Alertmanager), woken after each flush; none if nobody listens."""
-    receivers = load_receivers(settings.webhooks_file, companies.company_id)
-    if not receivers and not settings.alertmanager_url:
-        return None, None
-    delivery = Delivery(sink.db, receivers, settings.alertmanager_url, f"http://{settings.host}:{settings.port}/")
-    sink.after_flush.append(delivery.wake.set)
-    return delivery, asyncio.create_task(delivery.run(stop), name="delivery")
-
-
-async def delivered(delivery: Delivery | None, deadline: float) -> None:
-    """Wait until every committed alert change has been delivered (or dead-lettered)."""
-    if delivery is not None:
-        delivery.wake.set()
-        while await asyncio.to_thread(delivery.pending_count) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-
-
 class _Abandoned(Exception):
     """Stops a replay's producer when the pipeline it feeds could not start."""
-
-
-async def _run_sink(settings: Settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
-    companies = normalizer(settings.aliases_file)
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    # a sink process serves a backfill: fewer, larger transactions (a backfill's barrier still flushes at once)
-    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.bulk_flush_rows, settings.bulk_flush_seconds)
-    stop = asyncio.Event()
-    delivery, delivery_task = start_delivery(sink, settings, companies, stop)
-
-    async def finished(batch_id: str, summary: dict) -> None:
-        await delivered(delivery, time.monotonic() + 3600)
-        parent.send(("backfill", batch_id, summary))
-
-    sink.on_backfill.append(finished)
-
-    async def watch() -> None:
-        await until_stopped(parent)
-        stop.set()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await sink.run(bootstrap, stop, aiokafka_kwargs(settings))
-    finally:
-        stop.set()
-        watcher.cancel()
-        if delivery_task is not None:
-            await delivery_task
 
 
 class Pipeline:
@@ -241,7 +194,7 @@ class Pipeline:
                 self._engines_process.start()
             del facts, published
         if sink and self.sink_process:  # it starts (imports, opens DuckDB) while the worker joins its group
-            self._sink_process = ChildProcess("sink", _run_sink, s, self.run_id, self.bootstrap)
+            self._sink_process = ChildProcess("sink", run_sink, s, self.run_id, self.bootstrap)
             self._sink_process.start(self._backfill_done)
         if worker:
             await self.worker.start()

@@ -16,10 +16,12 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -27,6 +29,11 @@ from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_
 
 from processors.alerts import alert_matches, change_id
 from sinks.database import Database
+
+if TYPE_CHECKING:
+    from sinks.duckdb_sink import DuckDBSink
+    from streams.companies import CompanyNormalizer
+    from streams.settings import Settings
 
 log = logging.getLogger("aisignals.delivery")
 
@@ -268,3 +275,22 @@ class Delivery:
                             await asyncio.to_thread(self._record, am_receiver, [(a, "pushed", 1, b"", None) for a in changed])
                 except Exception:  # noqa: BLE001 - delivery must never take the pipeline down
                     log.exception("alert delivery round failed; retrying")
+
+
+def start_delivery(sink: DuckDBSink, settings: Settings, companies: CompanyNormalizer,
+                   stop: asyncio.Event) -> tuple[Delivery | None, asyncio.Task | None]:
+    """Alert delivery beside a sink (webhooks, Alertmanager), woken after each flush; none if nobody listens."""
+    receivers = load_receivers(settings.webhooks_file, companies.company_id)
+    if not receivers and not settings.alertmanager_url:
+        return None, None
+    delivery = Delivery(sink.db, receivers, settings.alertmanager_url, f"http://{settings.host}:{settings.port}/")
+    sink.after_flush.append(delivery.wake.set)
+    return delivery, asyncio.create_task(delivery.run(stop), name="delivery")
+
+
+async def delivered(delivery: Delivery | None, deadline: float) -> None:
+    """Wait until every committed alert change has been delivered (or dead-lettered)."""
+    if delivery is not None:
+        delivery.wake.set()
+        while await asyncio.to_thread(delivery.pending_count) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
