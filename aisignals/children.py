@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import tempfile
 import threading
+import time
 from typing import Callable
 
 from aisignals.runtime import quiet_logs, tune_gc
@@ -91,6 +94,10 @@ def _child_main(name: str, target: Callable, args: tuple, parent) -> None:  # pr
     except Exception as exc:
         parent.send(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         raise SystemExit(1) from None
+    # the part has stopped and closed everything; freeing its state object by object would take seconds
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def until_stopped(parent) -> None:  # pragma: no cover - child
@@ -130,8 +137,6 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
 
 async def run_sink(settings, run_id: str, bootstrap: str, parent) -> None:  # pragma: no cover - child
     """The DuckDB sink of a backfill, with alert delivery; says when a backfill is written."""
-    import time
-
     from sinks.delivery import delivered, start_delivery
     from sinks.duckdb_sink import DuckDBSink
     from streams.companies import normalizer

@@ -223,10 +223,8 @@ class Pipeline:
             except asyncio.CancelledError:
                 pass
 
-        if self._sink_process is not None:
-            await self._sink_process.stop(grace)
-        if self._engines_process is not None:
-            await self._engines_process.stop(grace)
+        children = [c for c in (self._sink_process, self._engines_process) if c is not None]
+        await asyncio.gather(*(child.stop(grace) for child in children))
         if self._delivery_task is not None:
             await bounded(self._delivery_task, "alert delivery")
         if self._sink_task is not None:
