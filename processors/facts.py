@@ -92,7 +92,13 @@ def fact_from_fields(
 
 
 def fact_from_event(event, companies: CompanyNormalizer) -> Fact:
-    """Build the fact of a validated SPEC §2 event: a model, or a dict from ``streams.events.parse_lines``.
+    """Build the fact of a validated SPEC §2 event: a model, or a dict from ``streams.events.parse_lines``."""
+    return Fact(*fact_row(event, companies))
+
+
+def fact_row(event, companies: CompanyNormalizer, *tail) -> tuple:
+    """``fact_tuple(fact_from_event(event, companies)) + tail``, without making the ``Fact`` (this runs
+    for every event the sequencer sees).
 
     Only the fields its kind declares count (an extra ``to_company`` on a funding event is not a
     counterparty): a dict also holds the extras, so each kind reads its own fields."""
@@ -109,14 +115,16 @@ def fact_from_event(event, companies: CompanyNormalizer) -> Fact:
     headcount, key, layoff, amount = 1, False, False, 0
     if kind == "hiring":
         other = fields["from_company"]
-        headcount = fields["headcount"]
+        headcount = fields["headcount"] or 1
     elif kind == "departure":
         other = fields["to_company"]
-        headcount = fields["headcount"]
+        headcount = fields["headcount"] or 1
         layoff = fields["reason"] == "layoff"
         key = not layoff and fields["seniority"] in KEY_SENIORITIES
     elif kind == "funding":
         amount = round(fields["amount_usd"] * MICROS)
-    other = other or None
-    return Fact(fields["event_id"], KIND_CODES[kind], company_id(name), (company_id(other) or None) if other else None,
-                _EPOCH_ORDINAL + at // _DAY_US, at, headcount or 1, key, amount, layoff, name, other)
+    if not other:
+        return (fields["event_id"], KIND_CODES[kind], company_id(name), None, _EPOCH_ORDINAL + at // _DAY_US, at,
+                headcount, key, amount, layoff, name, None, *tail)
+    return (fields["event_id"], KIND_CODES[kind], company_id(name), company_id(other) or None,
+            _EPOCH_ORDINAL + at // _DAY_US, at, headcount, key, amount, layoff, name, other, *tail)
