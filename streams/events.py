@@ -195,9 +195,15 @@ _SPACED_KEY_END = re.compile(rb'"\s+:')
 
 
 def _may_repeat_keys(data: bytes, obj: dict) -> bool:
-    """False when the text has no more key ends than the parsed object has keys: then no key was dropped.
-    (Every key ends in ``"`` + spaces + ``:``; strings can only add matches, so this never misses one.)
-    The usual flat event is settled by counting ``":`` alone, without walking the object."""
+    """False when no key can have been dropped. Settled quickly when the object written back is the very
+    same text (each key is written once); otherwise when the text has no more key ends than the parsed
+    object has keys (every key ends in ``"`` + spaces + ``:``; strings can only add matches, so this
+    never misses one)."""
+    try:
+        if orjson.dumps(obj) == data:
+            return False
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+        pass
     if data.count(b'":') == len(obj) and _SPACED_KEY_END.search(data) is None:
         return False
     return len(_KEY_END.findall(data)) != _key_count(obj)
