@@ -160,6 +160,18 @@ def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:
             continue
         good.append(plan.append(line, at // 1000 if at >= 0 else None))
         times.append(at)
-    ordered = sorted(range(len(good)), key=times.__getitem__)
-    plan.order = bad + array("I", (good[k] for k in ordered))
+    plan.order = bad + array("I", (good[k] for k in _stable_argsort(times)))
     return plan
+
+
+def _stable_argsort(times: array) -> Iterator[int]:
+    """Positions of ``times`` in ascending order, ties in their original order. One list of unique
+    keys (time, then position) instead of ``sorted(range(n), key=...)``'s two lists of ints: about half
+    the transient memory (~45 MB less at a million lines)."""
+    n = len(times)
+    if not n:
+        return iter(())
+    low = min(times)
+    ordered = [(t - low) * n + k for k, t in enumerate(times)]
+    ordered.sort()
+    return (key % n for key in ordered)
