@@ -31,3 +31,15 @@ def test_replay_order_is_a_stable_sort_by_time():
 
 def test_an_empty_replay():
     assert list(replay_order([])) == []
+
+
+def test_lines_made_in_memory_come_back_with_their_origins():
+    origins = ["a.csv:1", "a.csv:2", "live", "b:c:7", "x:007", "x:0", "x:", ":5", "é:12", "big:4294967296", "a.csv:3"]
+    lines = [RawLine(o, orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": f"2024-01-{i + 1:02d}", "o": o}))
+             for i, o in enumerate(origins)]
+    lines.insert(3, RawLine("bad:9", b'{"kind": broken'))
+    plan = replay_order(lines)
+    items = list(plan)
+    assert [(i.origin, i.value) for i in items] == [("bad:9", b'{"kind": broken')] + [
+        (line.origin, line.raw) for line in lines if line.origin != "bad:9"]
+    assert list(plan) == items  # and again: the spill file is read, not consumed
