@@ -29,7 +29,7 @@ from processors.engine import Engine
 from processors.facts import FACT_WIDTH, MICROS, Fact, fact_row
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
-from processors.sequencer import Sequencer, Verdict, gc_paused
+from processors.sequencer import Sequencer, Verdict
 from processors.stats import WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines
@@ -254,47 +254,46 @@ class Worker:
     def _admit(self, out: Outputs, facts: dict[int, list], items: list[tuple[str, bytes]], batch_id: str,
                sent: bytes | None) -> None:
         """Validate a packed batch in one call, then decide and route each event in order."""
-        with gc_paused():
-            topics = self.topics
-            tag = [(BATCH, batch_id.encode())] if batch_id else None
-            counts = self.counts[batch_id] if batch_id else Counter()
-            stats, admit, companies = self.stats, self.sequencer.admit, self.companies
-            sent_ms = int(sent) if sent else None
-            keys, records, accepted_kinds = self._keys, out.records, stats.accepted
-            events_topic, partitions = topics.events, topics.partitions
-            accepted, duplicate = Verdict.ACCEPTED, Verdict.DUPLICATE
-            n_accepted = n_duplicate = n_late = 0
-            for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
-                if parsed.__class__ is InvalidEvent:
-                    counts["dead_letters"] += 1
-                    stats.dead_letters[dead_letter_reason(str(parsed))] += 1
-                    records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, str(parsed)), None, tag))
-                    continue
-                row = fact_row(parsed, companies, sent_ms)
-                at = row[5]
-                verdict = admit(row[0], at)
-                if verdict is duplicate:
-                    n_duplicate += 1
-                    continue
-                company_id = row[2]
-                routing = keys.get(company_id)
-                if routing is None:
-                    routing = keys[company_id] = (company_id.encode(), partition_of(company_id, partitions))
-                key, partition = routing
-                if verdict is accepted:
-                    n_accepted += 1
-                    accepted_kinds[parsed["kind"]] += 1
-                    records[(events_topic, partition)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
-                    facts[partition].append(row)
-                else:
-                    n_late += 1
-                    records[(topics.late, 0)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
-            out.size += len(items) - n_duplicate
-            for verdict, n in ((accepted, n_accepted), (duplicate, n_duplicate), (Verdict.LATE, n_late)):
-                if n:
-                    counts[verdict.value] += n
-            stats.duplicates += n_duplicate
-            stats.late += n_late
+        topics = self.topics
+        tag = [(BATCH, batch_id.encode())] if batch_id else None
+        counts = self.counts[batch_id] if batch_id else Counter()
+        stats, admit, companies = self.stats, self.sequencer.admit, self.companies
+        sent_ms = int(sent) if sent else None
+        keys, records, accepted_kinds = self._keys, out.records, stats.accepted
+        events_topic, partitions = topics.events, topics.partitions
+        accepted, duplicate = Verdict.ACCEPTED, Verdict.DUPLICATE
+        n_accepted = n_duplicate = n_late = 0
+        for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
+            if parsed.__class__ is InvalidEvent:
+                counts["dead_letters"] += 1
+                stats.dead_letters[dead_letter_reason(str(parsed))] += 1
+                records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, str(parsed)), None, tag))
+                continue
+            row = fact_row(parsed, companies, sent_ms)
+            at = row[5]
+            verdict = admit(row[0], at)
+            if verdict is duplicate:
+                n_duplicate += 1
+                continue
+            company_id = row[2]
+            routing = keys.get(company_id)
+            if routing is None:
+                routing = keys[company_id] = (company_id.encode(), partition_of(company_id, partitions))
+            key, partition = routing
+            if verdict is accepted:
+                n_accepted += 1
+                accepted_kinds[parsed["kind"]] += 1
+                records[(events_topic, partition)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
+                facts[partition].append(row)
+            else:
+                n_late += 1
+                records[(topics.late, 0)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
+        out.size += len(items) - n_duplicate
+        for verdict, n in ((accepted, n_accepted), (duplicate, n_duplicate), (Verdict.LATE, n_late)):
+            if n:
+                counts[verdict.value] += n
+        stats.duplicates += n_duplicate
+        stats.late += n_late
 
     def _facts_and_clock(self, out: Outputs, facts: dict[int, list], before: int | None) -> None:
         """Facts of this batch per partition, then a clock record to every partition if stream time moved."""

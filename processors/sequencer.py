@@ -6,10 +6,8 @@ accepted so far" have one global meaning, whatever the number of downstream part
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from enum import Enum
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from processors.facts import MICROS
 
@@ -69,22 +67,6 @@ class SeenIds:
     def nbytes(self) -> int:
         """Memory held: the bucket list, the bytearray objects and their buffers (allocated capacity)."""
         return self._buckets.__sizeof__() + sum(bucket.__sizeof__() for bucket in self._buckets)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector for the length of one batch. A batch allocates tens of thousands
-    of short-lived dicts and tuples and makes no reference cycles of its own; collecting every 700 of
-    them cost about 15% of the sequencer's CPU (benchmarks.stages). Collection resumes after the batch,
-    which then pays for one pass over what survived it."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class Verdict(str, Enum):
