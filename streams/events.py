@@ -2,6 +2,8 @@
 
 One discriminated union on ``kind``. Unknown extra fields are kept. ``parse_event`` turns one raw
 line (bytes or str) into a validated event, or raises ``InvalidEvent`` with a one-line reason.
+``parse_lines`` does the same for a batch (the sequencer's), validating into plain dicts with schemas
+derived from the models' own core schemas.
 """
 
 from __future__ import annotations

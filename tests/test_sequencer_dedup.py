@@ -51,3 +51,13 @@ def test_sequencer_verdicts_survive_a_restore():
     assert again.admit("a", 11 * 86_400_000_000) is Verdict.DUPLICATE
     assert again.admit("c", 11 * 86_400_000_000) is Verdict.ACCEPTED
     assert id_digest("c") == id_digest("".join(["c"]))
+
+
+def test_a_seen_id_costs_about_ten_bytes():
+    seen = SeenIds()
+    for i in range(200_000):
+        seen.add(id_digest(f"syn-7-{i}"))
+    assert len(seen) == 200_000
+    # the fixed part (16,384 empty buckets, ~1 MB) weighs less as ids accumulate: ~9.6 B/id at 1M
+    assert seen.nbytes() < 200_000 * 8 + 2_500_000
+    assert seen.nbytes() > 200_000 * 8
