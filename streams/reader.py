@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import tempfile
 from array import array
 from datetime import datetime, timezone
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -200,10 +202,10 @@ def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:
 def _stable_argsort(times: array) -> Iterator[int]:
     """Positions of ``times`` in ascending order, ties in their original order. One list of unique
     keys (time, then position) instead of ``sorted(range(n), key=...)``'s two lists of ints: about half
-    the transient memory (~45 MB less at a million lines)."""
+    the transient memory (~45 MB less at a million lines), and none for input already in time order."""
     n = len(times)
-    if not n:
-        return iter(())
+    if all(map(operator.le, times, islice(times, 1, None))):  # already in order (n < 2 included): no keys at all
+        return iter(range(n))
     low = min(times)
     ordered = [(t - low) * n + k for k, t in enumerate(times)]
     ordered.sort()

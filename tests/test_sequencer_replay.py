@@ -43,3 +43,10 @@ def test_lines_made_in_memory_come_back_with_their_origins():
     assert [(i.origin, i.value) for i in items] == [("bad:9", b'{"kind": broken')] + [
         (line.origin, line.raw) for line in lines if line.origin != "bad:9"]
     assert list(plan) == items  # and again: the spill file is read, not consumed
+
+
+def test_input_already_in_time_order_keeps_its_order():
+    lines = [RawLine(f"in:{i}", orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": f"2024-01-{1 + i // 3:02d}"}))
+             for i in range(30)]
+    lines.insert(7, RawLine("in:bad", b"[]"))
+    assert [item.origin for item in replay_order(lines)] == ["in:bad"] + [f"in:{i}" for i in range(30)]
