@@ -26,13 +26,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processors.engine import Engine
-from processors.facts import FACT_WIDTH, MICROS, Fact, fact_from_event, fact_tuple
+from processors.facts import FACT_WIDTH, MICROS, Fact, fact_row
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
 from processors.stats import WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
-from streams.events import InvalidEvent, parse_events, to_wire
+from streams.events import InvalidEvent, dict_to_wire, parse_lines
 from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, FORMAT, ORIGIN, SENT, Topics
 
 log = logging.getLogger("aisignals.worker")
@@ -274,33 +274,41 @@ class Worker:
         counts = self.counts[batch_id] if batch_id else Counter()
         stats, admit, companies = self.stats, self.sequencer.admit, self.companies
         sent_ms = int(sent) if sent else None
-        keys = self._keys
-        for (origin, raw), parsed in zip(items, parse_events([raw for _, raw in items])):
+        keys, records, accepted_kinds = self._keys, out.records, stats.accepted
+        events_topic, partitions = topics.events, topics.partitions
+        accepted, duplicate = Verdict.ACCEPTED, Verdict.DUPLICATE
+        n_accepted = n_duplicate = n_late = 0
+        for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
             if parsed.__class__ is InvalidEvent:
                 counts["dead_letters"] += 1
                 stats.dead_letters[dead_letter_reason(str(parsed))] += 1
-                out.add(topics.dead_letters, 0, None, dead_letter_record(origin, raw, str(parsed)), headers=tag)
+                records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, str(parsed)), None, tag))
                 continue
-            fact = fact_from_event(parsed, companies)
-            verdict = admit(fact.event_id, fact.time_us)
-            counts[verdict.value] += 1
-            if verdict is Verdict.DUPLICATE:
-                stats.duplicates += 1
+            row = fact_row(parsed, companies, sent_ms)
+            at = row[5]
+            verdict = admit(row[0], at)
+            if verdict is duplicate:
+                n_duplicate += 1
                 continue
-            ts = fact.time_us // 1000 if fact.time_us > 0 else None
-            company_id = fact.company_id
+            company_id = row[2]
             routing = keys.get(company_id)
             if routing is None:
-                routing = keys[company_id] = (company_id.encode(), partition_of(company_id, topics.partitions))
+                routing = keys[company_id] = (company_id.encode(), partition_of(company_id, partitions))
             key, partition = routing
-            wire = to_wire(parsed)
-            if verdict is Verdict.LATE:
-                stats.late += 1
-                out.add(topics.late, 0, key, wire, ts, tag)
-                continue
-            stats.accepted[parsed.kind] += 1
-            out.add(topics.events, partition, key, wire, ts, tag)
-            facts[partition].append((*fact_tuple(fact), sent_ms))
+            if verdict is accepted:
+                n_accepted += 1
+                accepted_kinds[parsed["kind"]] += 1
+                records[(events_topic, partition)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
+                facts[partition].append(row)
+            else:
+                n_late += 1
+                records[(topics.late, 0)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
+        out.size += len(items) - n_duplicate
+        for verdict, n in ((accepted, n_accepted), (duplicate, n_duplicate), (Verdict.LATE, n_late)):
+            if n:
+                counts[verdict.value] += n
+        stats.duplicates += n_duplicate
+        stats.late += n_late
 
     def _facts_and_clock(self, out: Outputs, facts: dict[int, list], before: int | None) -> None:
         """Facts of this batch per partition, then a clock record to every partition if stream time moved."""

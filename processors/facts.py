@@ -92,19 +92,39 @@ def fact_from_fields(
 
 
 def fact_from_event(event, companies: CompanyNormalizer) -> Fact:
-    """Build the fact of a validated SPEC §2 event."""
-    fields = event.__dict__  # declared fields only: cheaper than pydantic's attribute fallback
-    other = fields.get("to_company") or fields.get("from_company")
-    return fact_from_fields(
-        event_id=fields["event_id"],
-        kind=fields["kind"],
-        company_id=companies.company_id(fields["company"]),
-        counterparty_id=companies.company_id(other) if other else None,
-        occurred_at=fields["occurred_at"],
-        headcount=fields.get("headcount"),
-        seniority=fields.get("seniority"),
-        reason=fields.get("reason"),
-        amount_usd=fields.get("amount_usd"),
-        name=fields["company"],
-        counterparty_name=other,
-    )
+    """Build the fact of a validated SPEC §2 event: a model, or a dict from ``streams.events.parse_lines``."""
+    return Fact(*fact_row(event, companies))
+
+
+def fact_row(event, companies: CompanyNormalizer, *tail) -> tuple:
+    """``fact_tuple(fact_from_event(event, companies)) + tail``, without making the ``Fact`` (this runs
+    for every event the sequencer sees).
+
+    Only the fields its kind declares count (an extra ``to_company`` on a funding event is not a
+    counterparty): a dict also holds the extras, so each kind reads its own fields."""
+    fields = event if event.__class__ is dict else event.__dict__
+    kind = fields["kind"]
+    moment = fields["occurred_at"]
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    delta = moment - _EPOCH
+    at = (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+    name = fields["company"]
+    company_id = companies.company_id
+    other = None
+    headcount, key, layoff, amount = 1, False, False, 0
+    if kind == "hiring":
+        other = fields["from_company"]
+        headcount = fields["headcount"] or 1
+    elif kind == "departure":
+        other = fields["to_company"]
+        headcount = fields["headcount"] or 1
+        layoff = fields["reason"] == "layoff"
+        key = not layoff and fields["seniority"] in KEY_SENIORITIES
+    elif kind == "funding":
+        amount = round(fields["amount_usd"] * MICROS)
+    if not other:
+        return (fields["event_id"], KIND_CODES[kind], company_id(name), None, _EPOCH_ORDINAL + at // _DAY_US, at,
+                headcount, key, amount, layoff, name, None, *tail)
+    return (fields["event_id"], KIND_CODES[kind], company_id(name), company_id(other) or None,
+            _EPOCH_ORDINAL + at // _DAY_US, at, headcount, key, amount, layoff, name, other, *tail)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import operator
+import os
+import tempfile
 from array import array
 from datetime import datetime, timezone
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -73,60 +77,91 @@ NO_TIME = -(2**63)
 
 class ReplayPlan:
     """A backfill's lines in replay order, without holding them: a line read from a file is kept as
-    (file, offset, length, line number) and read again when it is sent, so replaying millions of
-    events costs a few bytes per event; lines made in memory (adapters) are kept as they are."""
+    (file, offset, length, line number) and read again when it is sent; a line made in memory
+    (adapters) is written to a temporary spill file and kept the same way, its origin as a shared
+    prefix and a number. Replaying millions of events costs ~30 bytes per event in memory (a list of
+    ``RawLine`` objects took ~400 bytes per event)."""
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
         self._path_no: dict[Path, int] = {}
-        self.file_no = array("i")  # -1: in memory
-        self.offset = array("q")  # byte offset, or index into ``memory``
+        self._prefixes: list[str] = []  # origins of in-memory lines, without their number
+        self._prefix_no: dict[str, int] = {}
+        self._spill: BinaryIO | None = None
+        self._spill_end = 0
+        self.file_no = array("i")  # >= 0: index into ``paths``; < 0: in the spill file, prefix -1 - file_no
+        self.offset = array("q")  # byte offset in the file or the spill file
         self.length = array("I")
-        self.line_no = array("I")
+        self.line_no = array("I")  # 0: an in-memory origin without a number
         self.time_ms = array("q")  # occurred_at in ms, NO_TIME for invalid lines and times before 1970
-        self.memory: list[RawLine] = []
         self.order = array("I")
 
     def append(self, line: RawLine, time_ms: int | None) -> int:
         if line.path is None:
-            self.file_no.append(-1)
-            self.offset.append(len(self.memory))
-            self.memory.append(line)
-            self.line_no.append(0)
+            prefix, number = _split_origin(line.origin)
+            self.file_no.append(-1 - self._number(self._prefix_no, self._prefixes, prefix))
+            self.offset.append(self._spill_line(line.raw))
+            self.line_no.append(number)
         else:
-            number = self._path_no.get(line.path)
-            if number is None:
-                number = self._path_no[line.path] = len(self.paths)
-                self.paths.append(line.path)
-            self.file_no.append(number)
+            self.file_no.append(self._number(self._path_no, self.paths, line.path))
             self.offset.append(line.offset)
             self.line_no.append(int(line.origin.rpartition(":")[2]))
         self.length.append(len(line.raw))
         self.time_ms.append(NO_TIME if time_ms is None else time_ms)
         return len(self.file_no) - 1
 
+    @staticmethod
+    def _number(numbers: dict, names: list, name) -> int:
+        number = numbers.get(name)
+        if number is None:
+            number = numbers[name] = len(names)
+            names.append(name)
+        return number
+
+    def _spill_line(self, raw: bytes) -> int:
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="aisignals-replay-")
+        at = self._spill_end
+        self._spill.write(raw)
+        self._spill_end += len(raw)
+        return at
+
     def __len__(self) -> int:
         return len(self.order)
 
     def __iter__(self) -> Iterator[ReplayItem]:
+        """Lines in replay order, each read with one ``pread`` (no buffer to refill after every seek)."""
         handles: dict[int, BinaryIO] = {}
+        if self._spill is not None:
+            self._spill.flush()
+        pread = os.pread
         try:
             for i in self.order:
                 number = self.file_no[i]
                 time_ms = self.time_ms[i]
                 when = None if time_ms == NO_TIME else time_ms
                 if number < 0:
-                    line = self.memory[self.offset[i]]
-                    yield ReplayItem(line.origin, line.raw, None, when)
+                    prefix, line_no = self._prefixes[-1 - number], self.line_no[i]
+                    raw = pread(self._spill.fileno(), self.length[i], self.offset[i])
+                    yield ReplayItem(f"{prefix}:{line_no}" if line_no else prefix, raw, None, when)
                     continue
                 fh = handles.get(number)
                 if fh is None:
                     fh = handles[number] = open(self.paths[number], "rb")
-                fh.seek(self.offset[i])
-                yield ReplayItem(f"{self.paths[number].name}:{self.line_no[i]}", fh.read(self.length[i]), None, when)
+                raw = pread(fh.fileno(), self.length[i], self.offset[i])
+                yield ReplayItem(f"{self.paths[number].name}:{self.line_no[i]}", raw, None, when)
         finally:
             for fh in handles.values():
                 fh.close()
+
+
+def _split_origin(origin: str) -> tuple[str, int]:
+    """``"events.csv:12"`` → ``("events.csv", 12)``; an origin that does not end in such a number is
+    kept whole (number 0), so joining the two gives back exactly the same text."""
+    prefix, _, tail = origin.rpartition(":")
+    if prefix and tail.isdigit() and tail.isascii() and str(int(tail)) == tail and 0 < int(tail) < 2**32:
+        return prefix, int(tail)
+    return origin, 0
 
 
 def replay_time_us(raw: bytes) -> int | None:
@@ -160,6 +195,18 @@ def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:
             continue
         good.append(plan.append(line, at // 1000 if at >= 0 else None))
         times.append(at)
-    ordered = sorted(range(len(good)), key=times.__getitem__)
-    plan.order = bad + array("I", (good[k] for k in ordered))
+    plan.order = bad + array("I", (good[k] for k in _stable_argsort(times)))
     return plan
+
+
+def _stable_argsort(times: array) -> Iterator[int]:
+    """Positions of ``times`` in ascending order, ties in their original order. One list of unique
+    keys (time, then position) instead of ``sorted(range(n), key=...)``'s two lists of ints: about half
+    the transient memory (~45 MB less at a million lines), and none for input already in time order."""
+    n = len(times)
+    if all(map(operator.le, times, islice(times, 1, None))):  # already in order (n < 2 included): no keys at all
+        return iter(range(n))
+    low = min(times)
+    ordered = [(t - low) * n + k for k, t in enumerate(times)]
+    ordered.sort()
+    return (key % n for key in ordered)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from streams.companies import CompanyNormalizer, slugify
-from streams.events import InvalidEvent, parse_event, parse_events, to_wire
+from streams.events import InvalidEvent, dict_to_wire, parse_event, parse_lines, to_wire
 
 
 def test_dates_and_offsets_become_utc():
@@ -106,9 +106,9 @@ def test_a_batch_is_parsed_exactly_as_each_line_alone():
         (b'{"kind":"hiring","company":"X","occurred_at":"2024-01-01","pad":"' + b"p" * 70_000 + b'"}', 0),
     ]]
     for batch in (valid, valid + invalid, invalid + valid, invalid):
-        got = [("invalid", str(r)) if isinstance(r, InvalidEvent) else ("ok", to_wire(r)) for r in parse_events(batch)]
+        got = [("invalid", str(r)) if isinstance(r, InvalidEvent) else ("ok", dict_to_wire(r)) for r in parse_lines(batch)]
         assert got == [_outcome(parse_event, line) for line in batch]
-    assert parse_events([]) == []
+    assert parse_lines([]) == []
 
 
 def test_departure_reason():

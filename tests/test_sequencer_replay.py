@@ -1,0 +1,52 @@
+"""The replay order of a backfill: invalid lines first, then by event time, ties in file order."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+from streams.reader import RawLine, replay_order
+
+
+def test_replay_order_is_a_stable_sort_by_time():
+    rng = random.Random(5)
+    start = datetime(1969, 12, 25, tzinfo=timezone.utc)  # times before the epoch too
+    lines = []
+    for i in range(3000):
+        if rng.random() < 0.05:
+            lines.append(RawLine(f"in:{i}", b"not json"))
+            continue
+        at = start + timedelta(seconds=rng.choice([0, 1, 2, 86_400 * 30]) + rng.randrange(3) * 1e-6)
+        lines.append(RawLine(f"in:{i}", orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": at.isoformat(), "n": i})))
+    plan = replay_order(lines)
+    got = [item.origin for item in plan]
+    bad = [line.origin for line in lines if line.raw == b"not json"]
+    good = [line for line in lines if line.raw != b"not json"]
+    good.sort(key=lambda line: orjson.loads(line.raw)["occurred_at"])  # ISO text in one zone sorts as time
+    assert got == bad + [line.origin for line in good]
+    assert len(set(got)) == len(lines)
+
+
+def test_an_empty_replay():
+    assert list(replay_order([])) == []
+
+
+def test_lines_made_in_memory_come_back_with_their_origins():
+    origins = ["a.csv:1", "a.csv:2", "live", "b:c:7", "x:007", "x:0", "x:", ":5", "é:12", "big:4294967296", "a.csv:3"]
+    lines = [RawLine(o, orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": f"2024-01-{i + 1:02d}", "o": o}))
+             for i, o in enumerate(origins)]
+    lines.insert(3, RawLine("bad:9", b'{"kind": broken'))
+    plan = replay_order(lines)
+    items = list(plan)
+    assert [(i.origin, i.value) for i in items] == [("bad:9", b'{"kind": broken')] + [
+        (line.origin, line.raw) for line in lines if line.origin != "bad:9"]
+    assert list(plan) == items  # and again: the spill file is read, not consumed
+
+
+def test_input_already_in_time_order_keeps_its_order():
+    lines = [RawLine(f"in:{i}", orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": f"2024-01-{1 + i // 3:02d}"}))
+             for i in range(30)]
+    lines.insert(7, RawLine("in:bad", b"[]"))
+    assert [item.origin for item in replay_order(lines)] == ["in:bad"] + [f"in:{i}" for i in range(30)]
