@@ -11,7 +11,7 @@ is what makes corrections exact: a late event can end a K-day tail, split an ins
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Callable
@@ -97,34 +97,28 @@ class AlertSeries:
         self,
         m: int,
         through: int,
-        days: list[int],
+        first_day: int,
+        segments: list[int],
+        levels: list[Severity | None],
         severity_on: Callable[[int], Severity | None],
     ) -> None:
-        """Re-evaluate days m … through. ``days`` are the sorted days with data for this series.
+        """Re-evaluate days m … through, given the condition's level on each segment's first day.
 
-        The condition is constant between the days on which a bucket enters or leaves the window, so
-        it is read once per such segment; within a segment an instance fires on the day its holding
-        run reaches F days, and resolves on the day its failing run reaches K + 1 days.
+        ``segments`` (see ``segments``) are the days from m on where a bucket enters or leaves the window:
+        the condition is constant from one to the next, so within a segment an instance fires on the day
+        its holding run reaches F days, and resolves on the day its failing run reaches K + 1 days.
+        ``severity_on`` reads any earlier day, for the rewind; ``first_day`` is the series' first day with data.
 
         Evidence is not kept here: an instance's evidence is the window ending on its start day, which
         only an event on or before that day can change, and such an event rewinds the instance anyway.
         So it is read from the timeline when a change is rendered."""
-        current = self._rewind(m, days[0], severity_on)
+        current = self._rewind(m, first_day, severity_on)
         holds, since = self.holds, self.since
-        w, fire_after, resolve_after = self.window_days, self.for_days - 1, self.keep_days
-        candidates = {m}
-        lo = bisect_left(days, m - w)
-        for e in days[lo:]:
-            if e > through:
-                break
-            if e >= m:
-                candidates.add(e)
-            if m <= e + w <= through:
-                candidates.add(e + w)
-        segments = sorted(d for d in candidates if d <= through)
+        fire_after, resolve_after = self.for_days - 1, self.keep_days
+        last = len(segments) - 1
         for i, a in enumerate(segments):
-            b = segments[i + 1] if i + 1 < len(segments) else through + 1  # the segment is days a … b − 1
-            level = severity_on(a)
+            b = segments[i + 1] if i < last else through + 1  # the segment is days a … b − 1
+            level = levels[i]
             if (level is not None) != holds:
                 holds, since = level is not None, a
             if current is not None:
@@ -155,21 +149,13 @@ class AlertSeries:
             return self.since + self.for_days - 1
         return None
 
-    def next_change(self, after: int, days: list[int]) -> int | None:
-        """The first day after ``after`` on which this series' window changes, or a run under way ends in a
-        fire or resolve."""
-        i = bisect_left(days, after - self.window_days + 1)
-        best = None
-        for e in days[i:]:
-            if e > after:
-                best = e if best is None else min(best, e)
-                break
-            if e + self.window_days > after:
-                best = e + self.window_days if best is None else min(best, e + self.window_days)
+    def next_change(self, after: int, window_change: int | None) -> int | None:
+        """The first day after ``after`` on which this series' window changes (``window_change``, see
+        ``next_window_change``), or a run under way ends in a fire or resolve."""
         due = self.pending()
-        if due is not None and due > after and (best is None or due < best):
-            best = due
-        return best
+        if due is not None and due > after and (window_change is None or due < window_change):
+            return due
+        return window_change
 
     def changes(self, through: int | None = None) -> list[tuple[str, Instance | None, int | None]]:
         """State changes since the last call, as (change, instance, previous start), and mark them published.
@@ -225,6 +211,26 @@ class AlertSeries:
             self.retracted[start] = self.published.pop(start)[0]
             out.append(("retracted", None, start))
         return out
+
+
+def segments(days, m: int, through: int, window_days: int) -> list[int]:
+    """Days m … through on which the window's contents change (a day with data enters it, or leaves it
+    W days later), and m itself: the condition is read once per segment they start."""
+    enter = days[bisect_left(days, m) : bisect_right(days, through)]
+    leave = [e + window_days for e in days[bisect_left(days, m - window_days) : bisect_right(days, through - window_days)]]
+    return sorted({m, *enter, *leave})
+
+
+def next_window_change(days, after: int, window_days: int) -> int | None:
+    """The first day after ``after`` on which a day with data enters or leaves the window."""
+    i = bisect_left(days, after - window_days + 1)
+    if i == len(days):
+        return None
+    if days[i] > after:
+        return days[i]
+    j = bisect_right(days, after, i)
+    leaves = days[i] + window_days
+    return leaves if j == len(days) else min(leaves, days[j])
 
 
 def change_id(alert: dict) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import heapq
 from datetime import date
 
-from processors.alerts import AlertSeries, Instance, iso_day, iso_time
+from processors.alerts import AlertSeries, Instance, iso_day, iso_time, next_window_change, segments
 from processors.facts import Fact
-from processors.indicators import affected_rows, indicator_row
+from processors.indicators import affected_days, indicator_rows
 from processors.rules import RuleSet
 from processors.timeline import CompanyTimeline
 
@@ -57,24 +57,29 @@ class Engine:
         """Indicator rows changed since the last flush, and alert state changes up to stream time.
 
         ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now."""
+        touched = list(self._changed_days)
         rows = self._indicator_rows()
-        alerts = self._evaluate_alerts() if self.stream_day is not None else []
+        alerts = self._evaluate_alerts(touched) if self.stream_day is not None else []
         if end_of_input and self.stream_day is not None:
             for company in list(self._held):
                 alerts.extend(self._release_held(company, self.stream_day, ended=True))
             self.hold_until = None
+        for company in touched:
+            timeline = self.timelines.get(company)
+            if timeline is not None:
+                timeline.forget_totals()
         return rows, alerts
 
     def _indicator_rows(self) -> list[dict]:
         rows = []
         for company, days in self._changed_days.items():
             timeline = self.timelines[company]
-            for window, day in sorted(affected_rows(timeline, self.windows, days)):
-                rows.append(indicator_row(timeline, window, day))
+            for window in self.windows:
+                rows.extend(indicator_rows(timeline, window, affected_days(timeline, window, days)))
         self._changed_days.clear()
         return rows
 
-    def _evaluate_alerts(self) -> list[dict]:
+    def _evaluate_alerts(self, touched: list[str]) -> list[dict]:
         through = self.stream_day
         todo: dict[str, int | None] = {}
         for company, m in self._dirty_from.items():
@@ -88,6 +93,7 @@ class Engine:
         messages: list[dict] = []
         for company, m in todo.items():
             messages.extend(self._evaluate_company(company, m, through))
+            touched.append(company)
         return messages
 
     def _evaluate_company(self, company: str, m: int | None, through: int) -> list[dict]:
@@ -97,7 +103,7 @@ class Engine:
         timeline = self.timelines.get(company)
         if timeline is None:  # published before a rollback, no events yet in the replay
             return []
-        days = timeline.series.days
+        days = timeline.days
         if not days:
             return []
         previous = self.evaluated_through.get(company)
@@ -111,39 +117,53 @@ class Engine:
         mine = self.series.setdefault(company, {})
         messages: list[dict] = []
         next_days: list[int] = []
+        by_window: dict[int, tuple] = {}  # window -> (segments, their totals, next window change)
         for name, rule in self.company_rules:
             series = mine.get((name, None))
             if series is None:
                 series = mine[(name, None)] = self._new_series(name, company, None)
-            window = rule.window_days
-            series.evaluate(start, through, days, lambda d, w=window, level=rule.level: level(timeline.totals(w, d)))
+            w = rule.window_days
+            shared = by_window.get(w)
+            if shared is None:
+                segs = segments(days, start, through, w)
+                shared = by_window[w] = (segs, timeline.totals_on(w, segs), next_window_change(days, through, w))
+            segs, totals, window_change = shared
+            level = rule.level
+            series.evaluate(start, through, days[0], segs, [level(t) for t in totals],
+                            lambda d, w=w, level=level: level(timeline.totals_on(w, [d])[0]))
             messages.extend(self._messages(series, timeline, through))
-            nxt = series.next_change(through, days)
+            nxt = series.next_change(through, window_change)
             if nxt is not None:
                 next_days.append(nxt)
         poaching = self.rules.talent_poaching
         if poaching.enabled:
-            window = poaching.window_days
-            for counterparty, pair in timeline.poaching.items():
-                key = ("talent_poaching", counterparty)
-                series = mine.get(key)
-                if series is None:
-                    series = mine[key] = self._new_series("talent_poaching", company, counterparty)
-                pair_start = max(start, pair.days[0])
-                # a pair changes only on its own days, when they leave the window, and K days after that
-                if pair_start <= through and pair.days[-1] + window + poaching.keep_firing_for_days >= pair_start:
-                    series.evaluate(
-                        pair_start,
-                        through,
-                        pair.days,
-                        lambda d, cp=counterparty: poaching.pair_level(timeline.pair_departures(cp, window, d)),
-                    )
-                    messages.extend(self._messages(series, timeline, through))
-                nxt = series.next_change(through, pair.days)
-                if nxt is not None:
-                    next_days.append(nxt)
+            messages.extend(self._evaluate_pairs(company, timeline, mine, start, through, next_days))
         if next_days:
             heapq.heappush(self._due, (min(next_days), company))
+        return messages
+
+    def _evaluate_pairs(self, company: str, timeline: CompanyTimeline, mine: dict, start: int, through: int,
+                        next_days: list[int]) -> list[dict]:
+        """talent_poaching, one series per counterparty, read from that pair's own days."""
+        poaching = self.rules.talent_poaching
+        window, level = poaching.window_days, poaching.pair_level
+        messages: list[dict] = []
+        for counterparty, pair in timeline.poaching.items():
+            key = ("talent_poaching", counterparty)
+            series = mine.get(key)
+            if series is None:
+                series = mine[key] = self._new_series("talent_poaching", company, counterparty)
+            days = pair.days
+            pair_start = max(start, days[0])
+            # a pair changes only on its own days, when they leave the window, and K days after that
+            if pair_start <= through and days[-1] + window + poaching.keep_firing_for_days >= pair_start:
+                segs = segments(days, pair_start, through, window)
+                series.evaluate(pair_start, through, days[0], segs, [level(n) for n in pair.window_departures(window, segs)],
+                                lambda d, pair=pair: level(pair.departures(window, d)))
+                messages.extend(self._messages(series, timeline, through))
+            nxt = series.next_change(through, next_window_change(days, through, window))
+            if nxt is not None:
+                next_days.append(nxt)
         return messages
 
     def _new_series(self, rule_name: str, company: str, counterparty: str | None) -> AlertSeries:
