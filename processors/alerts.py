@@ -56,6 +56,9 @@ class AlertSeries:
     evaluated: int | None = None
     holds: bool = False
     since: int = 0
+    # ``changes`` has nothing to say: instances and ``published`` agree and neither was touched since it
+    # last compared them (whoever edits ``published`` or the hold sets it back to False)
+    settled: bool = False
 
     def __post_init__(self) -> None:
         self.fingerprint = fingerprint(self.rule, self.company_id, self.counterparty_id)
@@ -69,6 +72,7 @@ class AlertSeries:
         if self.evaluated is not None and m == self.evaluated + 1:
             last = self.instances[-1] if self.instances else None
             return last if last is not None and last.end is None else None
+        self.settled = False
         while self.instances and self.instances[-1].start >= m:
             self.instances.pop()
         current = None
@@ -125,18 +129,33 @@ class AlertSeries:
                 if holds:
                     if SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
                         current.severity = level
+                        self.settled = False
                         current.raises.append((a, level))
                 else:
                     end = max(since + resolve_after, a)
                     if end < b:
                         current.end = end
+                        self.settled = False
                         current = None
             elif holds:
                 start = max(since + fire_after, a)
                 if start < b:
                     current = Instance(start, None, level, [(start, level)])
                     self.instances.append(current)
+                    self.settled = False
         self.evaluated, self.holds, self.since = through, holds, since
+
+    def unchanged_through(self, m: int, through: int, days) -> bool:
+        """Evaluating days m … through would only move ``evaluated``: m follows the last evaluation, no
+        day with data (``days``) enters or leaves the window by ``through`` and no run under way ends in a
+        fire or resolve by then."""
+        if self.evaluated is None or m != self.evaluated + 1:
+            return False
+        window_change = next_window_change(days, self.evaluated, self.window_days)
+        if window_change is not None and window_change <= through:
+            return False
+        due = self.pending()
+        return due is None or due > through
 
     def pending(self) -> int | None:
         """The day a run under way will fire or resolve an instance, if it goes on."""
@@ -210,6 +229,7 @@ class AlertSeries:
         for start in gone:
             self.retracted[start] = self.published.pop(start)[0]
             out.append(("retracted", None, start))
+        self.settled = True
         return out
 
 

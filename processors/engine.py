@@ -157,9 +157,13 @@ class Engine:
             pair_start = max(start, days[0])
             # a pair changes only on its own days, when they leave the window, and K days after that
             if pair_start <= through and days[-1] + window + poaching.keep_firing_for_days >= pair_start:
-                segs = segments(days, pair_start, through, window)
-                series.evaluate(pair_start, through, days[0], segs, [level(n) for n in pair.window_departures(window, segs)],
-                                lambda d, pair=pair: level(pair.departures(window, d)))
+                if series.unchanged_through(pair_start, through, days):
+                    series.evaluated = through
+                else:
+                    segs = segments(days, pair_start, through, window)
+                    series.evaluate(pair_start, through, days[0], segs,
+                                    [level(n) for n in pair.window_departures(window, segs)],
+                                    lambda d, pair=pair: level(pair.departures(window, d)))
                 messages.extend(self._messages(series, timeline, through))
             nxt = series.next_change(through, next_window_change(days, through, window))
             if nxt is not None:
@@ -195,6 +199,8 @@ class Engine:
         return messages
 
     def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
+        if series.settled:
+            return []
         return [
             alert_message(series, getattr(self.rules, series.rule), change, inst, previous, timeline, self.stream_day)
             for change, inst, previous in series.changes(through)
@@ -210,6 +216,7 @@ class Engine:
         if series is None:
             series = mine[key] = self._new_series(rule, company_id, counterparty_id)
         series.published[start] = (severity, end)
+        series.settled = False
 
     def hold(self, until: int) -> None:
         """After a backfill was rolled back and is being replayed: announce no alert change until stream
@@ -221,6 +228,7 @@ class Engine:
         self.hold_until = until if self.hold_until is None else max(self.hold_until, until)
         for company, mine in self.series.items():
             for series in mine.values():
+                series.settled = False  # a rollback may have rewritten what was published
                 self._hold_series(company, series)
 
     def _hold_series(self, company: str, series: AlertSeries) -> None:

@@ -224,7 +224,7 @@ class CompanyTimeline:
         for q in query_days:
             new_hi = bisect_right(days, q, hi)
             new_lo = bisect_left(days, q - window_days + 1, lo)
-            if new_lo >= hi or new_hi - hi + new_lo - lo > 8:
+            if new_lo >= hi or new_hi - hi + new_lo - lo > new_hi - new_lo:
                 h, d, k = sum(hs[new_lo:new_hi]), sum(ds[new_lo:new_hi]), sum(ks[new_lo:new_hi])
                 f, r, m, l = sum(fs[new_lo:new_hi]), sum(rs[new_lo:new_hi]), sum(ms[new_lo:new_hi]), sum(ls[new_lo:new_hi])
             else:
@@ -245,22 +245,31 @@ class CompanyTimeline:
         self, window_days: int, day: int, kinds: frozenset[int], counterparty_id: str | None = None
     ) -> tuple[list[str], int]:
         """Ids of the events of ``kinds`` in the window ending on ``day`` (first 100, in event-time order) and their count."""
+        first = day - window_days + 1
         days = self.days
-        lo, hi = bisect_left(days, day - window_days + 1), bisect_right(days, day)
         if counterparty_id is not None:
             pair = self.poaching.get(counterparty_id)
             if pair is None or DEPARTURE not in kinds:
                 return [], 0
             code = PAIR_CODES + self.pair_index[counterparty_id]
-            count = sum(pair.events[bisect_left(pair.days, day - window_days + 1) : bisect_right(pair.days, day)])
+            lo, hi = bisect_left(pair.days, first), bisect_right(pair.days, day)
+            count = sum(pair.events[lo:hi])
+            # only the pair's own days hold its departures
+            buckets = [bisect_left(days, d) for d in pair.days[lo:hi]]
             wanted = lambda c: c == code  # noqa: E731
         else:
-            count = sum(sum(self.slots[slot][lo:hi]) for kind, slot in COUNT_SLOTS if kind in kinds)
+            lo, hi = bisect_left(days, first), bisect_right(days, day)
+            counts = [self.slots[slot] for kind, slot in COUNT_SLOTS if kind in kinds]
+            count = sum(sum(values[lo:hi]) for values in counts)
+            buckets = range(lo, hi)
             wanted = lambda c: (c if c < PAIR_CODES else DEPARTURE) in kinds  # noqa: E731
         chosen: list[str] = []
-        for i in range(lo, hi):
-            if len(chosen) >= min(count, 100):
+        enough = min(count, 100)
+        for i in buckets:
+            if len(chosen) >= enough:
                 break
+            if counterparty_id is None and not any(values[i] for values in counts):
+                continue  # none of this day's events is evidence: not worth decoding
             flat = _decode(self.evidence[i])
             chosen.extend(event_id for c, event_id in zip(flat[::2], flat[1::2]) if wanted(c))
         return chosen[:100], count
