@@ -145,17 +145,17 @@ class AlertSeries:
                     self.settled = False
         self.evaluated, self.holds, self.since = through, holds, since
 
-    def unchanged_through(self, m: int, through: int, days) -> bool:
-        """Evaluating days m … through would only move ``evaluated``: m follows the last evaluation, no
-        day with data (``days``) enters or leaves the window by ``through`` and no run under way ends in a
-        fire or resolve by then."""
-        if self.evaluated is None or m != self.evaluated + 1:
-            return False
-        window_change = next_window_change(days, self.evaluated, self.window_days)
-        if window_change is not None and window_change <= through:
+    def skip_quiet(self, m: int, through: int, window_change: int | None) -> bool:
+        """Move ``evaluated`` to ``through`` without reading a day, when evaluating days m … through could
+        change nothing else: m follows the last evaluation, the window's first change from m on
+        (``window_change``) is later, and no run under way ends in a fire or resolve by then."""
+        if self.evaluated is None or m != self.evaluated + 1 or (window_change is not None and window_change <= through):
             return False
         due = self.pending()
-        return due is None or due > through
+        if due is not None and due <= through:
+            return False
+        self.evaluated = through
+        return True
 
     def pending(self) -> int | None:
         """The day a run under way will fire or resolve an instance, if it goes on."""
@@ -236,9 +236,10 @@ class AlertSeries:
 def segments(days, m: int, through: int, window_days: int) -> list[int]:
     """Days m … through on which the window's contents change (a day with data enters it, or leaves it
     W days later), and m itself: the condition is read once per segment they start."""
-    enter = days[bisect_left(days, m) : bisect_right(days, through)]
-    leave = [e + window_days for e in days[bisect_left(days, m - window_days) : bisect_right(days, through - window_days)]]
-    return sorted({m, *enter, *leave})
+    found = set(days[bisect_left(days, m) : bisect_right(days, through)])
+    found.update(map(window_days.__add__, days[bisect_left(days, m - window_days) : bisect_right(days, through - window_days)]))
+    found.add(m)
+    return sorted(found)
 
 
 def next_window_change(days, after: int, window_days: int) -> int | None:

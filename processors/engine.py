@@ -117,22 +117,22 @@ class Engine:
         mine = self.series.setdefault(company, {})
         messages: list[dict] = []
         next_days: list[int] = []
-        by_window: dict[int, tuple] = {}  # window -> (segments, their totals, next window change)
+        plans: dict[int, WindowPlan] = {}  # shared by the rules with the same window
         for name, rule in self.company_rules:
             series = mine.get((name, None))
             if series is None:
                 series = mine[(name, None)] = self._new_series(name, company, None)
             w = rule.window_days
-            shared = by_window.get(w)
-            if shared is None:
-                segs = segments(days, start, through, w)
-                shared = by_window[w] = (segs, timeline.totals_on(w, segs), next_window_change(days, through, w))
-            segs, totals, window_change = shared
-            level = rule.level
-            series.evaluate(start, through, days[0], segs, [level(t) for t in totals],
-                            lambda d, w=w, level=level: level(timeline.totals_on(w, [d])[0]))
+            plan = plans.get(w)
+            if plan is None:
+                plan = plans[w] = WindowPlan(timeline, start, through, w)
+            if not series.skip_quiet(start, through, plan.first_change):
+                segs, totals = plan.segments_and_totals()
+                level = rule.level
+                series.evaluate(start, through, days[0], segs, [level(t) for t in totals],
+                                lambda d, w=w, level=level: level(timeline.totals_on(w, [d])[0]))
             messages.extend(self._messages(series, timeline, through))
-            nxt = series.next_change(through, window_change)
+            nxt = series.next_change(through, plan.next_change)
             if nxt is not None:
                 next_days.append(nxt)
         poaching = self.rules.talent_poaching
@@ -156,16 +156,17 @@ class Engine:
             days = pair.days
             pair_start = max(start, days[0])
             # a pair changes only on its own days, when they leave the window, and K days after that
+            change = next_window_change(days, pair_start - 1, window)
             if pair_start <= through and days[-1] + window + poaching.keep_firing_for_days >= pair_start:
-                if series.unchanged_through(pair_start, through, days):
-                    series.evaluated = through
-                else:
+                if not series.skip_quiet(pair_start, through, change):
                     segs = segments(days, pair_start, through, window)
                     series.evaluate(pair_start, through, days[0], segs,
                                     [level(n) for n in pair.window_departures(window, segs)],
                                     lambda d, pair=pair: level(pair.departures(window, d)))
                 messages.extend(self._messages(series, timeline, through))
-            nxt = series.next_change(through, next_window_change(days, through, window))
+            if change is not None and change <= through:
+                change = next_window_change(days, through, window)
+            nxt = series.next_change(through, change)
             if nxt is not None:
                 next_days.append(nxt)
         return messages
@@ -239,6 +240,27 @@ class Engine:
         if company not in self._held:
             self._held.add(company)
             heapq.heappush(self._due, (until, company))
+
+
+class WindowPlan:
+    """What the rules with one window share when a company is evaluated over days start … through: the
+    days on which the window changes, the totals on them (read only if some rule needs them), and the
+    window's first change from ``start`` on and after ``through``."""
+
+    __slots__ = ("timeline", "start", "through", "window", "first_change", "next_change", "_read")
+
+    def __init__(self, timeline: CompanyTimeline, start: int, through: int, window: int) -> None:
+        self.timeline, self.start, self.through, self.window = timeline, start, through, window
+        self.first_change = next_window_change(timeline.days, start - 1, window)
+        changes = self.first_change is not None and self.first_change <= through
+        self.next_change = next_window_change(timeline.days, through, window) if changes else self.first_change
+        self._read: tuple[list[int], list] | None = None
+
+    def segments_and_totals(self) -> tuple[list[int], list]:
+        if self._read is None:
+            segs = segments(self.timeline.days, self.start, self.through, self.window)
+            self._read = (segs, self.timeline.totals_on(self.window, segs))
+        return self._read
 
 
 def alert_message(

@@ -53,6 +53,7 @@ class WindowTotals(NamedTuple):
 
 
 ZERO = WindowTotals(0, 0, 0, 0, 0, 0, 0)
+_totals = tuple.__new__  # WindowTotals from a tuple, without the Python-level __new__ of a NamedTuple
 
 
 def _bump(slots: list, slot: int, index: int, amount: int) -> None:
@@ -233,7 +234,7 @@ class CompanyTimeline:
                 for i in range(lo, new_lo):
                     h -= hs[i]; d -= ds[i]; k -= ks[i]; f -= fs[i]; r -= rs[i]; m -= ms[i]; l -= ls[i]  # noqa: E702
             lo, hi = new_lo, new_hi
-            out.append(WindowTotals(h, d, k, f, r, m, l))
+            out.append(_totals(WindowTotals, (h, d, k, f, r, m, l)))
         return out
 
     def pair_departures(self, counterparty_id: str, window_days: int, day: int) -> int:
