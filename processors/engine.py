@@ -58,12 +58,13 @@ class Engine:
 
         ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now."""
         touched = list(self._changed_days)
-        rows = self._indicator_rows()
+        # alerts first: the rows' days are among the days rules read, so their totals are already at hand
         alerts = self._evaluate_alerts(touched) if self.stream_day is not None else []
         if end_of_input and self.stream_day is not None:
             for company in list(self._held):
                 alerts.extend(self._release_held(company, self.stream_day, ended=True))
             self.hold_until = None
+        rows = self._indicator_rows()
         for company in touched:
             timeline = self.timelines.get(company)
             if timeline is not None:

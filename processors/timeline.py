@@ -257,22 +257,22 @@ class CompanyTimeline:
             count = sum(pair.events[lo:hi])
             # only the pair's own days hold its departures
             buckets = [bisect_left(days, d) for d in pair.days[lo:hi]]
-            wanted = lambda c: c == code  # noqa: E731
         else:
             lo, hi = bisect_left(days, first), bisect_right(days, day)
             counts = [self.slots[slot] for kind, slot in COUNT_SLOTS if kind in kinds]
             count = sum(sum(values[lo:hi]) for values in counts)
             buckets = range(lo, hi)
-            wanted = lambda c: (c if c < PAIR_CODES else DEPARTURE) in kinds  # noqa: E731
+            pairs_too = DEPARTURE in kinds  # departures to a counterparty carry the pair's code
         chosen: list[str] = []
         enough = min(count, 100)
         for i in buckets:
             if len(chosen) >= enough:
                 break
-            if counterparty_id is None and not any(values[i] for values in counts):
-                continue  # none of this day's events is evidence: not worth decoding
-            flat = _decode(self.evidence[i])
-            chosen.extend(event_id for c, event_id in zip(flat[::2], flat[1::2]) if wanted(c))
+            if counterparty_id is not None:
+                chosen.extend(_pair_ids(_decode(self.evidence[i]), code))
+            elif any(values[i] for values in counts):  # else none of the day's events is evidence: not decoded
+                flat = _decode(self.evidence[i])
+                chosen.extend([e for c, e in zip(flat[::2], flat[1::2]) if c in kinds or (pairs_too and c >= PAIR_CODES)])
         return chosen[:100], count
 
 
@@ -295,6 +295,17 @@ def _record(code: int, event_id: str) -> bytes:
     except orjson.JSONEncodeError:  # a lone surrogate: never from the wire, but not lost either
         quoted = json.dumps(event_id).encode()
     return b"%d,%b," % (code, quoted)
+
+
+def _pair_ids(flat: list, code: int) -> list[str]:
+    """The ids of a decoded day's records with ``code`` (codes are ints, ids strings: ``index`` finds only codes)."""
+    ids, i = [], -2
+    try:
+        while True:
+            i = flat.index(code, i + 2)
+            ids.append(flat[i + 1])
+    except ValueError:
+        return ids
 
 
 def _decode(records: bytes) -> list:
