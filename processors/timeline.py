@@ -66,16 +66,19 @@ def _bump(slots: list, slot: int, index: int, amount: int) -> None:
 
 
 class PairSeries:
-    """One company's departures (layoffs left out) to one counterparty: headcount and events per day."""
+    """One company's departures (layoffs left out) to one counterparty: headcount, events and their ids
+    per day (the ids also stand in the company's evidence: kept here too, a poaching alert's evidence
+    is read without decoding every departure of the company)."""
 
-    __slots__ = ("days", "heads", "events")
+    __slots__ = ("days", "heads", "events", "ids")
 
     def __init__(self) -> None:
         self.days = array("i")
         self.heads = array("q")
         self.events = array("q")
+        self.ids: list[bytes] = []  # per day: ``"event_id",`` records in arrival order
 
-    def add(self, day: int, headcount: int) -> None:
+    def add(self, day: int, headcount: int, record: bytes) -> None:
         days = self.days
         if days and days[-1] == day:
             i = len(days) - 1
@@ -85,8 +88,20 @@ class PairSeries:
                 days.insert(i, day)
                 self.heads.insert(i, 0)
                 self.events.insert(i, 0)
+                self.ids.insert(i, b"")
         self.heads[i] += headcount  # at most 10⁷ per event: 64 bits hold any history
         self.events[i] += 1
+        self.ids[i] += record
+
+    def event_ids(self, window_days: int, day: int) -> tuple[list[str], int]:
+        """Ids of the departures in the window ending on ``day`` (first 100, in event-time order) and their count."""
+        lo, hi = bisect_left(self.days, day - window_days + 1), bisect_right(self.days, day)
+        chosen: list[str] = []
+        for records in self.ids[lo:hi]:
+            if len(chosen) >= 100:
+                break
+            chosen.extend(_decode(records))
+        return chosen[:100], sum(self.events[lo:hi])
 
     def departures(self, window_days: int, day: int) -> int:
         days = self.days
@@ -116,19 +131,17 @@ class PairSeries:
 class CompanyTimeline:
     """Everything known about one company's accepted events, by day."""
 
-    __slots__ = ("company_id", "name", "days", "slots", "evidence", "poaching", "pair_index",
-                 "counterparty_names", "_memo")
+    __slots__ = ("company_id", "name", "days", "slots", "evidence", "poaching", "counterparty_names", "_memo")
 
     def __init__(self, company_id: str) -> None:
         self.company_id = company_id
         self.name = ""  # the display name: the first spelling seen
         self.days = array("i")  # sorted days with data
         self.slots: list = [array("q") for _ in range(WIDTH)]  # slot -> sums, parallel to days
-        # per day, the evidence records in arrival order: JSON fragments ``code,"event_id",`` (see ``_record``)
+        # per day, the evidence records in arrival order: JSON fragments ``code,"event_id",`` (see ``_quoted``)
         self.evidence: list[bytes] = []
         # departures other than layoffs by counterparty: counterparty_id -> series
         self.poaching: dict[str, PairSeries] = {}
-        self.pair_index: dict[str, int] = {}  # counterparty_id -> its evidence code offset
         self.counterparty_names: dict[str, str] = {}  # counterparty_id -> first spelling seen
         self._memo: dict[int, dict[int, WindowTotals]] = {}  # window -> day -> totals, until the next add
 
@@ -136,8 +149,6 @@ class CompanyTimeline:
         """Index of the day's bucket, made empty if the day is new."""
         days = self.days
         n = len(days)
-        if n and days[n - 1] == day:
-            return n - 1
         if not n or day > days[n - 1]:
             days.append(day)
             for values in self.slots:
@@ -157,9 +168,13 @@ class CompanyTimeline:
             self._memo = {}
         if not self.name and fact.name:
             self.name = fact.name
-        i = self._bucket(fact.day)
+        days = self.days
+        i = len(days) - 1
+        if i < 0 or days[i] != fact.day:  # else the latest day again: the usual case in a replay
+            i = self._bucket(fact.day)
         slots, n = self.slots, fact.headcount
         code = fact.kind
+        quoted = _quoted(fact.event_id)
         if fact.kind == HIRING:
             slots[H][i] += n
             slots[N_HIRES][i] += 1
@@ -178,16 +193,14 @@ class CompanyTimeline:
                     pair = self.poaching.get(cp)
                     if pair is None:
                         pair = self.poaching[cp] = PairSeries()
-                        self.pair_index[cp] = len(self.pair_index)
                         self.counterparty_names[cp] = fact.counterparty_name or cp
-                    pair.add(fact.day, n)
-                    code = PAIR_CODES + self.pair_index[cp]
+                    pair.add(fact.day, n, quoted + b",")
         elif fact.kind == FUNDING:
             _bump(slots, F, i, fact.amount_micro)
             slots[R][i] += 1
         else:  # MODEL_RELEASE
             slots[M][i] += 1
-        self.evidence[i] += _record(code, fact.event_id)
+        self.evidence[i] += b"%d,%b," % (code, quoted)
 
     # ---- window totals ---------------------------------------------------------------------
     def totals(self, window_days: int, day: int) -> WindowTotals:
@@ -246,39 +259,26 @@ class CompanyTimeline:
         self, window_days: int, day: int, kinds: frozenset[int], counterparty_id: str | None = None
     ) -> tuple[list[str], int]:
         """Ids of the events of ``kinds`` in the window ending on ``day`` (first 100, in event-time order) and their count."""
-        first = day - window_days + 1
-        days = self.days
         if counterparty_id is not None:
             pair = self.poaching.get(counterparty_id)
-            if pair is None or DEPARTURE not in kinds:
-                return [], 0
-            code = PAIR_CODES + self.pair_index[counterparty_id]
-            lo, hi = bisect_left(pair.days, first), bisect_right(pair.days, day)
-            count = sum(pair.events[lo:hi])
-            # only the pair's own days hold its departures
-            buckets = [bisect_left(days, d) for d in pair.days[lo:hi]]
-        else:
-            lo, hi = bisect_left(days, first), bisect_right(days, day)
-            counts = [self.slots[slot] for kind, slot in COUNT_SLOTS if kind in kinds]
-            count = sum(sum(values[lo:hi]) for values in counts)
-            buckets = range(lo, hi)
-            pairs_too = DEPARTURE in kinds  # departures to a counterparty carry the pair's code
+            return pair.event_ids(window_days, day) if pair is not None and DEPARTURE in kinds else ([], 0)
+        days = self.days
+        lo, hi = bisect_left(days, day - window_days + 1), bisect_right(days, day)
+        counts = [self.slots[slot] for kind, slot in COUNT_SLOTS if kind in kinds]
+        count = sum(sum(values[lo:hi]) for values in counts)
         chosen: list[str] = []
         enough = min(count, 100)
-        for i in buckets:
+        for i in range(lo, hi):
             if len(chosen) >= enough:
                 break
-            if counterparty_id is not None:
-                chosen.extend(_pair_ids(_decode(self.evidence[i]), code))
-            elif any(values[i] for values in counts):  # else none of the day's events is evidence: not decoded
+            if any(values[i] for values in counts):  # else none of the day's events is evidence: not decoded
                 flat = _decode(self.evidence[i])
-                chosen.extend([e for c, e in zip(flat[::2], flat[1::2]) if c in kinds or (pairs_too and c >= PAIR_CODES)])
+                chosen.extend([e for c, e in zip(flat[::2], flat[1::2]) if c in kinds])
         return chosen[:100], count
 
 
 # evidence classes: the kind codes, with layoffs apart from other departures
 LAYOFF = 4
-PAIR_CODES = 5  # evidence code of a departure (not a layoff) to the n-th counterparty: 5 + n
 COUNT_SLOTS = ((HIRING, N_HIRES), (DEPARTURE, N_ATTRITION), (LAYOFF, N_LAYOFFS), (FUNDING, R), (MODEL_RELEASE, M))
 PEOPLE = frozenset({HIRING, DEPARTURE, LAYOFF})
 ATTRITION_AND_HIRES = frozenset({HIRING, DEPARTURE})  # departures other than layoffs, and hires
@@ -288,28 +288,16 @@ FUNDINGS = frozenset({FUNDING})
 RELEASES = frozenset({MODEL_RELEASE})
 
 
-def _record(code: int, event_id: str) -> bytes:
-    """One evidence record: ``code,"event_id",`` (a day's records read back as one JSON array)."""
+def _quoted(event_id: str) -> bytes:
+    """An event id as a JSON string: a day's records ``code,"event_id",`` read back as one JSON array."""
     try:
-        quoted = orjson.dumps(event_id)
+        return orjson.dumps(event_id)
     except orjson.JSONEncodeError:  # a lone surrogate: never from the wire, but not lost either
-        quoted = json.dumps(event_id).encode()
-    return b"%d,%b," % (code, quoted)
-
-
-def _pair_ids(flat: list, code: int) -> list[str]:
-    """The ids of a decoded day's records with ``code`` (codes are ints, ids strings: ``index`` finds only codes)."""
-    ids, i = [], -2
-    try:
-        while True:
-            i = flat.index(code, i + 2)
-            ids.append(flat[i + 1])
-    except ValueError:
-        return ids
+        return json.dumps(event_id).encode()
 
 
 def _decode(records: bytes) -> list:
-    """A day's evidence records as a flat list [code, event_id, code, event_id, …]."""
+    """A day's evidence records as a flat list: [code, event_id, code, event_id, …] (a pair's: [event_id, …])."""
     text = b"[" + records[:-1] + b"]"
     try:
         return orjson.loads(text)
