@@ -118,6 +118,9 @@ class AlertSeries:
         So it is read from the timeline when a change is rendered."""
         current = self._rewind(m, first_day, severity_on)
         holds, since = self.holds, self.since
+        if levels.count(levels[0]) == len(levels):
+            # one level throughout: read as one segment (neighbours with equal levels never differ in outcome)
+            segments, levels = segments[:1], levels[:1]
         fire_after, resolve_after = self.for_days - 1, self.keep_days
         last = len(segments) - 1
         for i, a in enumerate(segments):
@@ -127,7 +130,7 @@ class AlertSeries:
                 holds, since = level is not None, a
             if current is not None:
                 if holds:
-                    if SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
+                    if level != current.severity and SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
                         current.severity = level
                         self.settled = False
                         current.raises.append((a, level))
