@@ -34,14 +34,19 @@ class Engine:
 
     # ---- input -------------------------------------------------------------------------
     def add(self, fact: Fact) -> None:
-        timeline = self.timelines.get(fact.company_id)
+        c, day = fact.company_id, fact.day
+        timeline = self.timelines.get(c)
         if timeline is None:
-            timeline = self.timelines[fact.company_id] = CompanyTimeline(fact.company_id)
+            timeline = self.timelines[c] = CompanyTimeline(c)
         timeline.add(fact)
-        c = fact.company_id
-        self._changed_days.setdefault(c, set()).add(fact.day)
-        if fact.day < self._dirty_from.get(c, fact.day + 1):
-            self._dirty_from[c] = fact.day
+        changed = self._changed_days.get(c)
+        if changed is None:
+            self._changed_days[c] = {day}
+        else:
+            changed.add(day)
+        dirty = self._dirty_from.get(c)
+        if dirty is None or day < dirty:
+            self._dirty_from[c] = day
 
     def advance(self, stream_day: int) -> None:
         """Stream time moved (it never moves back)."""
