@@ -135,7 +135,7 @@ class Engine:
             if not series.skip_quiet(start, through, plan.first_change):
                 segs, totals = plan.segments_and_totals()
                 level = rule.level
-                series.evaluate(start, through, days[0], segs, [level(t) for t in totals],
+                series.evaluate(start, through, days[0], segs, list(map(level, totals)),
                                 lambda d, w=w, level=level: level(timeline.totals_on(w, [d])[0]))
             messages.extend(self._messages(series, timeline, through))
             nxt = series.next_change(through, plan.next_change)
@@ -167,7 +167,7 @@ class Engine:
                 if not series.skip_quiet(pair_start, through, change):
                     segs = segments(days, pair_start, through, window)
                     series.evaluate(pair_start, through, days[0], segs,
-                                    [level(n) for n in pair.window_departures(window, segs)],
+                                    list(map(level, pair.window_departures(window, segs))),
                                     lambda d, pair=pair: level(pair.departures(window, d)))
                 messages.extend(self._messages(series, timeline, through))
             if change is not None and change <= through:

@@ -219,10 +219,10 @@ class CompanyTimeline:
         memo = self._memo.get(window_days)
         if memo is None:
             memo = self._memo[window_days] = {}
-        missing = [d for d in query_days if d not in memo]
+        missing = sorted(set(query_days).difference(memo))
         if missing:
             memo.update(zip(missing, self._slide(window_days, missing)))
-        return [memo[d] for d in query_days]
+        return list(map(memo.__getitem__, query_days))
 
     def forget_totals(self) -> None:
         """Drop remembered totals (a flush is over: they are cheap to recompute, costly to keep)."""
