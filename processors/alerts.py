@@ -72,13 +72,15 @@ class AlertSeries:
         if self.evaluated is not None and m == self.evaluated + 1:
             last = self.instances[-1] if self.instances else None
             return last if last is not None and last.end is None else None
-        self.settled = False
         while self.instances and self.instances[-1].start >= m:
             self.instances.pop()
+            self.settled = False
         current = None
         if self.instances:
             last = self.instances[-1]
             if last.end is None or last.end >= m:
+                if last.end is not None or last.raises[-1][0] >= m:
+                    self.settled = False  # reopened, or a severity raise undone
                 last.end = None
                 last.raises = [r for r in last.raises if r[0] < m]
                 last.severity = max((r[1] for r in last.raises), key=SEVERITY_RANK.__getitem__)
