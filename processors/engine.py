@@ -6,6 +6,7 @@ runs). ``add`` facts, ``advance`` stream time, then ``flush`` to get what change
 
 from __future__ import annotations
 
+import gc
 import heapq
 from datetime import date
 
@@ -61,7 +62,20 @@ class Engine:
     def flush(self, end_of_input: bool = False) -> tuple[list[dict], list[dict]]:
         """Indicator rows changed since the last flush, and alert state changes up to stream time.
 
-        ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now."""
+        ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now.
+
+        The cyclic garbage collector is paused meanwhile: a flush makes no cycles, but the thousands of
+        short-lived objects it holds at once would otherwise trigger collections that walk the whole
+        process (the sequencer's id set among it) and promote them to the oldest generation."""
+        if not gc.isenabled():
+            return self._flush(end_of_input)
+        gc.disable()
+        try:
+            return self._flush(end_of_input)
+        finally:
+            gc.enable()
+
+    def _flush(self, end_of_input: bool) -> tuple[list[dict], list[dict]]:
         touched = list(self._changed_days)
         # alerts first: the rows' days are among the days rules read, so their totals are already at hand
         alerts = self._evaluate_alerts(touched) if self.stream_day is not None else []
