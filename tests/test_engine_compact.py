@@ -129,3 +129,22 @@ def test_a_poaching_alert_resolves_when_its_window_empties_without_new_events():
     w, k = rules.talent_poaching.window_days, rules.talent_poaching.keep_firing_for_days
     from processors.alerts import iso_day
     assert changes == [("firing", iso_day(DAY0 + 2), None), ("resolved", iso_day(DAY0 + 2), iso_day(DAY0 + 2 + w - 2 + k))]
+
+
+def test_flush_gives_the_garbage_collector_back_as_it_found_it():
+    import gc
+
+    engine = Engine(load_rules())
+    engine.add(fact("h1", HIRING, DAY0))
+    engine.advance(DAY0)
+    assert gc.isenabled()
+    engine.flush()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        engine.add(fact("h2", HIRING, DAY0 + 1))
+        engine.advance(DAY0 + 1)
+        engine.flush()
+        assert not gc.isenabled()  # a caller that paused it keeps it paused
+    finally:
+        gc.enable()
