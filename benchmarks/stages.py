@@ -1,6 +1,6 @@
 """CPU time per event of each stage, in one process and without Kafka: what one core can do per stage.
 
-    .venv/bin/python -m benchmarks.stages --events 200000 --batch 5000
+    .venv/bin/python -m benchmarks.stages --events 200000 --batch 5000 [--state]
 
 The sequencer validates, de-duplicates, applies the watermark and writes the wire JSON and facts of
 each event (as ``Worker._admit`` does for a packed ingest record); the company engine turns those
@@ -8,13 +8,18 @@ facts into indicator rows and alert changes, one flush per batch (as the ``compa
 take, with all partitions in one engine: per-partition cost is the same work split by company); the
 sink builds the ``events`` rows of the batch's records in Arrow. Process CPU time, so a machine
 shared with other work slows these figures less than wall-clock ones.
+
+``--state`` also replays the facts into a second engine under ``tracemalloc`` (slow, so apart from the
+CPU figures) and reports the bytes the engine holds per event once they are all in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import gc
 import time
+import tracemalloc
 from collections import defaultdict
 
 from processors.app import Outputs, Worker
@@ -26,7 +31,24 @@ from streams.companies import normalizer
 from streams.topics import Topics
 
 
-def measure(lines: list[bytes], batch: int = 5000) -> dict:
+def engine_state_bytes(rules, windows, fact_batches: list[list]) -> float:
+    """Bytes the engine holds per event after every fact is in and flushed (traced allocations)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    engine = Engine(rules, windows)
+    for facts in fact_batches:
+        for item in facts:
+            engine.add(Fact(*item[:FACT_WIDTH]))
+        engine.advance(max(item[4] for item in facts))
+        engine.flush()
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return held / sum(map(len, fact_batches))
+
+
+def measure(lines: list[bytes], batch: int = 5000, state: bool = False) -> dict:
     rules, companies = load_rules(None), normalizer()
     worker = Worker("127.0.0.1:1", Topics("stages", 1), rules, companies)  # never started: no broker needed
     items = [(f"stages:{i}", line) for i, line in enumerate(lines)]
@@ -59,8 +81,12 @@ def measure(lines: list[bytes], batch: int = 5000) -> dict:
         events_table(part, companies.company_id, 0)
     sink = time.process_time() - started
     n = len(lines)
-    return {"events": n, "batch": batch, "sequencer_us": sequencer / n * 1e6, "engine_us": engine_s / n * 1e6,
-            "sink_events_rows_us": sink / n * 1e6, "indicator_rows": rows, "alert_changes": alerts}
+    result = {"events": n, "batch": batch, "sequencer_us": sequencer / n * 1e6, "engine_us": engine_s / n * 1e6,
+              "sink_events_rows_us": sink / n * 1e6, "indicator_rows": rows, "alert_changes": alerts}
+    if state:
+        del engine
+        result["engine_state_bytes_per_event"] = engine_state_bytes(rules, tuple(worker.windows), fact_batches)
+    return result
 
 
 def main() -> None:
@@ -69,8 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--state", action="store_true", help="also the engine's bytes per event (tracemalloc)")
     args = parser.parse_args()
-    print(json.dumps(measure(synthetic_lines(args.events), args.batch)))
+    print(json.dumps(measure(synthetic_lines(args.events), args.batch, args.state)))
 
 
 if __name__ == "__main__":

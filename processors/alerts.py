@@ -11,7 +11,7 @@ is what makes corrections exact: a late event can end a K-day tail, split an ins
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Callable
@@ -56,6 +56,9 @@ class AlertSeries:
     evaluated: int | None = None
     holds: bool = False
     since: int = 0
+    # ``changes`` has nothing to say: instances and ``published`` agree and neither was touched since it
+    # last compared them (whoever edits ``published`` or the hold sets it back to False)
+    settled: bool = False
 
     def __post_init__(self) -> None:
         self.fingerprint = fingerprint(self.rule, self.company_id, self.counterparty_id)
@@ -71,10 +74,13 @@ class AlertSeries:
             return last if last is not None and last.end is None else None
         while self.instances and self.instances[-1].start >= m:
             self.instances.pop()
+            self.settled = False
         current = None
         if self.instances:
             last = self.instances[-1]
             if last.end is None or last.end >= m:
+                if last.end is not None or last.raises[-1][0] >= m:
+                    self.settled = False  # reopened, or a severity raise undone
                 last.end = None
                 last.raises = [r for r in last.raises if r[0] < m]
                 last.severity = max((r[1] for r in last.raises), key=SEVERITY_RANK.__getitem__)
@@ -97,52 +103,64 @@ class AlertSeries:
         self,
         m: int,
         through: int,
-        days: list[int],
+        first_day: int,
+        segments: list[int],
+        levels: list[Severity | None],
         severity_on: Callable[[int], Severity | None],
     ) -> None:
-        """Re-evaluate days m … through. ``days`` are the sorted days with data for this series.
+        """Re-evaluate days m … through, given the condition's level on each segment's first day.
 
-        The condition is constant between the days on which a bucket enters or leaves the window, so
-        it is read once per such segment; within a segment an instance fires on the day its holding
-        run reaches F days, and resolves on the day its failing run reaches K + 1 days.
+        ``segments`` (see ``segments``) are the days from m on where a bucket enters or leaves the window:
+        the condition is constant from one to the next, so within a segment an instance fires on the day
+        its holding run reaches F days, and resolves on the day its failing run reaches K + 1 days.
+        ``severity_on`` reads any earlier day, for the rewind; ``first_day`` is the series' first day with data.
 
         Evidence is not kept here: an instance's evidence is the window ending on its start day, which
         only an event on or before that day can change, and such an event rewinds the instance anyway.
         So it is read from the timeline when a change is rendered."""
-        current = self._rewind(m, days[0], severity_on)
+        current = self._rewind(m, first_day, severity_on)
         holds, since = self.holds, self.since
-        w, fire_after, resolve_after = self.window_days, self.for_days - 1, self.keep_days
-        candidates = {m}
-        lo = bisect_left(days, m - w)
-        for e in days[lo:]:
-            if e > through:
-                break
-            if e >= m:
-                candidates.add(e)
-            if m <= e + w <= through:
-                candidates.add(e + w)
-        segments = sorted(d for d in candidates if d <= through)
+        if levels.count(levels[0]) == len(levels):
+            # one level throughout: read as one segment (neighbours with equal levels never differ in outcome)
+            segments, levels = segments[:1], levels[:1]
+        fire_after, resolve_after = self.for_days - 1, self.keep_days
+        last = len(segments) - 1
         for i, a in enumerate(segments):
-            b = segments[i + 1] if i + 1 < len(segments) else through + 1  # the segment is days a … b − 1
-            level = severity_on(a)
+            b = segments[i + 1] if i < last else through + 1  # the segment is days a … b − 1
+            level = levels[i]
             if (level is not None) != holds:
                 holds, since = level is not None, a
             if current is not None:
                 if holds:
-                    if SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
+                    if level != current.severity and SEVERITY_RANK[level] > SEVERITY_RANK[current.severity]:
                         current.severity = level
+                        self.settled = False
                         current.raises.append((a, level))
                 else:
                     end = max(since + resolve_after, a)
                     if end < b:
                         current.end = end
+                        self.settled = False
                         current = None
             elif holds:
                 start = max(since + fire_after, a)
                 if start < b:
                     current = Instance(start, None, level, [(start, level)])
                     self.instances.append(current)
+                    self.settled = False
         self.evaluated, self.holds, self.since = through, holds, since
+
+    def skip_quiet(self, m: int, through: int, window_change: int | None) -> bool:
+        """Move ``evaluated`` to ``through`` without reading a day, when evaluating days m … through could
+        change nothing else: m follows the last evaluation, the window's first change from m on
+        (``window_change``) is later, and no run under way ends in a fire or resolve by then."""
+        if self.evaluated is None or m != self.evaluated + 1 or (window_change is not None and window_change <= through):
+            return False
+        due = self.pending()
+        if due is not None and due <= through:
+            return False
+        self.evaluated = through
+        return True
 
     def pending(self) -> int | None:
         """The day a run under way will fire or resolve an instance, if it goes on."""
@@ -155,21 +173,13 @@ class AlertSeries:
             return self.since + self.for_days - 1
         return None
 
-    def next_change(self, after: int, days: list[int]) -> int | None:
-        """The first day after ``after`` on which this series' window changes, or a run under way ends in a
-        fire or resolve."""
-        i = bisect_left(days, after - self.window_days + 1)
-        best = None
-        for e in days[i:]:
-            if e > after:
-                best = e if best is None else min(best, e)
-                break
-            if e + self.window_days > after:
-                best = e + self.window_days if best is None else min(best, e + self.window_days)
+    def next_change(self, after: int, window_change: int | None) -> int | None:
+        """The first day after ``after`` on which this series' window changes (``window_change``, see
+        ``next_window_change``), or a run under way ends in a fire or resolve."""
         due = self.pending()
-        if due is not None and due > after and (best is None or due < best):
-            best = due
-        return best
+        if due is not None and due > after and (window_change is None or due < window_change):
+            return due
+        return window_change
 
     def changes(self, through: int | None = None) -> list[tuple[str, Instance | None, int | None]]:
         """State changes since the last call, as (change, instance, previous start), and mark them published.
@@ -224,7 +234,29 @@ class AlertSeries:
         for start in gone:
             self.retracted[start] = self.published.pop(start)[0]
             out.append(("retracted", None, start))
+        self.settled = True
         return out
+
+
+def segments(days, m: int, through: int, window_days: int) -> list[int]:
+    """Days m … through on which the window's contents change (a day with data enters it, or leaves it
+    W days later), and m itself: the condition is read once per segment they start."""
+    found = set(days[bisect_left(days, m) : bisect_right(days, through)])
+    found.update(map(window_days.__add__, days[bisect_left(days, m - window_days) : bisect_right(days, through - window_days)]))
+    found.add(m)
+    return sorted(found)
+
+
+def next_window_change(days, after: int, window_days: int) -> int | None:
+    """The first day after ``after`` on which a day with data enters or leaves the window."""
+    i = bisect_left(days, after - window_days + 1)
+    if i == len(days):
+        return None
+    if days[i] > after:
+        return days[i]
+    j = bisect_right(days, after, i)
+    leaves = days[i] + window_days
+    return leaves if j == len(days) else min(leaves, days[j])
 
 
 def change_id(alert: dict) -> str:

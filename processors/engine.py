@@ -6,12 +6,13 @@ runs). ``add`` facts, ``advance`` stream time, then ``flush`` to get what change
 
 from __future__ import annotations
 
+import gc
 import heapq
 from datetime import date
 
-from processors.alerts import AlertSeries, Instance, iso_day, iso_time
+from processors.alerts import AlertSeries, Instance, iso_day, iso_time, next_window_change, segments
 from processors.facts import Fact
-from processors.indicators import affected_rows, indicator_row
+from processors.indicators import affected_days, indicator_rows
 from processors.rules import RuleSet
 from processors.timeline import CompanyTimeline
 
@@ -34,14 +35,19 @@ class Engine:
 
     # ---- input -------------------------------------------------------------------------
     def add(self, fact: Fact) -> None:
-        timeline = self.timelines.get(fact.company_id)
+        c, day = fact.company_id, fact.day
+        timeline = self.timelines.get(c)
         if timeline is None:
-            timeline = self.timelines[fact.company_id] = CompanyTimeline(fact.company_id)
+            timeline = self.timelines[c] = CompanyTimeline(c)
         timeline.add(fact)
-        c = fact.company_id
-        self._changed_days.setdefault(c, set()).add(fact.day)
-        if fact.day < self._dirty_from.get(c, fact.day + 1):
-            self._dirty_from[c] = fact.day
+        changed = self._changed_days.get(c)
+        if changed is None:
+            self._changed_days[c] = {day}
+        else:
+            changed.add(day)
+        dirty = self._dirty_from.get(c)
+        if dirty is None or day < dirty:
+            self._dirty_from[c] = day
 
     def advance(self, stream_day: int) -> None:
         """Stream time moved (it never moves back)."""
@@ -56,25 +62,44 @@ class Engine:
     def flush(self, end_of_input: bool = False) -> tuple[list[dict], list[dict]]:
         """Indicator rows changed since the last flush, and alert state changes up to stream time.
 
-        ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now."""
-        rows = self._indicator_rows()
-        alerts = self._evaluate_alerts() if self.stream_day is not None else []
+        ``end_of_input``: a backfill has ended, so alerts still held after a rollback are compared now.
+
+        The cyclic garbage collector is paused meanwhile: a flush makes no cycles, but the thousands of
+        short-lived objects it holds at once would otherwise trigger collections that walk the whole
+        process (the sequencer's id set among it) and promote them to the oldest generation."""
+        if not gc.isenabled():
+            return self._flush(end_of_input)
+        gc.disable()
+        try:
+            return self._flush(end_of_input)
+        finally:
+            gc.enable()
+
+    def _flush(self, end_of_input: bool) -> tuple[list[dict], list[dict]]:
+        touched = list(self._changed_days)
+        # alerts first: the rows' days are among the days rules read, so their totals are already at hand
+        alerts = self._evaluate_alerts(touched) if self.stream_day is not None else []
         if end_of_input and self.stream_day is not None:
             for company in list(self._held):
                 alerts.extend(self._release_held(company, self.stream_day, ended=True))
             self.hold_until = None
+        rows = self._indicator_rows()
+        for company in touched:
+            timeline = self.timelines.get(company)
+            if timeline is not None:
+                timeline.forget_totals()
         return rows, alerts
 
     def _indicator_rows(self) -> list[dict]:
         rows = []
         for company, days in self._changed_days.items():
             timeline = self.timelines[company]
-            for window, day in sorted(affected_rows(timeline, self.windows, days)):
-                rows.append(indicator_row(timeline, window, day))
+            for window in self.windows:
+                rows.extend(indicator_rows(timeline, window, affected_days(timeline, window, days)))
         self._changed_days.clear()
         return rows
 
-    def _evaluate_alerts(self) -> list[dict]:
+    def _evaluate_alerts(self, touched: list[str]) -> list[dict]:
         through = self.stream_day
         todo: dict[str, int | None] = {}
         for company, m in self._dirty_from.items():
@@ -88,6 +113,7 @@ class Engine:
         messages: list[dict] = []
         for company, m in todo.items():
             messages.extend(self._evaluate_company(company, m, through))
+            touched.append(company)
         return messages
 
     def _evaluate_company(self, company: str, m: int | None, through: int) -> list[dict]:
@@ -97,7 +123,7 @@ class Engine:
         timeline = self.timelines.get(company)
         if timeline is None:  # published before a rollback, no events yet in the replay
             return []
-        days = timeline.series.days
+        days = timeline.days
         if not days:
             return []
         previous = self.evaluated_through.get(company)
@@ -111,39 +137,58 @@ class Engine:
         mine = self.series.setdefault(company, {})
         messages: list[dict] = []
         next_days: list[int] = []
+        plans: dict[int, WindowPlan] = {}  # shared by the rules with the same window
         for name, rule in self.company_rules:
             series = mine.get((name, None))
             if series is None:
                 series = mine[(name, None)] = self._new_series(name, company, None)
-            window = rule.window_days
-            series.evaluate(start, through, days, lambda d, w=window, level=rule.level: level(timeline.totals(w, d)))
+            w = rule.window_days
+            plan = plans.get(w)
+            if plan is None:
+                plan = plans[w] = WindowPlan(timeline, start, through, w)
+            if not series.skip_quiet(start, through, plan.first_change):
+                segs, totals = plan.segments_and_totals()
+                level = rule.level
+                series.evaluate(start, through, days[0], segs, list(map(level, totals)),
+                                lambda d, w=w, level=level: level(timeline.totals_on(w, [d])[0]))
             messages.extend(self._messages(series, timeline, through))
-            nxt = series.next_change(through, days)
+            nxt = series.next_change(through, plan.next_change)
             if nxt is not None:
                 next_days.append(nxt)
         poaching = self.rules.talent_poaching
         if poaching.enabled:
-            window = poaching.window_days
-            for counterparty, pair in timeline.poaching.items():
-                key = ("talent_poaching", counterparty)
-                series = mine.get(key)
-                if series is None:
-                    series = mine[key] = self._new_series("talent_poaching", company, counterparty)
-                pair_start = max(start, pair.days[0])
-                # a pair changes only on its own days, when they leave the window, and K days after that
-                if pair_start <= through and pair.days[-1] + window + poaching.keep_firing_for_days >= pair_start:
-                    series.evaluate(
-                        pair_start,
-                        through,
-                        pair.days,
-                        lambda d, cp=counterparty: poaching.pair_level(timeline.pair_departures(cp, window, d)),
-                    )
-                    messages.extend(self._messages(series, timeline, through))
-                nxt = series.next_change(through, pair.days)
-                if nxt is not None:
-                    next_days.append(nxt)
+            messages.extend(self._evaluate_pairs(company, timeline, mine, start, through, next_days))
         if next_days:
             heapq.heappush(self._due, (min(next_days), company))
+        return messages
+
+    def _evaluate_pairs(self, company: str, timeline: CompanyTimeline, mine: dict, start: int, through: int,
+                        next_days: list[int]) -> list[dict]:
+        """talent_poaching, one series per counterparty, read from that pair's own days."""
+        poaching = self.rules.talent_poaching
+        window, level = poaching.window_days, poaching.pair_level
+        messages: list[dict] = []
+        for counterparty, pair in timeline.poaching.items():
+            key = ("talent_poaching", counterparty)
+            series = mine.get(key)
+            if series is None:
+                series = mine[key] = self._new_series("talent_poaching", company, counterparty)
+            days = pair.days
+            pair_start = max(start, days[0])
+            # a pair changes only on its own days, when they leave the window, and K days after that
+            change = next_window_change(days, pair_start - 1, window)
+            if pair_start <= through and days[-1] + window + poaching.keep_firing_for_days >= pair_start:
+                if not series.skip_quiet(pair_start, through, change):
+                    segs = segments(days, pair_start, through, window)
+                    series.evaluate(pair_start, through, days[0], segs,
+                                    list(map(level, pair.window_departures(window, segs))),
+                                    lambda d, pair=pair: level(pair.departures(window, d)))
+                messages.extend(self._messages(series, timeline, through))
+            if change is not None and change <= through:
+                change = next_window_change(days, through, window)
+            nxt = series.next_change(through, change)
+            if nxt is not None:
+                next_days.append(nxt)
         return messages
 
     def _new_series(self, rule_name: str, company: str, counterparty: str | None) -> AlertSeries:
@@ -175,6 +220,8 @@ class Engine:
         return messages
 
     def _messages(self, series: AlertSeries, timeline: CompanyTimeline | None, through: int) -> list[dict]:
+        if series.settled:
+            return []
         return [
             alert_message(series, getattr(self.rules, series.rule), change, inst, previous, timeline, self.stream_day)
             for change, inst, previous in series.changes(through)
@@ -190,6 +237,7 @@ class Engine:
         if series is None:
             series = mine[key] = self._new_series(rule, company_id, counterparty_id)
         series.published[start] = (severity, end)
+        series.settled = False
 
     def hold(self, until: int) -> None:
         """After a backfill was rolled back and is being replayed: announce no alert change until stream
@@ -201,6 +249,7 @@ class Engine:
         self.hold_until = until if self.hold_until is None else max(self.hold_until, until)
         for company, mine in self.series.items():
             for series in mine.values():
+                series.settled = False  # a rollback may have rewritten what was published
                 self._hold_series(company, series)
 
     def _hold_series(self, company: str, series: AlertSeries) -> None:
@@ -211,6 +260,27 @@ class Engine:
         if company not in self._held:
             self._held.add(company)
             heapq.heappush(self._due, (until, company))
+
+
+class WindowPlan:
+    """What the rules with one window share when a company is evaluated over days start … through: the
+    days on which the window changes, the totals on them (read only if some rule needs them), and the
+    window's first change from ``start`` on and after ``through``."""
+
+    __slots__ = ("timeline", "start", "through", "window", "first_change", "next_change", "_read")
+
+    def __init__(self, timeline: CompanyTimeline, start: int, through: int, window: int) -> None:
+        self.timeline, self.start, self.through, self.window = timeline, start, through, window
+        self.first_change = next_window_change(timeline.days, start - 1, window)
+        changes = self.first_change is not None and self.first_change <= through
+        self.next_change = next_window_change(timeline.days, through, window) if changes else self.first_change
+        self._read: tuple[list[int], list] | None = None
+
+    def segments_and_totals(self) -> tuple[list[int], list]:
+        if self._read is None:
+            segs = segments(self.timeline.days, self.start, self.through, self.window)
+            self._read = (segs, self.timeline.totals_on(self.window, segs))
+        return self._read
 
 
 def alert_message(

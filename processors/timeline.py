@@ -1,20 +1,30 @@
-"""Per-company daily buckets with prefix sums: any window's totals in O(log n), exact integers."""
+"""Per-company day buckets, one compact array per slot, and window totals read by sliding over them.
+
+A company's state is a sorted array of days with data and, per slot, an ``array('q')`` of that day's
+sums; the evidence of a day (its event ids with their classes) is one ``bytes`` string. Window totals
+are computed when a flush needs them: a batch of sorted query days is answered by sliding the window
+over the buckets, each bucket entering and leaving the running sums once.
+"""
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
-from dataclasses import dataclass, field
+import json
+from array import array
+from bisect import bisect_left, bisect_right
+from typing import NamedTuple
+
+import orjson
 
 from processors.facts import DEPARTURE, FUNDING, HIRING, MICROS, MODEL_RELEASE, Fact
 
-# bucket slots: hires, departures, key departures, funding (micro-USD), rounds, releases, layoffs
-H, D, K, F, R, M, L = range(7)
-ZERO = (0, 0, 0, 0, 0, 0, 0)
+# bucket slots: the seven indicator sums, then the event counts alert evidence reports
+H, D, K, F, R, M, L = range(7)  # hires, departures, key departures, funding (micro-USD), rounds, releases, layoffs
+N_HIRES, N_ATTRITION, N_LAYOFFS = 7, 8, 9  # hiring events, departures other than layoffs, layoff departures
+WIDTH = 10
 
 
-@dataclass(slots=True, frozen=True)
-class WindowTotals:
-    """SPEC §3 indicators of one company over one window."""
+class WindowTotals(NamedTuple):
+    """SPEC §3 indicators of one company over one window (a tuple: cheap to make, read by name)."""
 
     hires: int
     departures: int  # every reason
@@ -35,150 +45,261 @@ class WindowTotals:
 
     @property
     def talent_drain_ratio(self) -> float:
-        return self.attrition / max(self.hires, 1)
+        return (self.departures - self.layoffs) / max(self.hires, 1)
 
     @property
     def funding_usd(self) -> float:
         return self.funding_micro / MICROS
 
 
-class SortedSeries:
-    """Sorted days, each with a tuple of integer sums, and prefix sums over them."""
+ZERO = WindowTotals(0, 0, 0, 0, 0, 0, 0)
+_totals = tuple.__new__  # WindowTotals from a tuple, without the Python-level __new__ of a NamedTuple
 
-    __slots__ = ("days", "values", "prefix", "_dirty_from")
+
+def _bump(slots: list, slot: int, index: int, amount: int) -> None:
+    """Add to one bucket; a slot whose sums outgrow 64 bits (funding near 10¹³ USD a day) becomes a list."""
+    try:
+        slots[slot][index] += amount
+    except OverflowError:
+        slots[slot] = list(slots[slot])
+        slots[slot][index] += amount
+
+
+class PairSeries:
+    """One company's departures (layoffs left out) to one counterparty: headcount, events and their ids
+    per day (the ids also stand in the company's evidence: kept here too, a poaching alert's evidence
+    is read without decoding every departure of the company)."""
+
+    __slots__ = ("days", "heads", "events", "ids")
 
     def __init__(self) -> None:
-        self.days: list[int] = []
-        self.values: dict[int, list[int]] = {}
-        self.prefix: list[tuple[int, ...]] = []  # prefix[i] = sum of values of days[:i]
-        self._dirty_from: int | None = None  # index from which prefix is stale
+        self.days = array("i")
+        self.heads = array("q")
+        self.events = array("q")
+        self.ids: list[bytes] = []  # per day: ``"event_id",`` records in arrival order
 
-    def add(self, day: int, delta: tuple[int, ...]) -> None:
-        bucket = self.values.get(day)
-        if bucket is None:
-            bucket = self.values[day] = [0] * len(delta)
-            if not self.days or day > self.days[-1]:
-                self.days.append(day)
-                index = len(self.days) - 1
-            else:
-                insort(self.days, day)
-                index = bisect_left(self.days, day)
+    def add(self, day: int, headcount: int, record: bytes) -> None:
+        days = self.days
+        if days and days[-1] == day:
+            i = len(days) - 1
         else:
-            index = bisect_left(self.days, day)
-        for slot, amount in enumerate(delta):
-            bucket[slot] += amount
-        if self._dirty_from is None or index < self._dirty_from:
-            self._dirty_from = index
+            i = bisect_left(days, day)
+            if i == len(days) or days[i] != day:
+                days.insert(i, day)
+                self.heads.insert(i, 0)
+                self.events.insert(i, 0)
+                self.ids.insert(i, b"")
+        self.heads[i] += headcount  # at most 10⁷ per event: 64 bits hold any history
+        self.events[i] += 1
+        self.ids[i] += record
 
-    def _refresh(self) -> None:
-        start = self._dirty_from
-        if start is None:
-            return
-        prefix = self.prefix
-        del prefix[start + 1 :]
-        if not prefix:
-            prefix.append(tuple(0 for _ in range(len(next(iter(self.values.values()))))))
-        running = prefix[start]
-        for day in self.days[start:]:
-            running = tuple(a + b for a, b in zip(running, self.values[day]))
-            prefix.append(running)
-        self._dirty_from = None
+    def event_ids(self, window_days: int, day: int) -> tuple[list[str], int]:
+        """Ids of the departures in the window ending on ``day`` (first 100, in event-time order) and their count."""
+        lo, hi = bisect_left(self.days, day - window_days + 1), bisect_right(self.days, day)
+        chosen: list[str] = []
+        for records in self.ids[lo:hi]:
+            if len(chosen) >= 100:
+                break
+            chosen.extend(_decode(records))
+        return chosen[:100], sum(self.events[lo:hi])
 
-    def total(self, first_day: int, last_day: int) -> tuple[int, ...] | None:
-        """Sums over days in [first_day, last_day], or None when no day has data."""
-        if not self.days:
-            return None
-        self._refresh()
-        lo = bisect_left(self.days, first_day)
-        hi = bisect_right(self.days, last_day)
-        if lo >= hi:
-            return None
-        a, b = self.prefix[hi], self.prefix[lo]
-        if len(a) == 7:
-            return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4], a[5] - b[5], a[6] - b[6])
-        return tuple(x - y for x, y in zip(a, b))
+    def departures(self, window_days: int, day: int) -> int:
+        days = self.days
+        return sum(self.heads[bisect_left(days, day - window_days + 1) : bisect_right(days, day)])
 
-    def days_between(self, first_day: int, last_day: int) -> list[int]:
-        return self.days[bisect_left(self.days, first_day) : bisect_right(self.days, last_day)]
+    def window_departures(self, window_days: int, query_days: list[int]) -> list[int]:
+        """``departures`` for each of the sorted ``query_days``, sliding the window."""
+        days, heads = self.days, self.heads
+        out = []
+        lo = hi = 0
+        running = 0
+        for q in query_days:
+            new_hi = bisect_right(days, q, hi)
+            new_lo = bisect_left(days, q - window_days + 1, lo)
+            if new_lo >= hi:
+                running = sum(heads[new_lo:new_hi])
+            else:
+                for i in range(hi, new_hi):
+                    running += heads[i]
+                for i in range(lo, new_lo):
+                    running -= heads[i]
+            lo, hi = new_lo, new_hi
+            out.append(running)
+        return out
 
 
-@dataclass(slots=True)
 class CompanyTimeline:
     """Everything known about one company's accepted events, by day."""
 
-    company_id: str
-    name: str = ""  # the display name: the first spelling seen
-    series: SortedSeries = field(default_factory=SortedSeries)
-    # departures other than layoffs by counterparty: counterparty_id -> series of (headcount,)
-    poaching: dict[str, SortedSeries] = field(default_factory=dict)
-    counterparty_names: dict[str, str] = field(default_factory=dict)  # counterparty_id -> first spelling seen
-    # day -> [(event_id, evidence class, counterparty_id)], for alert evidence
-    ids: dict[int, list[tuple[str, int, str | None]]] = field(default_factory=dict)
-    # (window, day) -> totals, valid until the next add (rules and rows ask for the same windows)
-    _memo: dict[tuple[int, int], "WindowTotals"] = field(default_factory=dict)
+    __slots__ = ("company_id", "name", "days", "slots", "evidence", "poaching", "counterparty_names", "_memo")
+
+    def __init__(self, company_id: str) -> None:
+        self.company_id = company_id
+        self.name = ""  # the display name: the first spelling seen
+        self.days = array("i")  # sorted days with data
+        self.slots: list = [array("q") for _ in range(WIDTH)]  # slot -> sums, parallel to days
+        # per day, the evidence records in arrival order: JSON fragments ``code,"event_id",`` (see ``_quoted``)
+        self.evidence: list[bytes] = []
+        # departures other than layoffs by counterparty: counterparty_id -> series
+        self.poaching: dict[str, PairSeries] = {}
+        self.counterparty_names: dict[str, str] = {}  # counterparty_id -> first spelling seen
+        self._memo: dict[int, dict[int, WindowTotals]] = {}  # window -> day -> totals, until the next add
+
+    def _bucket(self, day: int) -> int:
+        """Index of the day's bucket, made empty if the day is new."""
+        days = self.days
+        n = len(days)
+        if not n or day > days[n - 1]:
+            days.append(day)
+            for values in self.slots:
+                values.append(0)
+            self.evidence.append(b"")
+            return n
+        i = bisect_left(days, day)
+        if days[i] != day:
+            days.insert(i, day)
+            for values in self.slots:
+                values.insert(i, 0)
+            self.evidence.insert(i, b"")
+        return i
 
     def add(self, fact: Fact) -> None:
         if self._memo:
-            self._memo.clear()
+            self._memo = {}
         if not self.name and fact.name:
             self.name = fact.name
-        n = fact.headcount
+        days = self.days
+        i = len(days) - 1
+        if i < 0 or days[i] != fact.day:  # else the latest day again: the usual case in a replay
+            i = self._bucket(fact.day)
+        slots, n = self.slots, fact.headcount
+        code = fact.kind
+        quoted = _quoted(fact.event_id)
         if fact.kind == HIRING:
-            delta = (n, 0, 0, 0, 0, 0, 0)
+            slots[H][i] += n
+            slots[N_HIRES][i] += 1
         elif fact.kind == DEPARTURE:
+            slots[D][i] += n
             if fact.layoff:
-                delta = (0, n, 0, 0, 0, 0, n)
+                slots[L][i] += n
+                slots[N_LAYOFFS][i] += 1
+                code = LAYOFF
             else:
-                delta = (0, n, n if fact.key else 0, 0, 0, 0, 0)
-                if fact.counterparty_id and fact.counterparty_id != fact.company_id:
-                    pair = self.poaching.get(fact.counterparty_id)
+                slots[N_ATTRITION][i] += 1
+                if fact.key:
+                    slots[K][i] += n
+                cp = fact.counterparty_id
+                if cp and cp != fact.company_id:
+                    pair = self.poaching.get(cp)
                     if pair is None:
-                        pair = self.poaching[fact.counterparty_id] = SortedSeries()
-                        self.counterparty_names[fact.counterparty_id] = fact.counterparty_name or fact.counterparty_id
-                    pair.add(fact.day, (n,))
+                        pair = self.poaching[cp] = PairSeries()
+                        self.counterparty_names[cp] = fact.counterparty_name or cp
+                    pair.add(fact.day, n, quoted + b",")
         elif fact.kind == FUNDING:
-            delta = (0, 0, 0, fact.amount_micro, 1, 0, 0)
+            _bump(slots, F, i, fact.amount_micro)
+            slots[R][i] += 1
         else:  # MODEL_RELEASE
-            delta = (0, 0, 0, 0, 0, 1, 0)
-        self.series.add(fact.day, delta)
-        evidence_class = LAYOFF if fact.layoff else fact.kind
-        self.ids.setdefault(fact.day, []).append((fact.event_id, evidence_class, fact.counterparty_id))
+            slots[M][i] += 1
+        self.evidence[i] += b"%d,%b," % (code, quoted)
 
+    # ---- window totals ---------------------------------------------------------------------
     def totals(self, window_days: int, day: int) -> WindowTotals:
         """Indicators of the window of ``window_days`` ending on ``day`` (inclusive)."""
-        key = (window_days, day)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._memo[key] = WindowTotals(*(self.series.total(day - window_days + 1, day) or ZERO))
-        return found
+        days = self.days
+        lo, hi = bisect_left(days, day - window_days + 1), bisect_right(days, day)
+        if lo >= hi:
+            return ZERO
+        s = self.slots
+        return WindowTotals(sum(s[H][lo:hi]), sum(s[D][lo:hi]), sum(s[K][lo:hi]), sum(s[F][lo:hi]),
+                            sum(s[R][lo:hi]), sum(s[M][lo:hi]), sum(s[L][lo:hi]))
+
+    def totals_on(self, window_days: int, query_days: list[int]) -> list[WindowTotals]:
+        """``totals`` for each of the sorted ``query_days``, remembered until the next ``add``: a flush asks
+        for the same windows for its rows and for every rule with that window."""
+        memo = self._memo.get(window_days)
+        if memo is None:
+            memo = self._memo[window_days] = {}
+        missing = sorted(set(query_days).difference(memo))
+        if missing:
+            memo.update(zip(missing, self._slide(window_days, missing)))
+        return list(map(memo.__getitem__, query_days))
+
+    def forget_totals(self) -> None:
+        """Drop remembered totals (a flush is over: they are cheap to recompute, costly to keep)."""
+        self._memo = {}
+
+    def _slide(self, window_days: int, query_days: list[int]) -> list[WindowTotals]:
+        """Totals for sorted query days: buckets enter and leave running sums; a jump sums slices afresh."""
+        days = self.days
+        hs, ds, ks, fs, rs, ms, ls = self.slots[:7]
+        out = []
+        lo = hi = 0
+        h = d = k = f = r = m = l = 0
+        for q in query_days:
+            new_hi = bisect_right(days, q, hi)
+            new_lo = bisect_left(days, q - window_days + 1, lo)
+            if new_lo >= hi or new_hi - hi + new_lo - lo > new_hi - new_lo:
+                h, d, k = sum(hs[new_lo:new_hi]), sum(ds[new_lo:new_hi]), sum(ks[new_lo:new_hi])
+                f, r, m, l = sum(fs[new_lo:new_hi]), sum(rs[new_lo:new_hi]), sum(ms[new_lo:new_hi]), sum(ls[new_lo:new_hi])
+            else:
+                for i in range(hi, new_hi):
+                    h += hs[i]; d += ds[i]; k += ks[i]; f += fs[i]; r += rs[i]; m += ms[i]; l += ls[i]  # noqa: E702
+                for i in range(lo, new_lo):
+                    h -= hs[i]; d -= ds[i]; k -= ks[i]; f -= fs[i]; r -= rs[i]; m -= ms[i]; l -= ls[i]  # noqa: E702
+            lo, hi = new_lo, new_hi
+            out.append(_totals(WindowTotals, (h, d, k, f, r, m, l)))
+        return out
 
     def pair_departures(self, counterparty_id: str, window_days: int, day: int) -> int:
         pair = self.poaching.get(counterparty_id)
-        if pair is None:
-            return 0
-        sums = pair.total(day - window_days + 1, day)
-        return sums[0] if sums else 0
+        return 0 if pair is None else pair.departures(window_days, day)
 
+    # ---- evidence ----------------------------------------------------------------------------
     def event_ids(
         self, window_days: int, day: int, kinds: frozenset[int], counterparty_id: str | None = None
     ) -> tuple[list[str], int]:
         """Ids of the events of ``kinds`` in the window ending on ``day`` (first 100, in event-time order) and their count."""
+        if counterparty_id is not None:
+            pair = self.poaching.get(counterparty_id)
+            return pair.event_ids(window_days, day) if pair is not None and DEPARTURE in kinds else ([], 0)
+        days = self.days
+        lo, hi = bisect_left(days, day - window_days + 1), bisect_right(days, day)
+        counts = [self.slots[slot] for kind, slot in COUNT_SLOTS if kind in kinds]
+        count = sum(sum(values[lo:hi]) for values in counts)
         chosen: list[str] = []
-        count = 0
-        for d in self.series.days_between(day - window_days + 1, day):
-            for event_id, kind, other in self.ids[d]:
-                if kind in kinds and (counterparty_id is None or other == counterparty_id):
-                    count += 1
-                    if len(chosen) < 100:
-                        chosen.append(event_id)
-        return chosen, count
+        enough = min(count, 100)
+        for i in range(lo, hi):
+            if len(chosen) >= enough:
+                break
+            if any(values[i] for values in counts):  # else none of the day's events is evidence: not decoded
+                flat = _decode(self.evidence[i])
+                chosen.extend([e for c, e in zip(flat[::2], flat[1::2]) if c in kinds])
+        return chosen[:100], count
 
 
 # evidence classes: the kind codes, with layoffs apart from other departures
 LAYOFF = 4
+COUNT_SLOTS = ((HIRING, N_HIRES), (DEPARTURE, N_ATTRITION), (LAYOFF, N_LAYOFFS), (FUNDING, R), (MODEL_RELEASE, M))
 PEOPLE = frozenset({HIRING, DEPARTURE, LAYOFF})
 ATTRITION_AND_HIRES = frozenset({HIRING, DEPARTURE})  # departures other than layoffs, and hires
 DEPARTURES = frozenset({DEPARTURE})  # departures other than layoffs
 LAYOFFS = frozenset({LAYOFF})
 FUNDINGS = frozenset({FUNDING})
 RELEASES = frozenset({MODEL_RELEASE})
+
+
+def _quoted(event_id: str) -> bytes:
+    """An event id as a JSON string: a day's records ``code,"event_id",`` read back as one JSON array."""
+    try:
+        return orjson.dumps(event_id)
+    except orjson.JSONEncodeError:  # a lone surrogate: never from the wire, but not lost either
+        return json.dumps(event_id).encode()
+
+
+def _decode(records: bytes) -> list:
+    """A day's evidence records as a flat list: [code, event_id, code, event_id, …] (a pair's: [event_id, …])."""
+    text = b"[" + records[:-1] + b"]"
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
