@@ -92,8 +92,8 @@ def read_items(files: list[Path], fmt: InputFormat, mapping=None):
 
     acc = Accounting()
     adapter = partial(csv_events, mapping=mapping) if fmt is InputFormat.csv else ADAPTERS[fmt.value]
-    lines = [RawLine(origin, orjson.dumps(event)) for path in files for origin, event in adapter(path, acc)]
-    return replay_order(lines), acc
+    lines = (RawLine(origin, orjson.dumps(event)) for path in files for origin, event in adapter(path, acc))
+    return replay_order(lines), acc  # the lines are consumed (and ``acc`` filled) before this returns
 
 
 def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file, sets=()):

@@ -7,7 +7,8 @@ each event (as ``Worker._admit`` does for a packed ingest record); the company e
 facts into indicator rows and alert changes, one flush per batch (as the ``companies`` agent does per
 take, with all partitions in one engine: per-partition cost is the same work split by company); the
 sink builds the ``events`` rows of the batch's records in Arrow. Process CPU time, so a machine
-shared with other work slows these figures less than wall-clock ones.
+shared with other work slows these figures less than wall-clock ones; with the garbage-collector
+settings the pipeline's processes run with (``aisignals.runtime.tune_gc``).
 
 ``--state`` also replays the facts into a second engine under ``tracemalloc`` (slow, so apart from the
 CPU figures) and reports the bytes the engine holds per event once they are all in.
@@ -22,6 +23,7 @@ import time
 import tracemalloc
 from collections import defaultdict
 
+from aisignals.runtime import tune_gc
 from processors.app import Outputs, Worker
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact
@@ -49,6 +51,7 @@ def engine_state_bytes(rules, windows, fact_batches: list[list]) -> float:
 
 
 def measure(lines: list[bytes], batch: int = 5000, state: bool = False) -> dict:
+    tune_gc()
     rules, companies = load_rules(None), normalizer()
     worker = Worker("127.0.0.1:1", Topics("stages", 1), rules, companies)  # never started: no broker needed
     items = [(f"stages:{i}", line) for i, line in enumerate(lines)]
