@@ -449,12 +449,11 @@ class DuckDBSink:
         self.rows_written["indicators"] += len(rows)
 
     def _insert(self, sql: str, name: str, table: pa.Table) -> None:
-        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips)."""
+        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips). After a
+        failure the name stays bound (an aborted transaction refuses even that) until the connection closes."""
         self.con.register(name, table)
-        try:
-            self.con.execute(sql)
-        finally:
-            self.con.unregister(name)
+        self.con.execute(sql)
+        self.con.unregister(name)
 
     def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now_us: int) -> None:
         dumps = orjson.dumps
