@@ -35,6 +35,14 @@ from streams.topics import BARRIER, BATCH, CONTROL, Topics
 log = logging.getLogger("aisignals.sink")
 INDICATOR_COLUMNS = tuple(IndicatorRow.model_fields)
 UTC_US = pa.timestamp("us", tz="UTC")
+# a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction and checkpoint) grows with
+# the bytes of its records: this bounds the sink's peak whatever the row count settings say
+FLUSH_BYTES = 8 * 1024 * 1024
+# DuckDB's working memory in the checkpoint that closing the file makes: compressing a filled row group
+# took +250 MB unbounded; bounded, it spills to disk (the file's .tmp directory) and costs a few % more CPU
+CHECKPOINT_MEMORY = "64MB"
+# what the consumer may hold fetched but not yet handed over (it keeps fetching while a flush runs)
+FETCH_BYTES, PARTITION_FETCH_BYTES = 8 * 1024 * 1024, 1024 * 1024
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
@@ -207,6 +215,7 @@ class Batch:
         self.dead_letters: dict[str, dict] = {}
         self.offsets: dict[tuple[str, int], int] = {}
         self.records = 0
+        self.bytes = 0  # of the record values
 
     def __len__(self) -> int:
         return self.records
@@ -216,13 +225,14 @@ class DuckDBSink:
     """Consumes events, late events, dead letters, indicator rows and alerts into one DuckDB file."""
 
     def __init__(self, db: Path, topics: Topics, companies: CompanyNormalizer, run_id: str,
-                 flush_rows: int = 20_000, flush_seconds: float = 0.5) -> None:
+                 flush_rows: int = 20_000, flush_seconds: float = 0.5, flush_bytes: int = FLUSH_BYTES) -> None:
         self.db = Database(Path(db))
         self.topics = topics
         self.companies = companies
         self.run_id = run_id
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.flush_bytes = flush_bytes
         self.db.create()
         self.con: duckdb.DuckDBPyConnection | None = None  # open only during a flush
         self.batch = Batch()
@@ -261,8 +271,8 @@ class DuckDBSink:
     async def run(self, bootstrap: str, stop: asyncio.Event, consumer_kwargs: dict | None = None) -> None:
         # "earliest": a position past the end of a log means the broker lost it (see _lost_log)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=32 * 1024 * 1024,
-                                    max_partition_fetch_bytes=8 * 1024 * 1024, **(consumer_kwargs or {}))
+                                    client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=FETCH_BYTES,
+                                    max_partition_fetch_bytes=PARTITION_FETCH_BYTES, **(consumer_kwargs or {}))
         await consumer.start()
         try:
             tps = self.partitions()
@@ -296,6 +306,7 @@ class DuckDBSink:
                             done = 0
                         self.lag[(tp.topic, tp.partition)] = max(high - done, 0)
                 if self.batch.records and (len(self.batch) >= self.flush_rows or self.flush_soon
+                                           or self.batch.bytes >= self.flush_bytes
                                            or time.monotonic() - last_flush >= self.flush_seconds
                                            or self._barrier_complete()):
                     self.flush_soon = False
@@ -333,6 +344,7 @@ class DuckDBSink:
         """Buffer one record (its effect, reduced: last state per key)."""
         b = self.batch
         b.records += 1
+        b.bytes += len(message.value or b"")
         b.offsets[(topic, partition)] = message.offset + 1
         headers = dict(message.headers or ())
         control = headers.get(CONTROL)
@@ -392,6 +404,7 @@ class DuckDBSink:
                         self._flush(b, events, con, now_us)
                     except duckdb.ConstraintException:
                         self._flush(b, events, con, now_us, redelivered=True)
+                    con.execute(f"SET memory_limit = '{CHECKPOINT_MEMORY}'")  # for the checkpoint on close
                 finally:
                     self.con = None
         except Exception:
@@ -399,6 +412,7 @@ class DuckDBSink:
             raise
         self.committed.update(b.offsets)
         self.flush_duration.observe(time.perf_counter() - started)
+        pa.default_memory_pool().release_unused()  # its allocator keeps freed pages: the batch's tables were the peak
 
     def _flush(self, b: Batch, events: pa.Table | None, con, now_us: int, redelivered: bool = False) -> None:
         """One transaction. Events are appended as new rows (the bulk path); ``redelivered``: some are
