@@ -399,6 +399,7 @@ class DuckDBSink:
             with self.db.writer() as con:
                 self.con = con
                 try:
+                    con.execute("SET checkpoint_threshold = '1GB'")  # COMMIT never checkpoints: closing does, bounded
                     events = events_table(b.events, self.companies.company_id, now_us, con) if b.events else None
                     try:
                         self._flush(b, events, con, now_us)
@@ -434,8 +435,10 @@ class DuckDBSink:
                 con.execute("INSERT OR REPLACE INTO backfills VALUES (?, ?, ?::JSON)",
                             [batch_id, datetime.now(timezone.utc), orjson.dumps(summary).decode()])
             if b.offsets:
-                con.executemany("INSERT OR REPLACE INTO sink_offsets VALUES (?, ?, ?, ?)",
-                                [[self.run_id, t, p, o] for (t, p), o in b.offsets.items()])
+                offsets = pa.table({"run_id": pa.array([self.run_id] * len(b.offsets), pa.string()),
+                                    "topic": [t for t, _ in b.offsets], "partition": [p for _, p in b.offsets],
+                                    "next_offset": list(b.offsets.values())})
+                self._insert("INSERT OR REPLACE INTO sink_offsets BY NAME SELECT * FROM incoming_offsets", "incoming_offsets", offsets)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
