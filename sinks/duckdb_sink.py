@@ -33,7 +33,6 @@ from streams.records import EventRow, IndicatorRow
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
-INDICATOR_COLUMNS = tuple(IndicatorRow.model_fields)
 UTC_US = pa.timestamp("us", tz="UTC")
 # a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction and checkpoint) grows with
 # the bytes of its records: this bounds the sink's peak whatever the row count settings say
@@ -147,6 +146,19 @@ WIRE_SQL = _wire_sql()
 _NULL_TEXT = pa.scalar(None, pa.string())
 
 
+def _indicators_sql() -> str:
+    """Upsert the rows of indicator records, parsed by DuckDB; of rows with the same key the last one read
+    wins (one upsert cannot take a key twice)."""
+    shape = [{name: sql_type for name, sql_type, _ in columns(IndicatorRow)}]
+    key = ", ".join(f"r.{name}" for name in IndicatorRow.primary_key)
+    return ("INSERT OR REPLACE INTO indicators BY NAME SELECT r.* FROM (SELECT seq, unnest(rows) AS r,"
+            f" generate_subscripts(rows, 1) AS pos FROM (SELECT seq, from_json(value, '{orjson.dumps(shape).decode()}')"
+            f" AS rows FROM incoming_indicators)) QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC, pos DESC) = 1")
+
+
+INDICATORS_SQL = _indicators_sql()
+
+
 def events_table(records: EventRecords, company_id: Callable[[str], str], now_us: int,
                  con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """The ``events`` rows of buffered records, built column-wise: the wire JSON is parsed once per record
@@ -209,7 +221,7 @@ class Batch:
 
     def __init__(self) -> None:
         self.events = EventRecords()
-        self.indicators: dict[tuple, dict] = {}
+        self.indicators: list[bytes] = []  # records of the indicators topic: JSON lists of rows
         self.alerts: dict[tuple[str, str], dict | None] = {}  # None = delete
         self.history: list[dict] = []
         self.dead_letters: dict[str, dict] = {}
@@ -359,8 +371,7 @@ class DuckDBSink:
             batch = headers.get(BATCH)
             b.events.add(value, topic == t.late, batch.decode() if batch else None)
         elif topic == t.indicators:
-            for row in orjson.loads(value):
-                b.indicators[(row["company_id"], row["window_days"], row["window_end"])] = row
+            b.indicators.append(value)
         elif topic == t.alerts:
             alert = orjson.loads(value)
             fp = alert["fingerprint"]
@@ -423,7 +434,7 @@ class DuckDBSink:
             if events is not None:
                 self._write_events(events, redelivered)
             if b.indicators:
-                self._write_indicators(list(b.indicators.values()))
+                self._write_indicators(b.indicators)
             if b.alerts:
                 self._write_alerts(b.alerts, b.history, now_us)
             if b.dead_letters:
@@ -455,22 +466,19 @@ class DuckDBSink:
                      " SELECT * REPLACE (payload::JSON AS payload) FROM incoming_events", "incoming_events", table)
         self.rows_written["events"] += table.num_rows
 
-    def _write_indicators(self, rows: list[dict]) -> None:
-        names = INDICATOR_COLUMNS
-        cols = {name: [r[name] for r in rows] for name in names}
-        cols["window_end"] = pa.array([_date32(x) for x in cols["window_end"]], pa.date32())
-        cols["talent_drain_ratio"] = pa.array(cols["talent_drain_ratio"], pa.float64())
-        cols["funding_usd"] = pa.array(cols["funding_usd"], pa.float64())
-        self._insert(f"INSERT OR REPLACE INTO indicators BY NAME SELECT {', '.join(names)} FROM incoming_indicators",
-                     "incoming_indicators", pa.table(cols))
-        self.rows_written["indicators"] += len(rows)
+    def _write_indicators(self, records: list[bytes]) -> None:
+        table = pa.table({"seq": pa.array(range(len(records)), pa.int64()),
+                          "value": pa.array(records, pa.binary()).view(pa.string())})  # the worker's JSON: UTF-8
+        self.rows_written["indicators"] += self._insert(INDICATORS_SQL, "incoming_indicators", table)
 
-    def _insert(self, sql: str, name: str, table: pa.Table) -> None:
-        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips). After a
-        failure the name stays bound (an aborted transaction refuses even that) until the connection closes."""
+    def _insert(self, sql: str, name: str, table: pa.Table) -> int:
+        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips); the rows it
+        wrote. After a failure the name stays bound (an aborted transaction refuses even that) until the
+        connection closes."""
         self.con.register(name, table)
-        self.con.execute(sql)
+        count = self.con.execute(sql).fetchall()[0][0]
         self.con.unregister(name)
+        return count
 
     def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now_us: int) -> None:
         dumps = orjson.dumps

@@ -77,3 +77,26 @@ def test_stored_rows_are_the_row_by_row_definition_on_the_bundled_real_data(tmp_
         got["occurred_at"] = got["occurred_at"].astimezone(timezone.utc)
         got["ingested_at"] = want["ingested_at"] = None
         assert got == want, event_id
+
+
+def indicator(company: str, day: str, hires: int, ratio: float = 0.1) -> dict:
+    return {"company_id": company, "window_days": 30, "window_end": day, "hires": hires, "departures": 3, "layoffs": 1,
+            "attrition": 2, "key_departures": 0, "net_talent_flow": hires - 3, "talent_drain_ratio": ratio,
+            "funding_usd": 1234567.891, "funding_rounds": 1, "model_releases": 0}
+
+
+def test_indicator_rows_last_one_wins_and_values_are_exact(tmp_path):
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    sink.add(TOPICS.indicators, 0, record(0, orjson.dumps([indicator("a", "2024-01-01", 1), indicator("b", "2024-01-01", 7)])))
+    sink.flush()
+    sink.add(TOPICS.indicators, 0, record(1, orjson.dumps([indicator("a", "2024-01-01", 2), indicator("a", "2024-01-01", 3)])))
+    sink.add(TOPICS.indicators, 1, record(0, orjson.dumps([indicator("c", "2024-01-02", 4, 2 / 3)])))
+    sink.add(TOPICS.indicators, 0, record(2, orjson.dumps([indicator("a", "2024-01-01", 5, 0.1 + 0.2)])))
+    sink.flush()
+    rows = fetch(db, "SELECT * FROM indicators ORDER BY company_id")
+    columns = [c for (c,) in fetch(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'indicators'"
+                                       " ORDER BY ordinal_position")]
+    got = [dict(zip(columns, r), window_end=r[columns.index("window_end")].isoformat()) for r in rows]
+    assert got == [indicator("a", "2024-01-01", 5, 0.1 + 0.2), indicator("b", "2024-01-01", 7), indicator("c", "2024-01-02", 4, 2 / 3)]
+    assert sink.rows_written["indicators"] == 4
