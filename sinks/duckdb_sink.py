@@ -9,45 +9,42 @@ slow group joins.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
-from array import array
 from collections import defaultdict
 from datetime import date, datetime, timezone
 from pathlib import Path
-from itertools import accumulate
 from typing import Awaitable, Callable
 
 import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.alerts import change_id
 from processors.facts import fact_from_fields
 from processors.stats import Histogram
 from sinks.database import Database
+from sinks.schema import columns
 from streams.companies import CompanyNormalizer
-from streams.records import IndicatorRow
+from streams.events import EventBase
+from streams.records import EventRow, IndicatorRow
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
-INDICATOR_COLUMNS = tuple(IndicatorRow.model_fields)
 UTC_US = pa.timestamp("us", tz="UTC")
+# a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction and checkpoint) grows with
+# the bytes of its records: this bounds the sink's peak whatever the row count settings say. Every flush
+# also checkpoints on close, so halving this (8 MiB) saved ~70 MB of peak but cost a third of backfill speed
+FLUSH_BYTES = 16 * 1024 * 1024
+# DuckDB's working memory in the checkpoint that closing the file makes: compressing a filled row group
+# took +250 MB unbounded; bounded, it spills to disk (the file's .tmp directory): 64 MB spilled enough
+# to make closing the file a quarter of the sink's CPU in a backfill
+CHECKPOINT_MEMORY = "128MB"
+# what the consumer may hold fetched but not yet handed over (it keeps fetching while a flush runs)
+FETCH_BYTES, PARTITION_FETCH_BYTES = 8 * 1024 * 1024, 1024 * 1024
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-def _us(iso: str) -> int:
-    moment = datetime.fromisoformat(iso)
-    return int(moment.timestamp() * 1_000_000) if moment.year >= 1970 else _us_slow(moment)
-
-
-def _us_slow(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _date32(iso: str | None):
@@ -121,34 +118,66 @@ class EventRecords:
         return len(self.values)
 
 
-# the columns of ``events`` read from the wire JSON (the others come from the record or the sink)
-WIRE_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("kind", pa.string()), ("company", pa.string()), ("occurred_at", UTC_US),
-    ("headcount", pa.int32()), ("seniority", pa.string()), ("amount_usd", pa.float64()), ("model_name", pa.string()),
-    ("modality", pa.string()), ("source", pa.string()), ("region", pa.string()), ("to_company", pa.string()),
-    ("from_company", pa.string()),
-])
-_WIRE_PARSE = pa_json.ParseOptions(explicit_schema=WIRE_SCHEMA, unexpected_field_behavior="ignore")
-_WIRE_READ = pa_json.ReadOptions(block_size=16 * 1024 * 1024)  # ≫ the largest event (64 KiB in, a little more out)
+# the columns of ``events`` the sink fills itself; every other one is a field of the record's JSON
+SINK_COLUMNS = frozenset({"company_id", "counterparty_id", "ingested_at", "late", "payload", "batch_id"})
+COUNTERPARTY_FIELDS = ("to_company", "from_company")  # normalised into counterparty_id, in this order
+# fields every kind validates have their column's type; a field only some kinds define may be an extra
+# field of any JSON type on the others (kept in the payload), so its column holds it only where it fits
+VALIDATED_FIELDS = frozenset(EventBase.model_fields) | {"kind", "reason"}  # reason: stored for departures only
+_FITS = {
+    "VARCHAR": "CASE WHEN json_type({x}) = 'VARCHAR' THEN {x} ->> '$' END",
+    "INTEGER": "TRY_CAST(CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT') THEN {x}::VARCHAR END AS INTEGER)",
+    "DOUBLE": "CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN {x}::DOUBLE END",
+}
+
+
+def _wire_sql() -> str:
+    """One JSON parse per record (DuckDB, C++) into every column read from the wire, departures' reason
+    included."""
+    fields = [(name, sql_type) for name, sql_type, _ in columns(EventRow) if name not in SINK_COLUMNS]
+    fields += [(name, "VARCHAR") for name in COUNTERPARTY_FIELDS]
+    shape = {name: sql_type if name in VALIDATED_FIELDS else "JSON" for name, sql_type in fields}
+    select = [f"w.{name}" if name in VALIDATED_FIELDS else f"{_FITS[sql_type].format(x='w.' + name)} AS {name}"
+              for name, sql_type in fields if name != "reason"]
+    select.append("CASE WHEN w.kind = 'departure' THEN coalesce(w.reason, 'unknown') END AS reason")
+    return (f"SELECT {', '.join(select)} FROM (SELECT from_json(payload, '{orjson.dumps(shape).decode()}') AS w"
+            " FROM incoming_records)")
+
+
+WIRE_SQL = _wire_sql()
 _NULL_TEXT = pa.scalar(None, pa.string())
 
 
-def _offsets(values: list[bytes]) -> pa.Buffer:
-    ends = array("q", [0])
-    ends.extend(accumulate(map(len, values)))
-    return pa.py_buffer(ends)
+def _indicators_sql() -> str:
+    """Upsert the rows of indicator records, parsed by DuckDB; of rows with the same key the last one read
+    wins (one upsert cannot take a key twice)."""
+    shape = [{name: sql_type for name, sql_type, _ in columns(IndicatorRow)}]
+    key = ", ".join(f"r.{name}" for name in IndicatorRow.primary_key)
+    return ("INSERT OR REPLACE INTO indicators BY NAME SELECT r.* FROM (SELECT seq, unnest(rows) AS r,"
+            f" generate_subscripts(rows, 1) AS pos FROM (SELECT seq, from_json(value, '{orjson.dumps(shape).decode()}')"
+            f" AS rows FROM incoming_indicators)) QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC, pos DESC) = 1")
 
 
-def events_table(records: EventRecords, company_id: Callable[[str], str], now_us: int) -> pa.Table:
-    """The ``events`` rows of buffered records, built column-wise: the wire JSON is parsed by Arrow's
-    JSON reader, company names are normalised once per distinct name, and the payload column is the
-    records' bytes as they came. A second record of an event id in the batch is dropped (first wins)."""
+INDICATORS_SQL = _indicators_sql()
+
+
+def events_table(records: EventRecords, company_id: Callable[[str], str], now_us: int,
+                 con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+    """The ``events`` rows of buffered records, built column-wise: the wire JSON is parsed once per record
+    by DuckDB (on ``con`` if given), company names are normalised once per distinct name, and the payload
+    column is the records' bytes as they came. A second record of an event id in the batch is dropped
+    (first wins)."""
     values = records.values
     n = len(values)
-    wire = pa_json.read_json(io.BytesIO(b"\n".join(values)), read_options=_WIRE_READ, parse_options=_WIRE_PARSE)
+    payload = pa.array(values, pa.binary()).view(pa.string())  # the worker's JSON: UTF-8
+    if con is None:
+        with duckdb.connect() as own:
+            own.execute("SET TimeZone = 'UTC'")
+            wire = _parse_wire(payload, own)
+    else:
+        wire = _parse_wire(payload, con)
     if wire.num_rows != n:
         raise ValueError(f"{n} event records parsed into {wire.num_rows} rows")
-    payload = pa.Array.from_buffers(pa.large_string(), n, [None, _offsets(values), pa.py_buffer(b"".join(values))])
 
     def normalised(names: pa.Array) -> pa.Array:
         distinct = pc.unique(names).drop_null()
@@ -159,15 +188,16 @@ def events_table(records: EventRecords, company_id: Callable[[str], str], now_us
         names = wire[column]
         return pc.if_else(pc.equal(names, ""), _NULL_TEXT, names)
 
+    counterparty = pc.coalesce(*(given(name) for name in COUNTERPARTY_FIELDS))
     table = pa.table({
         "event_id": wire["event_id"], "kind": wire["kind"],
         "company_id": normalised(wire["company"].combine_chunks()), "company": wire["company"],
-        "counterparty_id": normalised(pc.coalesce(given("to_company"), given("from_company")).combine_chunks()),
+        "counterparty_id": normalised(counterparty.combine_chunks()),
         "occurred_at": wire["occurred_at"], "ingested_at": pa.repeat(pa.scalar(now_us, UTC_US), n),
-        "headcount": wire["headcount"], "seniority": wire["seniority"], "amount_usd": wire["amount_usd"],
-        "model_name": wire["model_name"], "modality": wire["modality"], "source": wire["source"],
-        "region": wire["region"], "late": pa.array(records.late, pa.bool_()), "payload": payload.cast(pa.string()),
-        "batch_id": pa.array(records.batch_ids, pa.string()),
+        "headcount": wire["headcount"], "seniority": wire["seniority"], "reason": wire["reason"],
+        "amount_usd": wire["amount_usd"], "model_name": wire["model_name"], "modality": wire["modality"],
+        "source": wire["source"], "region": wire["region"], "late": pa.array(records.late, pa.bool_()),
+        "payload": payload, "batch_id": pa.array(records.batch_ids, pa.string()),
     })
     if pc.count_distinct(table["event_id"]).as_py() < n:
         first = pc.equal(pa.array(range(n), pa.int32()), pc.index_in(table["event_id"], value_set=table["event_id"]))
@@ -175,17 +205,31 @@ def events_table(records: EventRecords, company_id: Callable[[str], str], now_us
     return table
 
 
+def _parse_wire(payload: pa.Array, con: duckdb.DuckDBPyConnection) -> pa.Table:
+    con.register("incoming_records", pa.table({"payload": _chunks(payload)}))
+    try:
+        return con.sql(WIRE_SQL).to_arrow_table()
+    finally:
+        con.unregister("incoming_records")
+
+
+def _chunks(array: pa.Array, size: int = 32_768) -> pa.ChunkedArray:
+    """Record batches DuckDB can scan on several threads."""
+    return pa.chunked_array([array.slice(i, size) for i in range(0, len(array), size)] or [array], array.type)
+
+
 class Batch:
     """Records buffered between two flushes, already reduced to their final effect."""
 
     def __init__(self) -> None:
         self.events = EventRecords()
-        self.indicators: dict[tuple, dict] = {}
+        self.indicators: list[bytes] = []  # records of the indicators topic: JSON lists of rows
         self.alerts: dict[tuple[str, str], dict | None] = {}  # None = delete
         self.history: list[dict] = []
         self.dead_letters: dict[str, dict] = {}
         self.offsets: dict[tuple[str, int], int] = {}
         self.records = 0
+        self.bytes = 0  # of the record values
 
     def __len__(self) -> int:
         return self.records
@@ -195,13 +239,14 @@ class DuckDBSink:
     """Consumes events, late events, dead letters, indicator rows and alerts into one DuckDB file."""
 
     def __init__(self, db: Path, topics: Topics, companies: CompanyNormalizer, run_id: str,
-                 flush_rows: int = 20_000, flush_seconds: float = 0.5) -> None:
+                 flush_rows: int = 20_000, flush_seconds: float = 0.5, flush_bytes: int = FLUSH_BYTES) -> None:
         self.db = Database(Path(db))
         self.topics = topics
         self.companies = companies
         self.run_id = run_id
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.flush_bytes = flush_bytes
         self.db.create()
         self.con: duckdb.DuckDBPyConnection | None = None  # open only during a flush
         self.batch = Batch()
@@ -240,8 +285,8 @@ class DuckDBSink:
     async def run(self, bootstrap: str, stop: asyncio.Event, consumer_kwargs: dict | None = None) -> None:
         # "earliest": a position past the end of a log means the broker lost it (see _lost_log)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=32 * 1024 * 1024,
-                                    max_partition_fetch_bytes=8 * 1024 * 1024, **(consumer_kwargs or {}))
+                                    client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=FETCH_BYTES,
+                                    max_partition_fetch_bytes=PARTITION_FETCH_BYTES, **(consumer_kwargs or {}))
         await consumer.start()
         try:
             tps = self.partitions()
@@ -275,6 +320,7 @@ class DuckDBSink:
                             done = 0
                         self.lag[(tp.topic, tp.partition)] = max(high - done, 0)
                 if self.batch.records and (len(self.batch) >= self.flush_rows or self.flush_soon
+                                           or self.batch.bytes >= self.flush_bytes
                                            or time.monotonic() - last_flush >= self.flush_seconds
                                            or self._barrier_complete()):
                     self.flush_soon = False
@@ -312,6 +358,7 @@ class DuckDBSink:
         """Buffer one record (its effect, reduced: last state per key)."""
         b = self.batch
         b.records += 1
+        b.bytes += len(message.value or b"")
         b.offsets[(topic, partition)] = message.offset + 1
         headers = dict(message.headers or ())
         control = headers.get(CONTROL)
@@ -326,8 +373,7 @@ class DuckDBSink:
             batch = headers.get(BATCH)
             b.events.add(value, topic == t.late, batch.decode() if batch else None)
         elif topic == t.indicators:
-            for row in orjson.loads(value):
-                b.indicators[(row["company_id"], row["window_days"], row["window_end"])] = row
+            b.indicators.append(value)
         elif topic == t.alerts:
             alert = orjson.loads(value)
             fp = alert["fingerprint"]
@@ -366,7 +412,13 @@ class DuckDBSink:
             with self.db.writer() as con:
                 self.con = con
                 try:
-                    self._flush(b, con, now_us)
+                    con.execute("SET checkpoint_threshold = '1GB'")  # COMMIT never checkpoints: closing does, bounded
+                    events = events_table(b.events, self.companies.company_id, now_us, con) if b.events else None
+                    try:
+                        self._flush(b, events, con, now_us)
+                    except duckdb.ConstraintException:
+                        self._flush(b, events, con, now_us, redelivered=True)
+                    con.execute(f"SET memory_limit = '{CHECKPOINT_MEMORY}'")  # for the checkpoint on close
                 finally:
                     self.con = None
         except Exception:
@@ -374,64 +426,61 @@ class DuckDBSink:
             raise
         self.committed.update(b.offsets)
         self.flush_duration.observe(time.perf_counter() - started)
+        pa.default_memory_pool().release_unused()  # its allocator keeps freed pages: the batch's tables were the peak
 
-    def _flush(self, b: Batch, con, now_us: int) -> None:
+    def _flush(self, b: Batch, events: pa.Table | None, con, now_us: int, redelivered: bool = False) -> None:
+        """One transaction. Events are appended as new rows (the bulk path); ``redelivered``: some are
+        stored already (a record read again after a crash), so those are skipped row by row."""
         con.execute("BEGIN TRANSACTION")
         try:
-            if b.events:
-                self._write_events(b.events, now_us)
+            if events is not None:
+                self._write_events(events, redelivered)
             if b.indicators:
-                self._write_indicators(list(b.indicators.values()))
+                self._write_indicators(b.indicators)
             if b.alerts:
                 self._write_alerts(b.alerts, b.history, now_us)
             if b.dead_letters:
                 self._write_dead_letters(list(b.dead_letters.values()))
-            done = []
             expected = 3 * self.topics.partitions + 2
-            for batch_id, seen in list(self.barriers.items()):
-                if len(seen) >= expected:
-                    info = next(iter(seen.values()))
-                    summary = {k: info.get(k) for k in ("accepted", "duplicates", "late", "dead_letters")}
-                    con.execute("INSERT OR REPLACE INTO backfills VALUES (?, ?, ?::JSON)",
-                                [batch_id, datetime.now(timezone.utc), orjson.dumps(summary).decode()])
-                    done.append((batch_id, summary))
-                    del self.barriers[batch_id]
+            done = [(batch_id, {k: next(iter(seen.values())).get(k) for k in ("accepted", "duplicates", "late", "dead_letters")})
+                    for batch_id, seen in self.barriers.items() if len(seen) >= expected]
+            for batch_id, summary in done:
+                con.execute("INSERT OR REPLACE INTO backfills VALUES (?, ?, ?::JSON)",
+                            [batch_id, datetime.now(timezone.utc), orjson.dumps(summary).decode()])
             if b.offsets:
-                con.executemany("INSERT OR REPLACE INTO sink_offsets VALUES (?, ?, ?, ?)",
-                                [[self.run_id, t, p, o] for (t, p), o in b.offsets.items()])
+                offsets = pa.table({"run_id": pa.array([self.run_id] * len(b.offsets), pa.string()),
+                                    "topic": [t for t, _ in b.offsets], "partition": [p for _, p in b.offsets],
+                                    "next_offset": list(b.offsets.values())})
+                self._insert("INSERT OR REPLACE INTO sink_offsets BY NAME SELECT * FROM incoming_offsets", "incoming_offsets", offsets)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
+        for batch_id, _ in done:
+            del self.barriers[batch_id]
         self.flushes += 1
         self.finished.extend(done)
 
-    def _write_events(self, events: EventRecords, now_us: int) -> None:
-        table = events_table(events, self.companies.company_id, now_us)
-        self._insert(
-            # reason: validated on departures only (an extra field of any type elsewhere), so read here
-            "INSERT OR IGNORE INTO events BY NAME SELECT * REPLACE (payload::JSON AS payload), CASE WHEN kind ="
-            " 'departure' THEN coalesce(payload->>'reason', 'unknown') END AS reason FROM incoming_events",
-            "incoming_events", table)
+    def _write_events(self, table: pa.Table, redelivered: bool) -> None:
+        """A plain INSERT checks the primary key anyway and fails on a stored id (then the transaction is
+        run again with ``redelivered``); OR IGNORE costs more per row, so it is kept for that case."""
+        self._insert(f"INSERT {'OR IGNORE ' if redelivered else ''}INTO events BY NAME"
+                     " SELECT * REPLACE (payload::JSON AS payload) FROM incoming_events", "incoming_events", table)
         self.rows_written["events"] += table.num_rows
 
-    def _write_indicators(self, rows: list[dict]) -> None:
-        names = INDICATOR_COLUMNS
-        cols = {name: [r[name] for r in rows] for name in names}
-        cols["window_end"] = pa.array([_date32(x) for x in cols["window_end"]], pa.date32())
-        cols["talent_drain_ratio"] = pa.array(cols["talent_drain_ratio"], pa.float64())
-        cols["funding_usd"] = pa.array(cols["funding_usd"], pa.float64())
-        self._insert(f"INSERT OR REPLACE INTO indicators BY NAME SELECT {', '.join(names)} FROM incoming_indicators",
-                     "incoming_indicators", pa.table(cols))
-        self.rows_written["indicators"] += len(rows)
+    def _write_indicators(self, records: list[bytes]) -> None:
+        table = pa.table({"seq": pa.array(range(len(records)), pa.int64()),
+                          "value": pa.array(records, pa.binary()).view(pa.string())})  # the worker's JSON: UTF-8
+        self.rows_written["indicators"] += self._insert(INDICATORS_SQL, "incoming_indicators", table)
 
-    def _insert(self, sql: str, name: str, table: pa.Table) -> None:
-        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips)."""
+    def _insert(self, sql: str, name: str, table: pa.Table) -> int:
+        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips); the rows it
+        wrote. After a failure the name stays bound (an aborted transaction refuses even that) until the
+        connection closes."""
         self.con.register(name, table)
-        try:
-            self.con.execute(sql)
-        finally:
-            self.con.unregister(name)
+        count = self.con.execute(sql).fetchall()[0][0]
+        self.con.unregister(name)
+        return count
 
     def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now_us: int) -> None:
         dumps = orjson.dumps

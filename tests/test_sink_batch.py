@@ -20,21 +20,43 @@ LINES = [
     b'"modality":"vision","parameters":7e9,"open_weights":true}',
     b'{"event_id":"e","kind":"departure","company":"Y","occurred_at":"2024-01-03","to_company":"","from_company":"Z"}',
     b'{"kind":"hiring","company":"\xe6\x99\xba\xe8\xb0\xb1 AI","occurred_at":"2024-01-04","to_company":"---"}',
+    # fields another kind defines, as extra fields of any type: a column keeps one only where its type fits
+    b'{"event_id":"f","kind":"funding","company":"X","occurred_at":"2024-01-06","amount_usd":1e15,"headcount":1.5,'
+    b'"seniority":{"x":1},"model_name":5,"modality":["v"],"to_company":7,"from_company":"FAIR","reason":"layoff"}',
+    b'{"event_id":"g","kind":"hiring","company":"X","occurred_at":"2024-01-07","amount_usd":"lots","model_name":"m",'
+    b'"modality":"text","to_company":"OpenAI","reason":{"why":1}}',
+    b'{"event_id":"h","kind":"model_release","company":"X","occurred_at":"2024-01-08","model_name":"n",'
+    b'"headcount":99999999999,"amount_usd":true,"seniority":"vp"}',
+    b'{"event_id":"i","kind":"departure","company":"X","occurred_at":"2024-01-09","reason":"layoff","headcount":300,'
+    b'"amount_usd":12345678901234567890123,"model_name":null}',
     b'{"event_id":"a","kind":"hiring","company":"Other","occurred_at":"2024-01-05"}',  # the same id again: dropped
 ]
+COLUMN_TYPES = {"headcount": int, "seniority": str, "amount_usd": (int, float), "model_name": str, "modality": str,
+                "to_company": str, "from_company": str}
+
+
+def fitting(d: dict, field: str):
+    """The field if its JSON type fits the column (and an integer fits INTEGER), else None."""
+    value = d.get(field)
+    if isinstance(value, bool) or not isinstance(value, COLUMN_TYPES[field]):
+        return None
+    if field == "headcount" and not -2**31 <= value < 2**31:
+        return None
+    return float(value) if field == "amount_usd" else value
 
 
 def expected_row(wire: bytes, late: bool, batch: str | None, companies: CompanyNormalizer, now_us: int) -> dict:
     """What the sink stored per record before it worked per batch."""
     d = orjson.loads(wire)
-    other = d.get("to_company") or d.get("from_company")
+    other = fitting(d, "to_company") or fitting(d, "from_company")
     return {
         "event_id": d["event_id"], "kind": d["kind"], "company_id": companies.company_id(d["company"]),
         "company": d["company"], "counterparty_id": companies.company_id(other) if other else None,
         "occurred_at": datetime.fromisoformat(d["occurred_at"]),
-        "ingested_at": datetime.fromtimestamp(now_us / 1e6, timezone.utc), "headcount": d.get("headcount"),
-        "seniority": d.get("seniority"), "amount_usd": d.get("amount_usd"), "model_name": d.get("model_name"),
-        "modality": d.get("modality"), "source": d.get("source"), "region": d.get("region"), "late": late,
+        "ingested_at": datetime.fromtimestamp(now_us / 1e6, timezone.utc), "headcount": fitting(d, "headcount"),
+        "seniority": fitting(d, "seniority"), "reason": d.get("reason", "unknown") if d["kind"] == "departure" else None,
+        "amount_usd": fitting(d, "amount_usd"), "model_name": fitting(d, "model_name"),
+        "modality": fitting(d, "modality"), "source": d.get("source"), "region": d.get("region"), "late": late,
         "payload": wire.decode(), "batch_id": batch,
     }
 
@@ -55,3 +77,5 @@ def test_events_table_matches_the_row_by_row_definition():
     assert rows == expected
     assert rows[0]["company_id"] == "google-deepmind" and rows[0]["counterparty_id"] == "meta"
     assert rows[4]["counterparty_id"] == "z" and rows[5]["counterparty_id"] == ""  # a name without letters
+    assert rows[6]["counterparty_id"] == "meta" and rows[6]["headcount"] is None and rows[6]["amount_usd"] == 1e15
+    assert rows[9]["reason"] == "layoff" and rows[9]["amount_usd"] == 12345678901234567890123.0

@@ -1,0 +1,102 @@
+"""A flush stores exactly what the records say, once, with the offsets they cover, whichever insert path it takes."""
+
+from __future__ import annotations
+
+from datetime import timezone
+from types import SimpleNamespace
+
+import orjson
+
+from aisignals.live import bundled_events
+from sinks.duckdb_sink import DuckDBSink
+from streams.adapters import Accounting
+from streams.companies import CompanyNormalizer
+from streams.events import InvalidEvent, parse_events, to_wire
+from streams.topics import BATCH, Topics
+from tests.conftest import fetch
+from tests.test_sink_batch import LINES, expected_row
+
+TOPICS = Topics()
+
+
+def record(offset: int, value: bytes, batch: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, value=value, headers=[(BATCH, batch.encode())] if batch else [])
+
+
+def wire(event_id: str, company: str = "Acme", day: int = 1) -> bytes:
+    return to_wire(parse_events([orjson.dumps({"event_id": event_id, "kind": "hiring", "company": company,
+                                               "occurred_at": f"2024-01-{day:02d}"})])[0])
+
+
+def stored_events(db) -> dict[str, dict]:
+    rows = fetch(db, "SELECT event_id, company, occurred_at FROM events")
+    return {r[0]: {"company": r[1], "day": r[2].day} for r in rows}
+
+
+def test_a_redelivered_event_keeps_its_first_row_and_the_rest_is_stored(tmp_path):
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    for i, event_id in enumerate(["a", "b", "c"]):
+        sink.add(TOPICS.events, 0, record(i, wire(event_id)))
+    sink.flush()
+    # after a crash the worker sends b and c again (one with other content), then new events
+    for i, (event_id, company) in enumerate([("b", "Other"), ("c", "Acme"), ("d", "Acme"), ("e", "Acme")]):
+        sink.add(TOPICS.events, 0, record(3 + i, wire(event_id, company, day=2)))
+    sink.add(TOPICS.dead_letters, 0, record(0, orjson.dumps({
+        "dead_letter_id": "dl", "received_at": "2024-01-01T00:00:00Z", "origin": "x", "raw": "{", "error": "not JSON"})))
+    sink.flush()
+    events = stored_events(db)
+    assert sorted(events) == ["a", "b", "c", "d", "e"]
+    assert events["b"] == {"company": "Acme", "day": 1} and events["d"]["day"] == 2
+    assert fetch(db, "SELECT count(*) FROM dead_letters") == [(1,)]
+    assert fetch(db, "SELECT topic, partition, next_offset FROM sink_offsets ORDER BY topic") == [
+        (TOPICS.dead_letters, 0, 1), (TOPICS.events, 0, 7)]
+    assert sink.flushes == 2 and sink.flush_failures == 0
+
+
+def test_stored_rows_are_the_row_by_row_definition_on_the_bundled_real_data(tmp_path):
+    companies = CompanyNormalizer()
+    lines = [orjson.dumps(e) for _, e in bundled_events(Accounting())] + LINES
+    wires = [to_wire(e) for e in parse_events(lines) if not isinstance(e, InvalidEvent)]
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, companies, "run")
+    for i, value in enumerate(wires):
+        late = i % 5 == 1
+        sink.add(TOPICS.late if late else TOPICS.events, 0, record(i, value, "b1" if i % 2 else None))
+    sink.flush()
+    columns = [c for (c,) in fetch(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'"
+                                       " ORDER BY ordinal_position")]
+    stored = {r[0]: dict(zip(columns, r)) for r in fetch(db, "SELECT * FROM events")}
+    first: dict[str, dict] = {}
+    for i, value in enumerate(wires):
+        row = expected_row(value, i % 5 == 1, "b1" if i % 2 else None, companies, 0)
+        first.setdefault(row["event_id"], row)
+    assert len(stored) == len(first) > 10_000
+    for event_id, want in first.items():
+        got = stored[event_id]
+        got["occurred_at"] = got["occurred_at"].astimezone(timezone.utc)
+        got["ingested_at"] = want["ingested_at"] = None
+        assert got == want, event_id
+
+
+def indicator(company: str, day: str, hires: int, ratio: float = 0.1) -> dict:
+    return {"company_id": company, "window_days": 30, "window_end": day, "hires": hires, "departures": 3, "layoffs": 1,
+            "attrition": 2, "key_departures": 0, "net_talent_flow": hires - 3, "talent_drain_ratio": ratio,
+            "funding_usd": 1234567.891, "funding_rounds": 1, "model_releases": 0}
+
+
+def test_indicator_rows_last_one_wins_and_values_are_exact(tmp_path):
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    sink.add(TOPICS.indicators, 0, record(0, orjson.dumps([indicator("a", "2024-01-01", 1), indicator("b", "2024-01-01", 7)])))
+    sink.flush()
+    sink.add(TOPICS.indicators, 0, record(1, orjson.dumps([indicator("a", "2024-01-01", 2), indicator("a", "2024-01-01", 3)])))
+    sink.add(TOPICS.indicators, 1, record(0, orjson.dumps([indicator("c", "2024-01-02", 4, 2 / 3)])))
+    sink.add(TOPICS.indicators, 0, record(2, orjson.dumps([indicator("a", "2024-01-01", 5, 0.1 + 0.2)])))
+    sink.flush()
+    rows = fetch(db, "SELECT * FROM indicators ORDER BY company_id")
+    columns = [c for (c,) in fetch(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'indicators'"
+                                       " ORDER BY ordinal_position")]
+    got = [dict(zip(columns, r), window_end=r[columns.index("window_end")].isoformat()) for r in rows]
+    assert got == [indicator("a", "2024-01-01", 5, 0.1 + 0.2), indicator("b", "2024-01-01", 7), indicator("c", "2024-01-02", 4, 2 / 3)]
+    assert sink.rows_written["indicators"] == 4
