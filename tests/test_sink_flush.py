@@ -11,7 +11,7 @@ from aisignals.live import bundled_events
 from sinks.duckdb_sink import DuckDBSink
 from streams.adapters import Accounting
 from streams.companies import CompanyNormalizer
-from streams.events import InvalidEvent, parse_events, to_wire
+from streams.events import InvalidEvent, dict_to_wire, parse_event, parse_lines, to_wire
 from streams.topics import BATCH, Topics
 from tests.conftest import fetch
 from tests.test_sink_batch import LINES, expected_row
@@ -24,8 +24,8 @@ def record(offset: int, value: bytes, batch: str | None = None) -> SimpleNamespa
 
 
 def wire(event_id: str, company: str = "Acme", day: int = 1) -> bytes:
-    return to_wire(parse_events([orjson.dumps({"event_id": event_id, "kind": "hiring", "company": company,
-                                               "occurred_at": f"2024-01-{day:02d}"})])[0])
+    return to_wire(parse_event(orjson.dumps({"event_id": event_id, "kind": "hiring", "company": company,
+                                             "occurred_at": f"2024-01-{day:02d}"})))
 
 
 def stored_events(db) -> dict[str, dict]:
@@ -57,7 +57,7 @@ def test_a_redelivered_event_keeps_its_first_row_and_the_rest_is_stored(tmp_path
 def test_stored_rows_are_the_row_by_row_definition_on_the_bundled_real_data(tmp_path):
     companies = CompanyNormalizer()
     lines = [orjson.dumps(e) for _, e in bundled_events(Accounting())] + LINES
-    wires = [to_wire(e) for e in parse_events(lines) if not isinstance(e, InvalidEvent)]
+    wires = [dict_to_wire(e) for e in parse_lines(lines) if not isinstance(e, InvalidEvent)]
     db = tmp_path / "x.duckdb"
     sink = DuckDBSink(db, TOPICS, companies, "run")
     for i, value in enumerate(wires):
