@@ -322,8 +322,6 @@ class Pipeline:
             failed = child.failed() if child is not None else None
             if failed is not None:
                 return failed
-        if self._sink_process is not None:
-            return None
         if self._sink_task is not None and self._sink_task.done() and not self._sink_task.cancelled():
             return self._sink_task.exception()
         return None

@@ -40,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.live_load import percentile
-from benchmarks.procfs import status_mb
+from benchmarks.procfs import cpu_seconds, status_mb
 from streams.topics import CONTROL, SENT, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,15 +60,6 @@ def key(alert: dict) -> tuple:
 
 def rss_mb(pid: int) -> float | None:
     return status_mb(pid, "VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 def load_average() -> str:

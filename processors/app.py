@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processors.engine import Engine
-from processors.facts import FACT_WIDTH, MICROS, Fact, fact_row
+from processors.facts import FACT_WIDTH, Fact, day_of_us, fact_row
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
@@ -71,13 +71,9 @@ WITHIN = 0.05  # seconds to wait for a batch to fill (Faust's take always waits 
 LIVE_WITHIN = 0.02
 ROWS_PER_MESSAGE = 2000
 # the sequencer sends its outputs at least every this many records. Larger is cheaper downstream: the
-# company engines evaluate rules once per company and batch (~54 µs/event at 1,000-event batches, ~25-30
-# at 5,000-20,000, measured with benchmarks.stages); the bound keeps a take's outputs to a few MB
+# company engines evaluate rules once per company and batch, so their cost per event falls as batches
+# grow (benchmarks.stages --batch); the bound keeps a take's outputs to a few MB
 FLUSH_RECORDS = 20_000
-
-
-def _day_of_us(time_us: int) -> int:
-    return datetime.fromtimestamp(time_us / MICROS, tz=timezone.utc).date().toordinal()
 
 
 def dead_letter_record(origin: str, raw: bytes, error: str) -> bytes:
@@ -181,7 +177,7 @@ class Worker:
         if COMPANIES not in self.agents:
             facts, published = (), ()
         rebuild = rolled_back_until_us is not None
-        held_until = _day_of_us(rolled_back_until_us) if rebuild else None
+        held_until = day_of_us(rolled_back_until_us) if rebuild else None
         self.sequencer.restore(seen_ids, max_time_us)
         n = self.topics.partitions
         for fact in facts:
@@ -199,7 +195,7 @@ class Worker:
             remember()
         pending: list[tuple[int, list[dict], list[dict]]] = []
         if max_time_us is not None:
-            day = _day_of_us(max_time_us)
+            day = day_of_us(max_time_us)
             for partition, engine in self.engines.items():
                 engine.advance(day)
                 if not rebuild:
@@ -319,7 +315,7 @@ class Worker:
             out.add(self.topics.facts, partition, None, orjson.dumps(items))
         facts.clear()
         now = self.sequencer.max_time_us
-        if now is None or (before is not None and _day_of_us(now) == _day_of_us(before)):
+        if now is None or (before is not None and day_of_us(now) == day_of_us(before)):
             return
         value = orjson.dumps({"stream_time_us": now})
         for partition in range(self.topics.partitions):
@@ -343,7 +339,7 @@ class Worker:
     async def _wall_clock(self) -> None:
         today = datetime.now(timezone.utc).date().toordinal()
         known = self.sequencer.max_time_us
-        if known is not None and _day_of_us(known) >= today:
+        if known is not None and day_of_us(known) >= today:
             return
         if self.wall_clock_day != today:
             self.wall_clock_day = today
@@ -372,11 +368,11 @@ class Worker:
                                 sent[item[2]] = item[FACT_WIDTH] / 1000
                     elif control == CLOCK:
                         clock = orjson.loads(message.value)
-                        engine.advance(clock["stream_day"] if "stream_day" in clock else _day_of_us(clock["stream_time_us"]))
+                        engine.advance(clock["stream_day"] if "stream_day" in clock else day_of_us(clock["stream_time_us"]))
                     elif control == BARRIER:
                         info = orjson.loads(message.value)
                         if info.get("stream_time_us") is not None:
-                            engine.advance(_day_of_us(info["stream_time_us"]))
+                            engine.advance(day_of_us(info["stream_time_us"]))
                         self._emit(out, partition, engine, sent, end_of_input=True)
                         self.hold_until = None
                         sent = {}

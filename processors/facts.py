@@ -107,8 +107,7 @@ def fact_row(event, companies: CompanyNormalizer, *tail) -> tuple:
     moment = fields["occurred_at"]
     if moment.tzinfo is not timezone.utc:
         moment = moment.astimezone(timezone.utc)
-    delta = moment - _EPOCH
-    at = (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+    at = time_us(moment)
     name = fields["company"]
     company_id = companies.company_id
     other = None
@@ -123,8 +122,6 @@ def fact_row(event, companies: CompanyNormalizer, *tail) -> tuple:
         key = not layoff and fields["seniority"] in KEY_SENIORITIES
     elif kind == "funding":
         amount = round(fields["amount_usd"] * MICROS)
-    if not other:
-        return (fields["event_id"], KIND_CODES[kind], company_id(name), None, _EPOCH_ORDINAL + at // _DAY_US, at,
-                headcount, key, amount, layoff, name, None, *tail)
-    return (fields["event_id"], KIND_CODES[kind], company_id(name), company_id(other) or None,
-            _EPOCH_ORDINAL + at // _DAY_US, at, headcount, key, amount, layoff, name, other, *tail)
+    other = other or None
+    return (fields["event_id"], KIND_CODES[kind], company_id(name), other and (company_id(other) or None),
+            day_of_us(at), at, headcount, key, amount, layoff, name, other, *tail)
