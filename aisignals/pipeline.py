@@ -142,6 +142,7 @@ class Pipeline:
         self._delivery_task: asyncio.Task | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._writer_lock: int | None = None
+        self.joining = asyncio.Event()  # set once the start has only the group join left to wait for
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start_broker(self) -> str:
@@ -199,6 +200,7 @@ class Pipeline:
             self._sink_process = ChildProcess("sink", run_sink, s, self.run_id, self.bootstrap)
             self._sink_process.start(self._backfill_done)
         if worker:
+            self.joining.set()
             await self.worker.start()
             for partition, rows, alerts in pending:
                 if rows or alerts:
@@ -385,16 +387,24 @@ class Pipeline:
 async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPlan],
                    progress: Callable[[int], None] | None = None, rules: RuleSet | None = None) -> Summary:
     """Replay items through the streaming pipeline and wait until everything is written. ``items`` may be
-    a function that reads them: it then runs (in a thread) while the broker and the pipeline start."""
+    a function that reads them: it then runs (in a thread) while the worker waits for its group join."""
     pipeline = Pipeline(settings, rules, sink_process=True, engines_process=True)
     started = time.monotonic()
-    loading = asyncio.ensure_future(asyncio.to_thread(items)) if callable(items) else None
+    loading: asyncio.Future | None = None
     try:
         await asyncio.to_thread(pipeline.start_broker)
         try:
             starting = asyncio.ensure_future(pipeline.start())
             try:
-                if loading is not None:
+                if callable(items):
+                    # read once the start waits on the broker only: a reading thread begun earlier holds the
+                    # interpreter lock the start's own work needs (at 1M lines the join began 5.2 s in, not 1.8)
+                    joining = asyncio.ensure_future(pipeline.joining.wait())
+                    await asyncio.wait({starting, joining}, return_when=asyncio.FIRST_COMPLETED)
+                    joining.cancel()
+                    if starting.done():
+                        await starting  # raises its error: a start that ended before the join failed
+                    loading = asyncio.ensure_future(asyncio.to_thread(items))
                     items = await loading
                 result = await pipeline.replay(items, progress, starting=starting)
             finally:
@@ -408,8 +418,6 @@ async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPl
     finally:
         if loading is not None and not loading.done():
             await asyncio.wait({loading})  # a failed start-up: let the reading end before the process does
-    if loading is not None:
-        items = loading.result()
     summary = Summary(**{k: int(result.get(k) or 0) for k in ("accepted", "duplicates", "late", "dead_letters")})
     summary.lines = len(items)
     summary.seconds = time.monotonic() - started
