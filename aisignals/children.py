@@ -146,7 +146,8 @@ async def run_sink(settings, run_id: str, bootstrap: str, parent) -> None:  # pr
     companies = normalizer(settings.aliases_file)
     topics = Topics(settings.topic_prefix, settings.partitions)
     # a sink process serves a backfill: fewer, larger transactions (a backfill's barrier still flushes at once)
-    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.bulk_flush_rows, settings.bulk_flush_seconds)
+    sink = DuckDBSink(settings.db, topics, companies, run_id, settings.bulk_flush_rows, settings.bulk_flush_seconds,
+                      hold=True)
     stop = asyncio.Event()
     delivery, delivery_task = start_delivery(sink, settings, companies, stop)
 

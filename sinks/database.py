@@ -1,8 +1,9 @@
 """Access to the DuckDB file, shared fairly between the sink's writes and everyone's reads.
 
 DuckDB allows one writing process per file, or any number of read-only ones. The sink therefore
-holds the file only while it flushes a batch: between flushes a stock DuckDB client in another
-process can open it read-only and see data no older than one flush. Inside one process a lock
+holds the file only while it flushes a batch (a sink catching up may keep it for a few flushes, a
+few seconds at most): between holds a stock DuckDB client in another process can open it read-only
+and see data no older than one flush. Inside one process a lock
 serialises the writer and readers (DuckDB refuses two connections with different settings there).
 Both sides retry for a while when the other process holds the file.
 """
@@ -40,6 +41,7 @@ class Database:
         # between two writes (opening one costs more than most queries); each write closes it first
         self.reuse_reader = reuse_reader
         self._reader: duckdb.DuckDBPyConnection | None = None
+        self._writer: duckdb.DuckDBPyConnection | None = None  # kept open by the last write (``writer(keep=True)``)
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.wait_seconds
@@ -69,20 +71,35 @@ class Database:
                 con.execute(sql)
 
     def close(self) -> None:
-        """Close the kept reader connection, if any."""
+        """Close the kept reader or writer connection, if any (closing a writer checkpoints)."""
         with self.lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            for con in (self._reader, self._writer):
+                if con is not None:
+                    con.close()
+            self._reader = self._writer = None
+
+    @property
+    def holding(self) -> bool:
+        """A write kept the file open."""
+        return self._writer is not None
 
     @contextlib.contextmanager
-    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def writer(self, keep: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection that may write. ``keep``: leave it open for the next write instead of closing it
+        (DuckDB checkpoints on close); any reader in this process, or ``close``, closes it."""
         with self.lock:
-            self.close()
-            con = self._connect(read_only=False)
+            con, self._writer = self._writer, None
+            if con is None:
+                self.close()
+                con = self._connect(read_only=False)
             try:
                 yield con
-            finally:
+            except BaseException:
+                con.close()
+                raise
+            if keep:
+                self._writer = con
+            else:
                 con.close()
 
     @contextlib.contextmanager
@@ -93,6 +110,7 @@ class Database:
         with self.lock:
             if sandboxed and self.reuse_reader:
                 if self._reader is None:
+                    self.close()  # a kept writer: the file's readers come first
                     self._reader = self._sandbox(self._connect(read_only=True))
                 try:
                     yield self._reader

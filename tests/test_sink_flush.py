@@ -100,3 +100,56 @@ def test_indicator_rows_last_one_wins_and_values_are_exact(tmp_path):
     got = [dict(zip(columns, r), window_end=r[columns.index("window_end")].isoformat()) for r in rows]
     assert got == [indicator("a", "2024-01-01", 5, 0.1 + 0.2), indicator("b", "2024-01-01", 7), indicator("c", "2024-01-02", 4, 2 / 3)]
     assert sink.rows_written["indicators"] == 4
+
+
+def test_a_finished_backfill_is_written_and_announced_once_while_the_next_batch_fills(tmp_path):
+    """The run loop writes one batch in a thread while it reads the next: the barriers a write takes are
+    not taken again by the next one, and the backfill is announced after its own write only."""
+    from streams.topics import BARRIER, CONTROL
+
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    sink.add(TOPICS.events, 0, record(0, wire("a"), "b1"))
+    info = orjson.dumps({"batch_id": "b1", "accepted": 1, "duplicates": 0, "late": 0, "dead_letters": 0})
+    barrier_topics = [(t, p) for t in (TOPICS.events, TOPICS.indicators, TOPICS.alerts) for p in range(TOPICS.partitions)]
+    barrier_topics += [(TOPICS.late, 0), (TOPICS.dead_letters, 0)]
+    for topic, partition in barrier_topics:
+        sink.add(topic, partition, SimpleNamespace(offset=1, value=info, headers=[(CONTROL, BARRIER), (BATCH, b"b1")]))
+    assert sink._barrier_complete()
+    batch, done = sink.take()
+    assert [d[0] for d in done] == ["b1"] and not sink._barrier_complete()
+    sink.add(TOPICS.events, 0, record(2, wire("b")))  # the next batch fills while the first is written
+    sink.write(batch, done)
+    assert sink.finished == []  # announced only once its write is committed
+    sink._written(batch, done)
+    assert sink.finished == [("b1", {"accepted": 1, "duplicates": 0, "late": 0, "dead_letters": 0})]
+    later, none = sink.take()
+    assert none == [] and len(later) == 1
+    sink.write(later, none)
+    assert sorted(stored_events(db)) == ["a", "b"]
+    assert fetch(db, "SELECT batch_id FROM backfills") == [("b1",)]
+
+
+def test_a_holding_sink_keeps_the_file_open_only_while_behind_and_within_its_bounds(tmp_path, monkeypatch):
+    from sinks import duckdb_sink
+
+    sink = DuckDBSink(tmp_path / "x.duckdb", TOPICS, CompanyNormalizer(), "run", hold=True)
+    monkeypatch.setattr(duckdb_sink, "HOLD_ROWS", 3)
+
+    def flush_two(offset: int) -> bool:
+        for i in range(2):
+            sink.add(TOPICS.events, 0, record(offset + i, wire(f"e{offset + i}")))
+        batch, done = sink.take()
+        keep = sink._keep(batch)
+        sink.write(batch, done, keep)
+        return keep
+
+    sink.lag = {(TOPICS.events, 0): 10}  # records wait on the broker
+    assert flush_two(0) is True and sink.db.holding
+    assert flush_two(2) is False and not sink.db.holding  # 4 rows held: past HOLD_ROWS, closed
+    sink.lag = {(TOPICS.events, 0): 0}  # caught up: readers come first
+    assert flush_two(4) is False and not sink.db.holding
+    sink.hold = False
+    sink.lag = {(TOPICS.events, 0): 10}
+    assert flush_two(6) is False
+    assert len(stored_events(tmp_path / "x.duckdb")) == 8
