@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from aisignals.children import ChildProcess, run_engines, run_sink
 from aisignals.runtime import tune_gc
@@ -26,7 +26,7 @@ from processors.app import COMPANIES, SEQUENCE, Worker
 from processors.rules import RuleSet, load_rules
 from sinks.delivery import Delivery, delivered, start_delivery
 from sinks.database import Database, SinkError
-from sinks.duckdb_sink import DuckDBSink, load_worker_state, rollback_unfinished
+from sinks.state import load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
 from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
@@ -35,6 +35,9 @@ from streams.reader import ReplayPlan
 from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics, incarnation
+
+if TYPE_CHECKING:  # imported where the sink runs in this process: a backfill's own process does without Arrow
+    from sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("aisignals")
 TOPIC_CHECK_SECONDS = 10.0  # how often `worker`/`sink` check that the topics are still the ones they read
@@ -169,6 +172,8 @@ class Pipeline:
         check_db_writable(s.db)
         database = Database(s.db)
         if sink and not self.sink_process:
+            from sinks.duckdb_sink import DuckDBSink
+
             self.sink = DuckDBSink(s.db, self.topics, self.companies, self.run_id, s.flush_rows, s.flush_seconds)
             self.sink.on_backfill.append(self._backfill_done)
             database = self.sink.db

@@ -74,6 +74,7 @@ ROWS_PER_MESSAGE = 2000
 # company engines evaluate rules once per company and batch, so their cost per event falls as batches
 # grow (benchmarks.stages --batch); the bound keeps a take's outputs to a few MB
 FLUSH_RECORDS = 20_000
+INGEST_BUFFER = 8  # ingest records Faust may hold fetched for a sequencer of its own
 
 
 def dead_letter_record(origin: str, raw: bytes, error: str) -> bytes:
@@ -141,6 +142,9 @@ class Worker:
             broker_heartbeat_interval=min(1.0, session_timeout / 6),
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
+            # the sequencer alone (a backfill): ingest records hold 1000 events each, and Faust's default buffer
+            # (4,096 records) let it fetch ~80 MB ahead of what it had sequenced at 1M events (measured)
+            stream_buffer_maxsize=INGEST_BUFFER if tuple(agents) == (SEQUENCE,) else 4096,
             **(broker_kwargs or {}),
         )
         self.app.aisignals_fetch_wait_ms = LIVE_FETCH_MAX_WAIT_MS if live else FETCH_MAX_WAIT_MS

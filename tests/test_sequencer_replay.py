@@ -50,3 +50,33 @@ def test_input_already_in_time_order_keeps_its_order():
              for i in range(30)]
     lines.insert(7, RawLine("in:bad", b"[]"))
     assert [item.origin for item in replay_order(lines)] == ["in:bad"] + [f"in:{i}" for i in range(30)]
+
+
+def test_lines_read_again_from_their_files_in_spans_are_exact(tmp_path, monkeypatch):
+    """Neighbouring lines are read back with one read per span: every line comes back byte for byte, whatever
+    lies between them (line breaks of either kind, blank runs longer than a gap, padding) and however long."""
+    from streams import reader
+    from streams.reader import jsonl_lines
+
+    rng = random.Random(11)
+    path = tmp_path / "in.jsonl"
+    chunks, expected = [], {}
+    for i in range(2000):
+        day = 1 + i // 80 if rng.random() < 0.9 else rng.randrange(1, 28)  # mostly in order, some not
+        extra = "x" * (rng.choice([0, 0, 0, 50, 3000]) if i != 1234 else 70_000)
+        line = orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": f"2024-01-{day:02d}", "i": i, "pad": extra})
+        if rng.random() < 0.1:
+            line = b"not json " + line  # dead letters come first, read the same way
+        chunks.append(rng.choice([b"", b"  ", b"\t"]) + line + rng.choice([b"\n", b"\r\n", b" \n"]))
+        if rng.random() < 0.02:
+            chunks.append(b"\n" * rng.choice([1, 5000]))  # blank lines: a gap, sometimes longer than READ_GAP
+    path.write_bytes(b"".join(chunks))
+    lines = list(jsonl_lines(path))
+    expected = {line.origin: line.raw for line in lines}
+    for span in (reader.READ_SPAN, 64 * 1024, 100):
+        monkeypatch.setattr(reader, "READ_SPAN", span)
+        items = list(replay_order(jsonl_lines(path)))
+        assert len(items) == len(lines) == 2000
+        assert all(item.value == expected[item.origin] for item in items)
+        bad = [line.origin for line in lines if reader.replay_time_us(line.raw) is None]  # incl. the over-long line
+        assert len(bad) > 100 and [item.origin for item in items[:len(bad)]] == bad
