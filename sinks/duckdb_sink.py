@@ -41,7 +41,7 @@ FLUSH_BYTES = 16 * 1024 * 1024
 # took +250 MB unbounded; bounded, it spills to disk (the file's .tmp directory): 64 MB spilled enough
 # to make closing the file a quarter of the sink's CPU in a backfill
 CHECKPOINT_MEMORY = "128MB"
-# a sink that is behind (records wait on the broker) and has no readers in its process keeps the file open
+# a sink that is busy (records wait on the broker, or batches fill up) and has no readers in its process keeps the file open
 # from one flush to the next, up to these many events rows and seconds: closing checkpoints, and each
 # checkpoint rewrites the last, partly filled row group and the key index (1M events in flushes of 50k:
 # 11.0 s closing after each flush, 9.1 s after every third, measured). The bounds let other processes'
@@ -291,8 +291,10 @@ class DuckDBSink:
                     if writing is not None:  # one flush at a time, in order
                         writing = await writing
                     self.flush_soon = False
+                    # more is coming: records wait on the broker, or this batch filled up before its interval
+                    busy = any(self.lag.values()) or len(self.batch) >= self.flush_rows or self.batch.bytes >= self.flush_bytes
                     batch, done = self.take()
-                    writing = asyncio.create_task(self._write_in_thread(batch, done, self._keep(batch)))
+                    writing = asyncio.create_task(self._write_in_thread(batch, done, self._keep(batch, done, busy)))
                     last_flush = time.monotonic()
             if writing is not None:
                 await writing
@@ -389,9 +391,10 @@ class DuckDBSink:
             del self.barriers[batch_id]
         return b, done
 
-    def _keep(self, b: Batch) -> bool:
-        """Keep the file open after writing ``b``: while behind, within HOLD_ROWS and HOLD_SECONDS."""
-        if not (self.hold and any(self.lag.values())):
+    def _keep(self, b: Batch, done: list, busy: bool) -> bool:
+        """Keep the file open after writing ``b``: while more is coming and no backfill ends with it, within
+        HOLD_ROWS and HOLD_SECONDS."""
+        if not (self.hold and busy) or done:
             return False
         if not self.db.holding:
             self._held_rows, self._held_since = 0, time.monotonic()

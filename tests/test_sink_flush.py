@@ -136,20 +136,18 @@ def test_a_holding_sink_keeps_the_file_open_only_while_behind_and_within_its_bou
     sink = DuckDBSink(tmp_path / "x.duckdb", TOPICS, CompanyNormalizer(), "run", hold=True)
     monkeypatch.setattr(duckdb_sink, "HOLD_ROWS", 3)
 
-    def flush_two(offset: int) -> bool:
+    def flush_two(offset: int, busy: bool = True, finished: bool = False) -> bool:
         for i in range(2):
             sink.add(TOPICS.events, 0, record(offset + i, wire(f"e{offset + i}")))
         batch, done = sink.take()
-        keep = sink._keep(batch)
+        keep = sink._keep(batch, [("b", {})] if finished else done, busy)
         sink.write(batch, done, keep)
         return keep
 
-    sink.lag = {(TOPICS.events, 0): 10}  # records wait on the broker
     assert flush_two(0) is True and sink.db.holding
     assert flush_two(2) is False and not sink.db.holding  # 4 rows held: past HOLD_ROWS, closed
-    sink.lag = {(TOPICS.events, 0): 0}  # caught up: readers come first
-    assert flush_two(4) is False and not sink.db.holding
+    assert flush_two(4, busy=False) is False and not sink.db.holding  # nothing more coming: readers come first
+    assert flush_two(6, finished=True) is False  # a backfill ends: its tables are checkpointed at once
     sink.hold = False
-    sink.lag = {(TOPICS.events, 0): 10}
-    assert flush_two(6) is False
-    assert len(stored_events(tmp_path / "x.duckdb")) == 8
+    assert flush_two(8) is False
+    assert len(stored_events(tmp_path / "x.duckdb")) == 10
