@@ -33,20 +33,21 @@ from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
 UTC_US = pa.timestamp("us", tz="UTC")
-# a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction and checkpoint) grows with
-# the bytes of its records: this bounds the sink's peak whatever the row count settings say. Every flush
-# also checkpoints on close, so halving this (8 MiB) saved ~70 MB of peak but cost a third of backfill speed
-FLUSH_BYTES = 16 * 1024 * 1024
+# a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction) grows with the bytes of
+# its records: this bounds the sink's peak whatever the row count settings say. A sink process that holds
+# the file between flushes (HOLD_ROWS) pays nothing measurable for the smaller batches (1M events, measured:
+# 480 MB peak at 16 MiB, 449 at 8 MiB with one DuckDB thread, the same backfill time)
+FLUSH_BYTES = 8 * 1024 * 1024
 # DuckDB's working memory in the checkpoint that closing the file makes: compressing a filled row group
 # took +250 MB unbounded; bounded, it spills to disk (the file's .tmp directory): 64 MB spilled enough
 # to make closing the file a quarter of the sink's CPU in a backfill
 CHECKPOINT_MEMORY = "128MB"
-# a sink that is busy (records wait on the broker, or batches fill up) and has no readers in its process keeps the file open
-# from one flush to the next, up to these many events rows and seconds: closing checkpoints, and each
-# checkpoint rewrites the last, partly filled row group and the key index (1M events in flushes of 50k:
-# 11.0 s closing after each flush, 9.1 s after every third, measured). The bounds let other processes'
-# readers in and keep what is not yet checkpointed small
-HOLD_ROWS = 150_000
+# a sink that is busy (records wait on the broker, or batches fill up) and has no readers in its process
+# keeps the file open from one flush to the next, up to these many events rows and seconds: closing
+# checkpoints, and each checkpoint rewrites the last, partly filled row group and the key index (1M events
+# in flushes of 50k: 11.0 s closing after each flush, 9.1 s after every third, measured). The bounds let
+# other processes' readers in and keep what is not yet checkpointed small
+HOLD_ROWS = 120_000
 HOLD_SECONDS = 5.0
 # what the consumer may hold fetched but not yet handed over (it keeps fetching while a flush runs)
 FETCH_BYTES, PARTITION_FETCH_BYTES = 8 * 1024 * 1024, 1024 * 1024
@@ -416,6 +417,8 @@ class DuckDBSink:
                 try:
                     con.execute("SET checkpoint_threshold = '1GB'")  # COMMIT never checkpoints: closing does, bounded
                     con.execute("RESET memory_limit")  # a kept connection has the checkpoint's bound
+                    if self.hold:  # beside a backfill's other processes on the same cores: threads add only contention
+                        con.execute("SET threads = 1")
                     events = events_table(b.events, self.companies.company_id, now_us, con) if b.events else None
                     try:
                         self._flush(b, done, events, con, now_us)
