@@ -187,6 +187,7 @@ class Batch:
         self.history: list[dict] = []
         self.dead_letters: dict[str, dict] = {}
         self.offsets: dict[tuple[str, int], int] = {}
+        self.run_id: str | None = None  # the sink's run id when the batch was taken to be written
         self.records = 0
         self.bytes = 0  # of the record values
 
@@ -207,7 +208,7 @@ class DuckDBSink:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.flush_bytes = flush_bytes
-        self.hold = hold  # may keep the file open between flushes while behind (no readers in this process)
+        self.hold = hold  # may keep the file open between flushes while busy (no readers in this process)
         self._held_rows = 0
         self._held_since = 0.0
         self.db.create()
@@ -359,9 +360,13 @@ class DuckDBSink:
             data["batch_id"] = batch.decode() if batch else None
             b.dead_letters.setdefault(data["dead_letter_id"], data)
 
+    @property
+    def _barrier_partitions(self) -> int:
+        """Partitions a backfill's barrier comes on: events, indicators and alerts, late, dead letters."""
+        return 3 * self.topics.partitions + 2
+
     def _barrier_complete(self) -> bool:
-        expected = 3 * self.topics.partitions + 2
-        return any(len(seen) >= expected for seen in self.barriers.values())
+        return any(len(seen) >= self._barrier_partitions for seen in self.barriers.values())
 
     async def _announce(self) -> None:
         self.flushed.set()
@@ -385,9 +390,9 @@ class DuckDBSink:
         """The batch to write next, and the backfills it finishes: those whose barrier came on every partition
         (a failed write fails the sink, which then reads them again from its stored offsets)."""
         b, self.batch = self.batch, Batch()
-        expected = 3 * self.topics.partitions + 2
+        b.run_id = self.run_id  # its offsets are into the logs read so far, whatever ``reread`` does meanwhile
         done = [(batch_id, {k: next(iter(seen.values())).get(k) for k in ("accepted", "duplicates", "late", "dead_letters")})
-                for batch_id, seen in self.barriers.items() if len(seen) >= expected]
+                for batch_id, seen in self.barriers.items() if len(seen) >= self._barrier_partitions]
         for batch_id, _ in done:
             del self.barriers[batch_id]
         return b, done
@@ -456,7 +461,7 @@ class DuckDBSink:
                 con.execute("INSERT OR REPLACE INTO backfills VALUES (?, ?, ?::JSON)",
                             [batch_id, datetime.now(timezone.utc), orjson.dumps(summary).decode()])
             if b.offsets:
-                offsets = pa.table({"run_id": pa.array([self.run_id] * len(b.offsets), pa.string()),
+                offsets = pa.table({"run_id": pa.array([b.run_id] * len(b.offsets), pa.string()),
                                     "topic": [t for t, _ in b.offsets], "partition": [p for _, p in b.offsets],
                                     "next_offset": list(b.offsets.values())})
                 self._insert("INSERT OR REPLACE INTO sink_offsets BY NAME SELECT * FROM incoming_offsets", "incoming_offsets", offsets)
