@@ -252,6 +252,7 @@ class DuckDBSink:
                                     client_id="aisignals-sink", auto_offset_reset="earliest", fetch_max_bytes=FETCH_BYTES,
                                     max_partition_fetch_bytes=PARTITION_FETCH_BYTES, **(consumer_kwargs or {}))
         await consumer.start()
+        writing: asyncio.Task | None = None  # a flush under way in a thread while the next batch fills
         try:
             tps = self.partitions()
             consumer.assign(tps)
@@ -264,7 +265,6 @@ class DuckDBSink:
                 else:
                     consumer.seek(tp, offset)
             last_flush = time.monotonic()
-            writing: asyncio.Task | None = None  # a flush under way in a thread while the next batch fills
             while not stop.is_set():
                 if self._reread:
                     self._reread = False
@@ -299,10 +299,14 @@ class DuckDBSink:
                     writing = asyncio.create_task(self._write_in_thread(batch, done, self._keep(batch, done, busy)))
                     last_flush = time.monotonic()
             if writing is not None:
-                await writing
+                writing = await writing
             if self.batch.records:
                 await self._write_in_thread(*self.take(), keep=False)
         finally:
+            if writing is not None:  # the loop failed meanwhile: that error is the one raised
+                await asyncio.wait({writing})
+                if not writing.cancelled():
+                    writing.exception()
             await asyncio.to_thread(self.db.close)  # a file kept open checkpoints now
             await consumer.stop()
 
