@@ -22,8 +22,7 @@ log = logging.getLogger("aisignals")
 
 
 class ChildProcess:
-    """A part of the pipeline in a process of its own, so that a backfill uses both cores (each process
-    has one interpreter lock): the DuckDB sink with alert delivery, and the company engines. Finished
+    """One part in a child process (the DuckDB sink with alert delivery, or the company engines). Finished
     backfills and failures come back over a pipe, and "stop" goes the other way (a pipe holds no named
     semaphores, so a process that ends without tearing down its objects leaves nothing behind)."""
 

@@ -79,7 +79,7 @@ def check_db_writable(db: Path) -> None:
 
 
 def hold_writer_lock(db: Path) -> int:
-    """One writing pipeline per DuckDB file. The sink opens the file only while it flushes (readers
+    """One writing pipeline per DuckDB file. The sink opens the file only for its flushes (readers
     use it in between), so DuckDB's own lock does not keep a second writer out, and two writers would
     interleave their transactions and offsets. An advisory lock on the file (released by the kernel
     when the process ends, however it ends) does. Returns the descriptor to close when done."""

@@ -3,8 +3,8 @@
 DuckDB allows one writing process per file, or any number of read-only ones. The sink therefore
 holds the file only while it flushes a batch (a sink catching up may keep it for a few flushes, a
 few seconds at most): between holds a stock DuckDB client in another process can open it read-only
-and see data no older than one flush. Inside one process a lock
-serialises the writer and readers (DuckDB refuses two connections with different settings there).
+and see data no older than one flush. Inside one process a lock serialises the writer and readers
+(DuckDB refuses two connections with different settings there).
 Both sides retry for a while when the other process holds the file.
 """
 

@@ -286,15 +286,13 @@ class DuckDBSink:
                         self.lag[(tp.topic, tp.partition)] = max(high - done, 0)
                 if writing is not None and writing.done():
                     writing = await writing  # raises if it failed
-                if self.batch.records and (len(self.batch) >= self.flush_rows or self.flush_soon
-                                           or self.batch.bytes >= self.flush_bytes
-                                           or time.monotonic() - last_flush >= self.flush_seconds
-                                           or self._barrier_complete()):
+                full = len(self.batch) >= self.flush_rows or self.batch.bytes >= self.flush_bytes
+                if self.batch.records and (full or self.flush_soon or self._barrier_complete()
+                                           or time.monotonic() - last_flush >= self.flush_seconds):
                     if writing is not None:  # one flush at a time, in order
                         writing = await writing
                     self.flush_soon = False
-                    # more is coming: records wait on the broker, or this batch filled up before its interval
-                    busy = any(self.lag.values()) or len(self.batch) >= self.flush_rows or self.batch.bytes >= self.flush_bytes
+                    busy = full or any(self.lag.values())  # more is coming: it filled up, or records wait on the broker
                     batch, done = self.take()
                     writing = asyncio.create_task(self._write_in_thread(batch, done, self._keep(batch, done, busy)))
                     last_flush = time.monotonic()

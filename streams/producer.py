@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import orjson
 from kafka import KafkaProducer
@@ -88,10 +89,8 @@ class EventProducer:
         return sent
 
     def _acknowledged(self, future, timeout: float = 60.0) -> None:
-        try:
+        with _delivery_errors():
             future.get(timeout)
-        except KafkaError as exc:
-            raise ProduceError(f"delivery to Kafka failed: {exc}") from None
 
     def _send_pack(self, chunk: list[ReplayItem], batch_id: str | None, progress):
         value = orjson.dumps({"origins": [i.origin for i in chunk],
@@ -110,13 +109,19 @@ class EventProducer:
         self.producer.send(self.topics.ingest, value=value, headers=[(CONTROL, BARRIER), (BATCH, batch_id.encode())])
 
     def flush(self, timeout: float = 60.0) -> None:
-        try:
+        with _delivery_errors():
             self.producer.flush(timeout)
-        except KafkaError as exc:
-            raise ProduceError(f"delivery to Kafka failed: {exc}") from None
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+
+
+@contextmanager
+def _delivery_errors() -> Iterator[None]:
+    try:
+        yield
+    except KafkaError as exc:
+        raise ProduceError(f"delivery to Kafka failed: {exc}") from None
 
 
 def _company_of(value: bytes) -> str | None:
