@@ -29,6 +29,8 @@ class Engine:
         self.evaluated_through: dict[str, int] = {}
         self._changed_days: dict[str, set[int]] = {}
         self._dirty_from: dict[str, int] = {}
+        self._dirty_pairs: dict[str, set[str]] = {}  # company -> counterparties with facts since its evaluation
+        self._pair_due: dict[str, dict[str, int | None]] = {}  # company -> counterparty -> next day it can change
         self._due: list[tuple[int, str]] = []  # (next change day, company)
         self._held: set[str] = set()  # companies with alert series held after a rollback (see ``hold``)
         self.hold_until: int | None = None
@@ -48,6 +50,12 @@ class Engine:
         dirty = self._dirty_from.get(c)
         if dirty is None or day < dirty:
             self._dirty_from[c] = day
+        if fact.counterparty_id is not None:
+            pairs = self._dirty_pairs.get(c)
+            if pairs is None:
+                self._dirty_pairs[c] = {fact.counterparty_id}
+            else:
+                pairs.add(fact.counterparty_id)
 
     def advance(self, stream_day: int) -> None:
         """Stream time moved (it never moves back)."""
@@ -157,24 +165,40 @@ class Engine:
                 next_days.append(nxt)
         poaching = self.rules.talent_poaching
         if poaching.enabled:
-            messages.extend(self._evaluate_pairs(company, timeline, mine, start, through, next_days))
+            messages.extend(self._evaluate_pairs(company, timeline, mine, start, through, next_days,
+                                                 self._dirty_pairs.pop(company, set())))
         if next_days:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
 
     def _evaluate_pairs(self, company: str, timeline: CompanyTimeline, mine: dict, start: int, through: int,
-                        next_days: list[int]) -> list[dict]:
-        """talent_poaching, one series per counterparty, read from that pair's own days."""
+                        next_days: list[int], dirty: set[str]) -> list[dict]:
+        """talent_poaching, one series per counterparty, read from that pair's own days. A company may have
+        hundreds of counterparties and a batch brings facts for a few: a pair without new facts (not in
+        ``dirty``) is read on from where its series was last evaluated, as the days before are as they
+        were, and is not visited at all before the next day it can change (``_pair_due``) unless it
+        has something to announce."""
         poaching = self.rules.talent_poaching
         window, level = poaching.window_days, poaching.pair_level
         messages: list[dict] = []
+        dues = self._pair_due.setdefault(company, {})
         for counterparty, pair in timeline.poaching.items():
             key = ("talent_poaching", counterparty)
             series = mine.get(key)
             if series is None:
                 series = mine[key] = self._new_series("talent_poaching", company, counterparty)
+            fresh = counterparty in dirty
+            if not fresh and series.settled and counterparty in dues:
+                due = dues[counterparty]
+                if due is None:
+                    continue
+                if due > through:
+                    next_days.append(due)
+                    continue
             days = pair.days
             pair_start = max(start, days[0])
+            if series.evaluated is not None and (not fresh or series.evaluated < pair_start):
+                pair_start = series.evaluated + 1  # on from a state that still holds (skipped visits leave it behind)
             # a pair changes only on its own days, when they leave the window, and K days after that
             change = next_window_change(days, pair_start - 1, window)
             if pair_start <= through and days[-1] + window + poaching.keep_firing_for_days >= pair_start:
@@ -186,7 +210,7 @@ class Engine:
                 messages.extend(self._messages(series, timeline, through))
             if change is not None and change <= through:
                 change = next_window_change(days, through, window)
-            nxt = series.next_change(through, change)
+            nxt = dues[counterparty] = series.next_change(through, change)
             if nxt is not None:
                 next_days.append(nxt)
         return messages

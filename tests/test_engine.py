@@ -375,3 +375,60 @@ def test_a_merge_retracts_the_later_instance_with_its_own_severity():
     assert (retracted["starts_at"], retracted["severity"]) == ("2024-01-30", "warning")
     assert retracted["annotations"]["summary"].startswith("merged into the alert that started on 2024-01-10")
     assert changes[-2]["change"] == "corrected" and changes[-2]["ends_at"] is None  # the first one reopened
+
+
+def _poaching_lines(pairs: int) -> list[bytes]:
+    """Acme loses three people to each of ``pairs`` labs on 2024-01-10 (every pair fires talent_poaching),
+    then, from 01-20 to 06-30, one person a week to the first lab only."""
+    lines, i = [], 0
+    for p in range(pairs):
+        for _ in range(3):
+            lines.append(orjson.dumps({"event_id": f"p{i}", "kind": "departure", "company": "Acme Labs",
+                                       "occurred_at": "2024-01-10", "to_company": f"Lab {p}", "reason": "voluntary"}))
+            i += 1
+    day = date(2024, 1, 20)
+    while day <= date(2024, 6, 30):
+        lines.append(orjson.dumps({"event_id": f"w{i}", "kind": "departure", "company": "Acme Labs",
+                                   "occurred_at": day.isoformat(), "to_company": "Lab 0", "reason": "voluntary"}))
+        day, i = date.fromordinal(day.toordinal() + 7), i + 1
+    return lines
+
+
+def test_a_flush_visits_only_the_pairs_that_got_facts_or_are_due(monkeypatch):
+    """A company's counterparty pairs without new facts are not read again before the day they can change:
+    a fact for one of 40 pairs reads that pair only."""
+    from processors.alerts import AlertSeries
+
+    engine = Engine(load_rules())
+    lines = _poaching_lines(40)
+    for line in lines[:120]:  # the 01-10 departures
+        fact = fact_from_event(parse_event(line), normalizer())
+        engine.add(fact)
+        engine.advance(fact.day)
+    engine.flush()
+    visited = []
+
+    def recording(original):
+        def read(self, *args):
+            visited.append(self.counterparty_id)
+            return original(self, *args)
+        return read
+
+    for name in ("skip_quiet", "evaluate"):  # every visit of a series calls one of them
+        monkeypatch.setattr(AlertSeries, name, recording(getattr(AlertSeries, name)))
+    fact = fact_from_event(parse_event(lines[120]), normalizer())  # 01-20, to Lab 0
+    engine.add(fact)
+    engine.advance(fact.day)
+    engine.flush()
+    assert {cp for cp in visited if cp is not None} == {"lab-0"}
+
+
+def test_pairs_left_unread_still_resolve_on_their_day():
+    """Lab 1 … Lab 39 get no facts after 01-10: each still resolves when its window empties (04-09) plus
+    K = 14 days, flushed a day at a time as in a live run, exactly as the reference says."""
+    lines = _poaching_lines(40)
+    compare(lines, load_rules(), batch=1)  # every row and alert as the reference has them
+    seq, rows, instances = run_engine(lines, load_rules(), batch=1)
+    ended = {a["counterparty_id"]: (a["status"], a["ends_at"]) for a in instances.values() if a["rule"] == "talent_poaching"}
+    assert ended["lab-1"] == ended["lab-39"] == ("resolved", "2024-04-23")
+    assert ended["lab-0"][0] == "firing"
