@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import heapq
 from datetime import date
+from typing import Collection
 
 from processors.alerts import AlertSeries, Instance, iso_day, iso_time, next_window_change, segments
 from processors.facts import Fact
@@ -166,13 +167,13 @@ class Engine:
         poaching = self.rules.talent_poaching
         if poaching.enabled:
             messages.extend(self._evaluate_pairs(company, timeline, mine, start, through, next_days,
-                                                 self._dirty_pairs.pop(company, set())))
+                                                 self._dirty_pairs.pop(company, ())))
         if next_days:
             heapq.heappush(self._due, (min(next_days), company))
         return messages
 
     def _evaluate_pairs(self, company: str, timeline: CompanyTimeline, mine: dict, start: int, through: int,
-                        next_days: list[int], dirty: set[str]) -> list[dict]:
+                        next_days: list[int], dirty: Collection[str]) -> list[dict]:
         """talent_poaching, one series per counterparty, read from that pair's own days. A company may have
         hundreds of counterparties and a batch brings facts for a few: a pair without new facts (not in
         ``dirty``) is read on from where its series was last evaluated, as the days before are as they
