@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 import faust
+from faust.tables.manager import TableManager
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -62,6 +63,17 @@ def _short_fetch_wait() -> None:
 
 
 _short_fetch_wait()
+
+
+class TablelessTableManager(TableManager):
+    """Faust's table manager sleeps a second on start so that agents can still declare tables; these apps
+    declare none (the sequencer's and the engines' state is restored from DuckDB), and that second was
+    a quarter of a small backfill's wall time. The agents have started by then: the app starts them first."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 TAKE = 5000  # records per batch
 WITHIN = 0.05  # seconds to wait for a batch to fill (Faust's take always waits this long unless full)
@@ -141,6 +153,7 @@ class Worker:
             broker_session_timeout=session_timeout,
             broker_heartbeat_interval=min(1.0, session_timeout / 6),
             stream_wait_empty=False,
+            TableManager=TablelessTableManager,
             consumer_auto_offset_reset="earliest",
             # the sequencer alone (a backfill): ingest records hold 1000 events each, and Faust's default buffer
             # (4,096 records) let it fetch ~80 MB ahead of what it had sequenced at 1M events (measured)
