@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
@@ -19,26 +20,40 @@ from aisignals.runtime import quiet_logs, tune_gc
 from streams.broker import die_with_parent, name_process
 
 log = logging.getLogger("aisignals")
+# what each part imports, loaded while its child waits for the part (see ChildProcess.spawn)
+ENGINES_IMPORTS = ("processors.app", "streams.security")
+SINK_IMPORTS = ("sinks.duckdb_sink", "sinks.delivery", "streams.security")
 
 
 class ChildProcess:
     """One part in a child process (the DuckDB sink with alert delivery, or the company engines). Finished
     backfills and failures come back over a pipe, and "stop" goes the other way (a pipe holds no named
-    semaphores, so a process that ends without tearing down its objects leaves nothing behind)."""
+    semaphores, so a process that ends without tearing down its objects leaves nothing behind).
 
-    def __init__(self, what: str, target: Callable, *args) -> None:
+    The interpreter can start before its part is known (:meth:`spawn`): it imports ``warm`` meanwhile
+    and waits for :meth:`start` to send the part and its arguments."""
+
+    def __init__(self, what: str, warm: tuple[str, ...] = ()) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.what = what
         self.messages, self._child_end = ctx.Pipe()
         self.stopping = False
         self.name = f"aisignals-{what.split()[-1]}"[:15]  # its /proc/PID/comm: aisignals-sink, aisignals-engin
         self.process = ctx.Process(target=_child_main, name=self.name, daemon=True,
-                                   args=(self.name, target, args, self._child_end))
+                                   args=(self.name, warm, self._child_end))
         self.error: str | None = None
 
-    def start(self, on_backfill: Callable[[str, dict], None] | None = None) -> None:
-        self.process.start()
-        self._child_end.close()  # the child's copy is its own: a child that dies shows as EOF here
+    def spawn(self) -> None:
+        """Start the interpreter (once): it imports its modules while this process goes on."""
+        if self.process.pid is None:
+            with _main_script_hidden():
+                self.process.start()
+            self._child_end.close()  # the child's copy is its own: a child that dies shows as EOF here
+
+    def start(self, target: Callable, *args, on_backfill: Callable[[str, dict], None] | None = None) -> None:
+        """Run ``target(*args, pipe)`` in the child (spawning it if :meth:`spawn` has not)."""
+        self.spawn()
+        self.messages.send(("run", target, args))
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._listen, args=(loop, on_backfill), name=f"{self.what}-messages", daemon=True).start()
 
@@ -73,6 +88,8 @@ class ChildProcess:
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
+        if self.process.pid is None:
+            return
         with contextlib.suppress(OSError):
             self.messages.send(("stop",))
         await asyncio.to_thread(self.process.join, grace)
@@ -82,11 +99,37 @@ class ChildProcess:
             await asyncio.to_thread(self.process.join, 5)
 
 
-def _child_main(name: str, target: Callable, args: tuple, parent) -> None:  # pragma: no cover - child
+@contextlib.contextmanager
+def _main_script_hidden():
+    """A spawned child runs the parent's main script again before its target (as ``__mp_main__``); for
+    the ``aisignals`` console script that is the whole CLI, 0.4 s of imports a child never uses. Its
+    targets live in this module, so the child is told of no main script."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+def _child_main(name: str, warm: tuple[str, ...], parent) -> None:  # pragma: no cover - child
     die_with_parent()
     name_process(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order
     quiet_logs()
+    for module in warm:
+        importlib.import_module(module)
+    try:
+        what, *part = parent.recv()
+    except EOFError:  # the parent has gone before it had a part for us
+        what = None
+    if what != "run":  # "stop" before the part came: the parent's start failed
+        os._exit(0)
+    target, args = part
     tune_gc()
     try:
         asyncio.run(target(*args, parent))

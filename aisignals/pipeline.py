@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from aisignals.children import ChildProcess, run_engines, run_sink
+from aisignals.children import ENGINES_IMPORTS, SINK_IMPORTS, ChildProcess, run_engines, run_sink
 from aisignals.runtime import tune_gc
 from processors.app import COMPANIES, SEQUENCE, Worker
 from processors.rules import RuleSet, load_rules
@@ -149,6 +149,16 @@ class Pipeline:
         self.joining = asyncio.Event()  # set once the start has only the group join left to wait for
 
     # ---- lifecycle ---------------------------------------------------------------------
+    def spawn_children(self) -> None:
+        """Start the child processes' interpreters before anything else: they import their parts (~0.6 s
+        each) while this process starts the broker and restores, instead of after."""
+        if self.sink_process and self._sink_process is None:
+            self._sink_process = ChildProcess("sink", SINK_IMPORTS)
+            self._sink_process.spawn()
+        if self.engines_process and not self.bootstrap and self._engines_process is None:
+            self._engines_process = ChildProcess("company engines", ENGINES_IMPORTS)
+            self._engines_process.spawn()
+
     def start_broker(self) -> str:
         if self.bootstrap:
             check_reachable(self.bootstrap)
@@ -196,15 +206,14 @@ class Pipeline:
             rolled_back_until = rollback_unfinished(database) if sink else None
             seen, max_time_us, facts, published = load_worker_state(database)
             pending = self.worker.restore(seen, max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
-            if split:  # it imports, restores and joins while this process does the same
-                self._engines_process = ChildProcess("company engines", run_engines, s, self.bootstrap, self.rules,
-                                                     (max_time_us, facts, published, rolled_back_until),
-                                                     EMBEDDED_SESSION_TIMEOUT)
-                self._engines_process.start()
+            if split:  # it restores and joins while this process does the same
+                self._engines_process = self._engines_process or ChildProcess("company engines", ENGINES_IMPORTS)
+                self._engines_process.start(run_engines, s, self.bootstrap, self.rules,
+                                            (max_time_us, facts, published, rolled_back_until), EMBEDDED_SESSION_TIMEOUT)
             del facts, published
-        if sink and self.sink_process:  # it starts (imports, opens DuckDB) while the worker joins its group
-            self._sink_process = ChildProcess("sink", run_sink, s, self.run_id, self.bootstrap)
-            self._sink_process.start(self._backfill_done)
+        if sink and self.sink_process:  # it opens DuckDB while the worker joins its group
+            self._sink_process = self._sink_process or ChildProcess("sink", SINK_IMPORTS)
+            self._sink_process.start(run_sink, s, self.run_id, self.bootstrap, on_backfill=self._backfill_done)
         if worker:
             self.joining.set()
             await self.worker.start()
@@ -270,9 +279,9 @@ class Pipeline:
                 self.sink.reread(self.run_id)
         return True
 
-    def stop_broker(self) -> None:
+    def stop_broker(self, graceful: bool = True) -> None:
         if self.broker is not None:
-            self.broker.stop()
+            self.broker.stop(graceful=graceful)
 
     def readiness(self) -> tuple[bool, dict]:
         """Ready only when the broker, the worker and the sink are; the answer says which is not."""
@@ -398,7 +407,12 @@ async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPl
     started = time.monotonic()
     loading: asyncio.Future | None = None
     try:
-        await asyncio.to_thread(pipeline.start_broker)
+        pipeline.spawn_children()
+        try:
+            await asyncio.to_thread(pipeline.start_broker)
+        except BaseException:
+            await pipeline.stop()  # the children waiting for their parts
+            raise
         try:
             starting = asyncio.ensure_future(pipeline.start())
             try:
@@ -420,7 +434,7 @@ async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPl
                     starting.exception()  # raised above already, or to be superseded by the reading error
                 await pipeline.stop()
         finally:
-            pipeline.stop_broker()
+            pipeline.stop_broker(graceful=False)  # its topics live in its memory and every part has stopped
     finally:
         if loading is not None and not loading.done():
             await asyncio.wait({loading})  # a failed start-up: let the reading end before the process does

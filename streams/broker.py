@@ -115,11 +115,13 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, graceful: bool = True) -> None:
+        """``graceful=False``: kill it at once (its shutdown takes ~0.3 s), for a broker whose topics nobody
+        will read again."""
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
