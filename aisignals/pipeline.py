@@ -42,10 +42,10 @@ if TYPE_CHECKING:  # imported where the sink runs in this process: a backfill's 
 log = logging.getLogger("aisignals")
 TOPIC_CHECK_SECONDS = 10.0  # how often `worker`/`sink` check that the topics are still the ones they read
 # the worker's consumer-group session (s). A fresh join on the embedded broker (Tansu) waits about half of
-# it, rounded up to whole seconds (a bare aiokafka join: 3.0 s at 6 s, 2.0 s at 3 s, 1.0 s at 2 s; measured):
-# at 2 s the backfill's join takes 2.1 s instead of 4.1. Heartbeats go every third of a second from the
-# consumer's own thread; a session expiring mid-replay would move partitions and redeliver records, and
-# none did in the end-to-end suite. A Kafka cluster refuses less than 6 s by default
+# it, rounded up to whole seconds (a bare aiokafka join: 3.0 s at 6 s, 2.0 s at 3 s, 1.0 s at 2 s and at
+# anything shorter; measured): at 2 s the backfill's join takes 1.0 s instead of 3. Heartbeats go every
+# third of a second from the consumer's own thread; a session expiring mid-replay would move partitions
+# and redeliver records, and none did in the end-to-end suite. A Kafka cluster refuses less than 6 s by default
 # (group.min.session.timeout.ms): there the session is 10 s.
 SESSION_TIMEOUT = 10.0
 EMBEDDED_SESSION_TIMEOUT = 2.0

@@ -1,0 +1,104 @@
+"""Child processes of a backfill: spawned before their part is known, told of no main script."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+
+import pytest
+
+from aisignals.children import ChildProcess
+
+
+async def report_back(batch_id: str, modules: tuple[str, ...], parent) -> None:
+    """A part for the tests: says which of ``modules`` the child had loaded before it ran."""
+    parent.send(("backfill", batch_id, {name: name in sys.modules for name in modules}))
+    while not parent.poll(0.05):
+        await asyncio.sleep(0.01)
+
+
+def test_a_child_spawned_early_imports_its_modules_then_runs_the_part_sent_later():
+    async def scenario() -> dict:
+        child = ChildProcess("test part", ("decimal",))
+        child.spawn()
+        await asyncio.sleep(0.2)  # the part comes later, as in a backfill's start
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        child.start(report_back, "b1", ("decimal", "typer"), on_backfill=lambda b, s: got.set_result((b, s)))
+        try:
+            return await asyncio.wait_for(got, 30)
+        finally:
+            await child.stop(10)
+            assert child.process.exitcode == 0
+
+    batch_id, loaded = asyncio.run(scenario())
+    assert batch_id == "b1"
+    assert loaded == {"decimal": True, "typer": False}  # its warm-up, and not the CLI
+
+
+def test_a_child_whose_part_never_comes_ends_cleanly():
+    async def scenario() -> int | None:
+        child = ChildProcess("test idle", ())
+        child.spawn()
+        await child.stop(10)
+        return child.process.exitcode
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_never_spawned_child_stops_without_error():
+    child = ChildProcess("test unused", ())
+    asyncio.run(child.stop(1))
+    assert child.process.pid is None and child.failed() is None
+
+
+def test_the_parent_script_is_not_run_again_in_the_child(tmp_path, monkeypatch):
+    """Spawned children re-run the parent's main script (for ``aisignals`` the whole CLI) unless told of none."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "main_script.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    fake_main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+
+    async def scenario() -> None:
+        child = ChildProcess("test script", ())
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        child.start(report_back, "b2", (), on_backfill=lambda b, s: got.set_result(b))
+        try:
+            await asyncio.wait_for(got, 30)
+        finally:
+            await child.stop(10)
+
+    asyncio.run(scenario())
+    assert fake_main.__file__ == str(script)  # given back
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("agents", [("sequence",), ("companies",), ("sequence", "companies")])
+def test_worker_apps_start_without_the_table_managers_second(agents):
+    """Faust's table manager sleeps 1 s on start for tables these apps never declare."""
+    from processors.app import Worker
+    from processors.rules import load_rules
+    from streams.companies import normalizer
+    from streams.topics import Topics
+
+    worker = Worker("127.0.0.1:9", Topics(), load_rules(None), normalizer(None), agents=agents)
+    manager = worker.app.tables
+    slept, started = [], []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    async def noop():
+        started.append(True)
+
+    async def scenario() -> None:
+        manager.sleep = sleep
+        manager._update_channels = noop
+        manager.recovery.start = noop
+        await manager.on_start()
+
+    asyncio.run(scenario())
+    assert slept == [] and len(started) == 2
