@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 import faust
-from faust.tables.manager import TableManager
 import orjson
 from aiokafka import AIOKafkaProducer
+from faust.tables.manager import TableManager
 
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact, day_of_us, fact_row
@@ -74,6 +74,7 @@ class TablelessTableManager(TableManager):
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
+
 
 TAKE = 5000  # records per batch
 WITHIN = 0.05  # seconds to wait for a batch to fill (Faust's take always waits this long unless full)
