@@ -213,6 +213,26 @@ async def reference(bootstrap: str, topics: Topics) -> dict[tuple, list[tuple[fl
         await consumer.stop()
 
 
+def tally(received: list[tuple[float, tuple]], expected: dict[tuple, list[tuple[float, float | None]]]
+          ) -> tuple[int, int, list[float], list[float]]:
+    """One subscriber's changes against the topic's: (missed, received twice, delivery latencies, end-to-end
+    latencies). An alert that flaps within a day announces the same change (the same key) again; the
+    n-th receipt of a key is its n-th record on the topic (one key stays in one partition, in order)."""
+    want = Counter({k: len(v) for k, v in expected.items()})
+    got = Counter(k for _, k in received)
+    seen: Counter = Counter()
+    delivery, end_to_end = [], []
+    for when, k in received:
+        occurrences = expected.get(k, [])
+        record_time, sent = occurrences[seen[k]] if seen[k] < len(occurrences) else (None, None)
+        seen[k] += 1
+        if record_time is not None:
+            delivery.append(when - record_time)
+        if sent is not None:
+            end_to_end.append(when - sent)
+    return sum((want - got).values()), sum((got - want).values()), delivery, end_to_end
+
+
 async def measure(args, workdir: Path) -> dict:
     topics = Topics("aisignals", args.partitions)
     server = Server(workdir, args.subscribers, args.partitions)
@@ -291,19 +311,13 @@ async def measure(args, workdir: Path) -> dict:
         result["server_exit_code"], result["server_error_lines"] = code, errors[:5]
     finally:
         server.stop()
-    want = Counter({k: len(v) for k, v in expected.items()})
     missed = duplicates = 0
     delivery, end_to_end = [], []
     for s in subs:
-        got = Counter(k for _, k in s.received)
-        missed += sum((want - got).values())
-        duplicates += sum((got - want).values())
-        for when, k in s.received:
-            record_time, sent = expected.get(k, [(None, None)])[0]
-            if record_time is not None:
-                delivery.append(when - record_time)
-            if sent is not None:
-                end_to_end.append(when - sent)
+        m, d, lat, e2e = tally(s.received, expected)
+        missed, duplicates = missed + m, duplicates + d
+        delivery += lat
+        end_to_end += e2e
     result.update(alert_changes=total, deliveries=sum(len(s.received) for s in subs), missed=missed,
                   duplicates=duplicates, sql_queries=len(sql_times), sql_errors=dict(sql_errors))
     if delivery:
