@@ -94,6 +94,8 @@ def final_states(tables: dict) -> set[tuple]:
 
 
 def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], workdir: Path) -> dict:
+    """``kill_after`` is a range of fractions of the clean run's wall time: a kill lands inside the
+    backfill however fast this machine (or the backfill) is."""
     rng = random.Random(seed)
     path = workdir / "input.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in generate("conformance-mix", events, seed, date(2024, 1, 1), 365)) + b"\n")
@@ -101,7 +103,9 @@ def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], work
     clean_hooks = workdir / "clean-hooks.toml"
     clean_hooks.write_text(f'[[webhook]]\nname = "r"\nurl = "{clean_receiver.url}"\n')
     clean_db = workdir / "clean.duckdb"
+    started = time.monotonic()
     subprocess.run(backfill_cmd(path, clean_db, clean_hooks), check=True, capture_output=True, cwd=ROOT)
+    clean_seconds = time.monotonic() - started
     clean = snapshot(clean_db)
     report = {"runs": runs, "events": events, "kills": 0, "exact_runs": 0, "events_lost": 0, "events_stored_twice": 0,
               "duplicate_notifications": 0, "resent_by_id": 0, "notifications": 0, "clean_notifications": sum(clean_receiver.seen.values()),
@@ -118,7 +122,7 @@ def run(events: int, runs: int, seed: int, kill_after: tuple[float, float], work
         for _ in range(kills):
             proc = subprocess.Popen(backfill_cmd(path, db, hooks), cwd=ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(rng.uniform(*kill_after))
+            time.sleep(rng.uniform(*kill_after) * clean_seconds)
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 report["kills"] += 1
@@ -149,8 +153,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kill-min", type=float, default=3.0, help="earliest kill, seconds after start")
-    parser.add_argument("--kill-max", type=float, default=25.0, help="latest kill, seconds after start")
+    parser.add_argument("--kill-min", type=float, default=0.1, help="earliest kill, as a fraction of a clean run's wall time")
+    parser.add_argument("--kill-max", type=float, default=0.9, help="latest kill, as a fraction of a clean run's wall time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aisignals-crash-") as tmp:
         report = run(args.events, args.runs, args.seed, (args.kill_min, args.kill_max), Path(tmp))

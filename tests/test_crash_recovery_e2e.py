@@ -10,7 +10,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_killed_backfills_recover_exactly(tmp_path):
-    report = run(events=6000, runs=2, seed=3, kill_after=(5.0, 9.0), workdir=tmp_path)
+    report = run(events=6000, runs=2, seed=3, kill_after=(0.3, 0.85), workdir=tmp_path)
     print(report)
     assert report["kills"] >= 1
     assert report["mismatches"] == []
