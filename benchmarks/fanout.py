@@ -218,9 +218,7 @@ def tally(received: list[tuple[float, tuple]], expected: dict[tuple, list[tuple[
     """One subscriber's changes against the topic's: (missed, received twice, delivery latencies, end-to-end
     latencies). An alert that flaps within a day announces the same change (the same key) again; the
     n-th receipt of a key is its n-th record on the topic (one key stays in one partition, in order)."""
-    want = Counter({k: len(v) for k, v in expected.items()})
-    got = Counter(k for _, k in received)
-    seen: Counter = Counter()
+    seen: Counter = Counter()  # receipts of each key so far; at the end, all of them
     delivery, end_to_end = [], []
     for when, k in received:
         occurrences = expected.get(k, [])
@@ -230,7 +228,8 @@ def tally(received: list[tuple[float, tuple]], expected: dict[tuple, list[tuple[
             delivery.append(when - record_time)
         if sent is not None:
             end_to_end.append(when - sent)
-    return sum((want - got).values()), sum((got - want).values()), delivery, end_to_end
+    want = Counter({k: len(v) for k, v in expected.items()})
+    return sum((want - seen).values()), sum((seen - want).values()), delivery, end_to_end
 
 
 async def measure(args, workdir: Path) -> dict:
