@@ -27,7 +27,8 @@ from streams.companies import AliasFileError
 from streams.events import json_schema
 from streams.producer import ProduceError
 from streams.reader import InputFileError, check_readable, jsonl_lines, replay_order
-from streams.settings import Settings
+from streams.settings import SettingsError
+from streams.settings import load_settings as settings_from  # env vars, overridden by the flags given
 from streams.sources.config import SourcesFileError
 from streams.topics import TopicLayoutError
 
@@ -37,7 +38,7 @@ console = Console()
 err = Console(stderr=True)
 
 KNOWN_ERRORS = (BrokerError, SinkError, InputFileError, RulesFileError, AliasFileError, ProduceError, QueryError,
-                TopicLayoutError, TimeoutError, MappingError, WebhookConfigError, SourcesFileError, OSError)
+                TopicLayoutError, TimeoutError, MappingError, WebhookConfigError, SourcesFileError, SettingsError, OSError)
 
 
 def bootstrap_option():
@@ -74,11 +75,6 @@ class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-def settings_from(**flags) -> Settings:
-    """Environment variables, overridden by the flags that were given."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
 def read_items(files: list[Path], fmt: InputFormat, mapping=None):
@@ -440,7 +436,8 @@ def alerts_list(
     if rule:
         where.append("rule = ?"); params.append(rule)
     if company:
-        where.append("(company_id = ? OR counterparty_id = ?)"); params += [normalizer().company_id(company)] * 2
+        cid = normalizer(settings_from().aliases_file).company_id(company)  # the user's aliases too
+        where.append("(company_id = ? OR counterparty_id = ?)"); params += [cid] * 2
     sql = ("SELECT fingerprint, rule, company_id, coalesce(counterparty_id, '') AS counterparty, severity, status,"
            " starts_at, ends_at, evidence->>'count' AS evidence, annotations->>'summary' AS why FROM alerts"
            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY starts_at DESC, rule LIMIT {limit}")
@@ -498,7 +495,7 @@ def alerts_tail(
     check_reachable(bootstrap)
     settings = settings_from(partitions=partitions)
     topics = Topics(settings.topic_prefix, settings.partitions)
-    company_id = normalizer().company_id(company) if company else None
+    company_id = normalizer(settings.aliases_file).company_id(company) if company else None
 
     async def follow() -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition

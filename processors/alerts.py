@@ -185,7 +185,8 @@ class AlertSeries:
         """State changes since the last call, as (change, instance, previous start), and mark them published.
 
         ``firing``, ``severity_raised``, ``resolved``; ``corrected`` when an out-of-order event
-        changed a published instance's start or lowered its severity or reopened it; ``retracted``
+        changed a published instance's start, lowered its severity, reopened it, or changed the severity
+        of one that had resolved and still has (it is announced as resolved, not as firing); ``retracted``
         when a published instance no longer holds at all. While stream time (``through``) is before
         ``provisional_until`` (a replay after a rollback, see ``Engine.hold``), nothing is announced: what
         was published stands until then, and is then compared with the replay's state.
@@ -205,7 +206,7 @@ class AlertSeries:
                     continue
                 if inst.end is not None and end is None and severity == inst.severity:
                     out.append(("resolved", inst, None))
-                elif end == inst.end and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
+                elif end == inst.end and inst.end is None and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
                     out.append(("severity_raised", inst, None))
                 elif end is None and inst.end is not None and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
                     out.append(("severity_raised", inst, None))

@@ -82,9 +82,9 @@ def fact_from_fields(
         counterparty_id or None,
         day_of_us(at),
         at,
-        headcount or 1,
+        (headcount or 1) if kind in ("hiring", "departure") else 1,  # elsewhere these are extra fields
         kind == "departure" and not layoff and seniority in KEY_SENIORITIES,
-        round((amount_usd or 0.0) * MICROS),
+        round((amount_usd or 0.0) * MICROS) if kind == "funding" else 0,
         layoff,
         name,
         counterparty_name or None,

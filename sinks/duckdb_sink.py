@@ -27,7 +27,7 @@ from processors.stats import Histogram
 from sinks.database import Database
 from sinks.schema import columns
 from streams.companies import CompanyNormalizer
-from streams.events import EventBase
+from streams.events import COUNTERPARTY_FIELDS, EventBase
 from streams.records import EventRow, IndicatorRow
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
@@ -79,7 +79,6 @@ class EventRecords:
 
 # the columns of ``events`` the sink fills itself; every other one is a field of the record's JSON
 SINK_COLUMNS = frozenset({"company_id", "counterparty_id", "ingested_at", "late", "payload", "batch_id"})
-COUNTERPARTY_FIELDS = ("to_company", "from_company")  # normalised into counterparty_id, in this order
 # fields every kind validates have their column's type; a field only some kinds define may be an extra
 # field of any JSON type on the others (kept in the payload), so its column holds it only where it fits
 VALIDATED_FIELDS = frozenset(EventBase.model_fields) | {"kind", "reason"}  # reason: stored for departures only
@@ -94,7 +93,7 @@ def _wire_sql() -> str:
     """One JSON parse per record (DuckDB, C++) into every column read from the wire, departures' reason
     included."""
     fields = [(name, sql_type) for name, sql_type, _ in columns(EventRow) if name not in SINK_COLUMNS]
-    fields += [(name, "VARCHAR") for name in COUNTERPARTY_FIELDS]
+    fields += [(name, "VARCHAR") for name in COUNTERPARTY_FIELDS.values()]
     shape = {name: sql_type if name in VALIDATED_FIELDS else "JSON" for name, sql_type in fields}
     select = [f"w.{name}" if name in VALIDATED_FIELDS else f"{_FITS[sql_type].format(x='w.' + name)} AS {name}"
               for name, sql_type in fields if name != "reason"]
@@ -147,7 +146,9 @@ def events_table(records: EventRecords, company_id: Callable[[str], str], now_us
         names = wire[column]
         return pc.if_else(pc.equal(names, ""), _NULL_TEXT, names)
 
-    counterparty = pc.coalesce(*(given(name) for name in COUNTERPARTY_FIELDS))
+    counterparty = _NULL_TEXT
+    for kind, name in COUNTERPARTY_FIELDS.items():
+        counterparty = pc.if_else(pc.equal(wire["kind"], kind), given(name), counterparty)
     table = pa.table({
         "event_id": wire["event_id"], "kind": wire["kind"],
         "company_id": normalised(wire["company"].combine_chunks()), "company": wire["company"],

@@ -8,8 +8,12 @@ import logging
 
 from processors.facts import fact_from_fields
 from sinks.database import Database
+from streams.events import COUNTERPARTY_FIELDS
 
 log = logging.getLogger("aisignals.sink")
+# the counterparty as the event spelled it: only the field its kind defines
+COUNTERPARTY_NAME = ("CASE kind " + " ".join(f"WHEN '{kind}' THEN payload->>'{field}'"
+                                              for kind, field in COUNTERPARTY_FIELDS.items()) + " END")
 
 def load_worker_state(database: Database):
     """What the stream processors need to continue, from what the sink committed:
@@ -25,7 +29,7 @@ def load_worker_state(database: Database):
             "SELECT epoch_us(max(occurred_at)) FROM events WHERE NOT late").fetchone()[0]
         rows = con.execute(
             "SELECT event_id, kind, company_id, counterparty_id, occurred_at, headcount, seniority, reason, amount_usd, "
-            "company, coalesce(payload->>'to_company', payload->>'from_company') FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
+            f"company, {COUNTERPARTY_NAME} FROM events WHERE NOT late ORDER BY occurred_at, ingested_at").fetchall()
         facts = [fact_from_fields(*r) for r in rows]
         published = [
             (rule, company, counterparty, start.toordinal(), severity, end.toordinal() if end else None)

@@ -18,12 +18,14 @@ import csv
 import hashlib
 import re
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Iterator
 
 from streams.companies import slugify
+from streams.reader import InputFileError
 
 csv.field_size_limit(10_000_000)
 
@@ -97,11 +99,21 @@ def _open_weights(access: str) -> bool | None:
     return None
 
 
+@contextmanager
+def csv_text(path: Path, encoding: str = "utf-8"):
+    """A CSV file as text; one that is not UTF-8 is a one-line error naming the file, not a traceback."""
+    with open(path, newline="", encoding=encoding) as fh:
+        try:
+            yield fh
+        except UnicodeDecodeError as exc:
+            raise InputFileError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+
+
 EPOCH_COLUMNS = ("Model", "Organization", "Publication date")
 
 
 def epoch_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    with csv_text(path) as fh:
         yield from epoch_rows(fh, path.name, acc)
 
 
@@ -220,7 +232,7 @@ def aiwatch_spells(path: Path, acc: Accounting) -> list[Spell]:
     right after employment is neither a departure nor a hire. Only employee positions make events;
     others count (as skipped rows, with the reason) only as continued involvement."""
     positions: dict[str, list[_Position]] = defaultdict(list)
-    with open(path, newline="", encoding="utf-8") as fh:
+    with csv_text(path) as fh:
         for number, row in enumerate(csv.DictReader(fh), 2):
             acc.rows += 1
             person, org = (row.get("person") or "").strip(), (row.get("organization") or "").strip()
@@ -335,7 +347,7 @@ def layoffs_events(path: Path, acc: Accounting) -> Iterator[tuple[str, dict]]:
     A row that gives only a percentage is skipped (and counted, with its reason): a made-up headcount,
     even 1, would enter the ``layoffs`` sums that ``workforce_reduction`` compares with its thresholds.
     Location, industry, stage, country, percentage and funds raised stay in the payload."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with csv_text(path, "utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
         missing = [c for c in LAYOFFS_COLUMNS if c not in fields]
@@ -462,7 +474,7 @@ def csv_events(path: Path, acc: Accounting, mapping: CsvMapping) -> Iterator[tup
     from streams.events import InvalidEvent, parse_event
     import orjson
 
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with csv_text(path, "utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in mapping.columns.values() if c not in (reader.fieldnames or [])]
         if missing:

@@ -129,6 +129,12 @@ class ModelReleaseEvent(EventBase):
 
 
 Event = Annotated[Union[HiringEvent, DepartureEvent, FundingEvent, ModelReleaseEvent], Field(discriminator="kind")]
+# the field in which a kind names its counterparty (SPEC §2: a departure's to_company, a hiring's from_company);
+# on any other kind a field of that name is an extra one, kept in the payload but naming no counterparty
+COUNTERPARTY_FIELDS: dict[str, str] = {
+    model.model_fields["kind"].annotation.__args__[0]: name
+    for model in (HiringEvent, DepartureEvent, FundingEvent, ModelReleaseEvent)
+    for name in ("to_company", "from_company") if name in model.model_fields}
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting's value (flag or environment variable) is not valid; the message is one line."""
 
 
 class Settings(BaseSettings):
@@ -57,3 +61,14 @@ class Settings(BaseSettings):
     def log_path(self) -> Path:
         base = self.log_dir if self.log_dir is not None else self.db.parent
         return base / f"{self.db.name}.broker.log"
+
+
+def load_settings(**flags) -> Settings:
+    """Environment variables, overridden by the flags given (None = not given); an invalid value is one
+    ``SettingsError`` naming the setting and its environment variable."""
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc']))} (AISIGNALS_{str(e['loc'][0]).upper()}): {e['msg']}"
+                    for e in exc.errors(include_url=False)]
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None

@@ -50,7 +50,7 @@ def test_alert_changes_published_once_across_restart_and_rerun(tmp_path, broker)
     assert fetch(db, "SELECT count(*) FROM alert_history")[0][0] == len(messages)
 
 
-def test_backtesting_with_a_rules_file_and_alert_commands(tmp_path):
+def test_backtesting_with_a_rules_file_and_alert_commands(tmp_path, monkeypatch):
     from tests.conftest import CONFORMANCE
 
     rules = tmp_path / "rules.toml"
@@ -66,3 +66,9 @@ def test_backtesting_with_a_rules_file_and_alert_commands(tmp_path):
     fp = fetch(db, "SELECT fingerprint FROM alerts WHERE rule = 'talent_drain' AND company_id = 'alpha-ai'")[0][0]
     explained = aisignals("alerts", "explain", fp, "--db", str(db)).stdout
     assert "a-d3" in explained and "evidence" in explained
+    # --company takes the user's own aliases too
+    aliases = tmp_path / "aliases.toml"
+    aliases.write_text('[aliases]\nalpha-ai = ["acme-research"]\n')
+    assert "alpha" not in aisignals("alerts", "list", "--db", str(db), "--company", "Acme Research").stdout
+    monkeypatch.setenv("AISIGNALS_ALIASES_FILE", str(aliases))
+    assert "alpha" in aisignals("alerts", "list", "--db", str(db), "--company", "Acme Research").stdout

@@ -68,6 +68,22 @@ def test_malformed_rules_file(tmp_path):
                                                     str(tmp_path / "x.duckdb"), "--rules", str(rules), check=False))
 
 
+def test_input_that_is_not_utf8(tmp_path):
+    """A CSV saved in Latin-1 is named in one line, not a traceback from the decoder."""
+    path = tmp_path / "models.csv"
+    path.write_bytes("Model,Organization,Publication date\nMod\u00e8le,\u00c9cole IA,2024-01-01\n".encode("latin-1"))
+    line = one_line_error(aisignals("backfill", str(path), "--format", "epoch", "--db", str(tmp_path / "x.duckdb"),
+                                    check=False))
+    assert "models.csv: not UTF-8 text" in line
+
+
+def test_invalid_setting_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AISIGNALS_LATENESS_DAYS", "a week")
+    line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
+                                    check=False))
+    assert "lateness_days (AISIGNALS_LATENESS_DAYS)" in line
+
+
 def test_query_errors(tmp_path):
     assert "no DuckDB file" in one_line_error(aisignals("query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1", check=False))
 

@@ -432,3 +432,78 @@ def test_pairs_left_unread_still_resolve_on_their_day():
     ended = {a["counterparty_id"]: (a["status"], a["ends_at"]) for a in instances.values() if a["rule"] == "talent_poaching"}
     assert ended["lab-1"] == ended["lab-39"] == ("resolved", "2024-04-23")
     assert ended["lab-0"][0] == "firing"
+
+
+def _funding(event_id: str, company: str, day: str, amount: float) -> bytes:
+    return orjson.dumps({"event_id": event_id, "kind": "funding", "company": company, "occurred_at": day,
+                         "amount_usd": amount})
+
+
+def test_a_late_event_that_raises_a_resolved_alert_announces_it_resolved():
+    """K = 0: a surge fires on 01-01 and resolves on 01-31 (its window empties); a round dated 01-30 that
+    arrives after that makes it critical. The correction says so and keeps it resolved on 01-31: it must
+    not announce the instance firing again, which no later change would ever resolve."""
+    rules = load_rules()
+    rules = rules.model_copy(update={"funding_surge": rules.funding_surge.model_copy(update={"keep_firing_for_days": 0})})
+    lines = [_funding("a1", "Acme", "2024-01-01", 9_999_999_999), _funding("o1", "Other", "2024-02-01", 1),
+             _funding("a2", "Acme", "2024-01-30", 1), _funding("o2", "Other", "2024-03-15", 1)]
+    seq, engine, changes = Sequencer(7.0), Engine(rules), []
+    for line in lines:
+        fact = fact_from_event(parse_event(line), normalizer())
+        assert seq.admit(fact.event_id, fact.time_us) is Verdict.ACCEPTED
+        engine.add(fact)
+        engine.advance(max(engine.stream_day or fact.day, fact.day))
+        changes += [(a["change"], a["status"], a["severity"], a["ends_at"]) for a in engine.flush()[1]
+                    if a["company_id"] == "acme"]
+    assert changes == [("firing", "firing", "warning", None), ("resolved", "resolved", "warning", "2024-01-31"),
+                       ("corrected", "resolved", "critical", "2024-01-31")]
+    compare(lines, rules, batch=1, sort=False)
+
+
+def _small_world(rng: random.Random, n: int) -> list[dict]:
+    """Two companies over four months with thresholds low enough that every rule fires, resolves and is
+    corrected by events arriving out of order."""
+    events = []
+    for i in range(n):
+        kind = rng.choice(["hiring", "departure", "funding", "model_release"])
+        day = date.fromordinal(date(2024, 1, 1).toordinal() + rng.randrange(0, 120))
+        e = {"event_id": f"e{i}", "kind": kind, "company": rng.choice(["A", "B"]),
+             "occurred_at": f"{day.isoformat()}T{rng.randrange(24):02d}:00:00Z"}
+        if kind in ("hiring", "departure"):
+            e.update(headcount=rng.randint(1, 3), seniority=rng.choice(["vp", "mid", "founder", "junior"]))
+        if kind == "departure":
+            e["reason"] = rng.choice(["voluntary", "layoff", "unknown", None, "acquihire"])
+            if rng.random() < 0.6:
+                e["to_company"] = rng.choice(["X", "B"])
+        elif kind == "hiring" and rng.random() < 0.5:
+            e["from_company"] = rng.choice(["X", "B"])
+        elif kind == "funding":
+            e["amount_usd"] = rng.choice([1.0, 5.0, 10.0, 20.0])
+        elif kind == "model_release":
+            e["model_name"] = "m"
+        events.append(e)
+    events.sort(key=lambda e: e["occurred_at"])
+    for i in range(len(events) - 1, 0, -1):  # out of order, mostly within the lateness
+        j = max(0, i - rng.randrange(0, 8))
+        events[i], events[j] = events[j], events[i]
+    return events
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_late_corrections_with_short_hysteresis_match_reference(seed):
+    """K shorter than the allowed lateness lets a correction arrive after an instance resolved: whatever
+    the engine announced last for each instance is the reference's final state, resolved ones included."""
+    rng = random.Random(seed)
+    f, k = rng.randint(1, 3), rng.randint(0, 4)
+    rules = RuleSet.model_validate({
+        "talent_drain": dict(min_attrition=3, min_ratio=1.0, critical_ratio=2.5, critical_key_departures=2),
+        "talent_poaching": dict(min_departures=2),
+        "workforce_reduction": dict(min_layoffs=3, critical_layoffs=6),
+        "funding_surge": dict(min_usd=10.0, critical_usd=25.0),
+        "release_burst": dict(min_releases=2),
+        "hiring_spree": dict(min_hires=3, min_hires_per_departure=2.0),
+    })
+    rules = with_hysteresis(rules, f, k)
+    lines = [orjson.dumps(e) for e in _small_world(rng, rng.randint(40, 160))]
+    for batch in (1, rng.choice([3, 11])):
+        compare(lines, rules, batch=batch, sort=False)

@@ -19,7 +19,7 @@ LINES = [
     b'{"event_id":"d","kind":"model_release","company":"X","occurred_at":"2024-01-02","model_name":"m\\"1\\n",'
     b'"modality":"vision","parameters":7e9,"open_weights":true}',
     b'{"event_id":"e","kind":"departure","company":"Y","occurred_at":"2024-01-03","to_company":"","from_company":"Z"}',
-    b'{"kind":"hiring","company":"\xe6\x99\xba\xe8\xb0\xb1 AI","occurred_at":"2024-01-04","to_company":"---"}',
+    b'{"kind":"hiring","company":"\xe6\x99\xba\xe8\xb0\xb1 AI","occurred_at":"2024-01-04","from_company":"---"}',
     # fields another kind defines, as extra fields of any type: a column keeps one only where its type fits
     b'{"event_id":"f","kind":"funding","company":"X","occurred_at":"2024-01-06","amount_usd":1e15,"headcount":1.5,'
     b'"seniority":{"x":1},"model_name":5,"modality":["v"],"to_company":7,"from_company":"FAIR","reason":"layoff"}',
@@ -48,7 +48,8 @@ def fitting(d: dict, field: str):
 def expected_row(wire: bytes, late: bool, batch: str | None, companies: CompanyNormalizer, now_us: int) -> dict:
     """What the sink stored per record before it worked per batch."""
     d = orjson.loads(wire)
-    other = fitting(d, "to_company") or fitting(d, "from_company")
+    # the counterparty is the field the event's kind defines; on other kinds these are extra fields
+    other = fitting(d, {"departure": "to_company", "hiring": "from_company"}[d["kind"]]) if d["kind"] in ("departure", "hiring") else None
     return {
         "event_id": d["event_id"], "kind": d["kind"], "company_id": companies.company_id(d["company"]),
         "company": d["company"], "counterparty_id": companies.company_id(other) if other else None,
@@ -76,6 +77,33 @@ def test_events_table_matches_the_row_by_row_definition():
         row["ingested_at"] = row["ingested_at"].astimezone(timezone.utc)
     assert rows == expected
     assert rows[0]["company_id"] == "google-deepmind" and rows[0]["counterparty_id"] == "meta"
-    assert rows[4]["counterparty_id"] == "z" and rows[5]["counterparty_id"] == ""  # a name without letters
-    assert rows[6]["counterparty_id"] == "meta" and rows[6]["headcount"] is None and rows[6]["amount_usd"] == 1e15
+    # a departure's empty to_company is none (its from_company is an extra field); a name without letters
+    assert rows[4]["counterparty_id"] is None and rows[5]["counterparty_id"] == ""
+    # a funding's to_company / from_company and a hiring's to_company are extra fields, not counterparties
+    assert rows[6]["counterparty_id"] is None and rows[6]["headcount"] is None and rows[6]["amount_usd"] == 1e15
+    assert rows[7]["counterparty_id"] is None and rows[1]["counterparty_id"] == "openai"
     assert rows[9]["reason"] == "layoff" and rows[9]["amount_usd"] == 12345678901234567890123.0
+
+
+def test_a_restart_restores_the_facts_the_events_made(tmp_path):
+    """What a restarting worker reads back from the stored events is, fact for fact, what the events gave
+    the first time: the counterparty only from the field the event's kind defines, never from an extra one."""
+    from processors.facts import fact_from_event
+    from sinks.database import Database
+    from sinks.duckdb_sink import DuckDBSink
+    from sinks.state import load_worker_state
+    from streams.topics import Topics
+
+    companies = CompanyNormalizer()
+    extra = b'{"event_id":"j","kind":"funding","company":"X","occurred_at":"2024-01-10","amount_usd":3,"headcount":5}'
+    events = [parse_event(line) for line in LINES[:-1] + [extra]]
+    sink = DuckDBSink(tmp_path / "s.duckdb", Topics(), companies, "run")
+    for event in events:
+        sink.batch.events.add(to_wire(event), False, None)
+    sink.batch.records = len(events)
+    sink.flush()
+    seen, _, facts, _ = load_worker_state(Database(tmp_path / "s.duckdb"))
+    assert sorted(seen) == sorted(e.event_id for e in events)
+    expected = {f.event_id: f for f in (fact_from_event(e, companies) for e in events)}
+    assert {f.event_id: f for f in facts} == expected
+    assert expected["g"].counterparty_id is None and expected["a"].counterparty_name == "FAIR"
