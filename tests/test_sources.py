@@ -211,11 +211,32 @@ def test_rate_limit_and_user_agent(tmp_path, server):
 
 
 def test_request_budget_keeps_what_was_read(tmp_path, server):
-    serve_huggingface(server, 1)
+    serve_huggingface(server, 1, etag='W/"v1"')
     store = Store()
     report = once(only(watcher(tmp_path, server, store, huggingface="max_requests = 1\n"), "huggingface"))["huggingface"]
     assert [e.kind for e in report.errors] == ["budget"]
     assert {e["model_name"] for e in store.events.values()} == {"example-lab/Nova-2-7B"}
+    # the cursor stayed where it was, and the list's ETag was not kept (a 304 would end the next poll at
+    # once): the next poll, with its full budget, reads what the first could not
+    report = once(only(watcher(tmp_path, server, store), "huggingface"))["huggingface"]
+    assert report.errors == [] and report.new == 3
+    assert {e["model_name"] for e in store.events.values()} == {
+        "example-lab/Nova-2-7B", "example-lab/Nova-Vision-1", "example-lab/Nova-1-Instruct", "example-lab/Nova-1"}
+
+
+def test_a_cursor_file_that_is_not_an_object_is_an_error_of_that_source(tmp_path, server):
+    """Valid JSON of the wrong shape is reported like unreadable JSON, and the other sources still poll."""
+    serve_huggingface(server, 1)
+    serve_epoch(server, 1)
+    store = Store()
+    w = only(watcher(tmp_path, server, store), "huggingface", "epoch")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "huggingface.json").write_text("null")
+    reports = once(w)
+    (error,) = reports["huggingface"].errors
+    assert "huggingface.json is unreadable (a JSON NoneType, not an object)" in str(error)
+    assert reports["epoch"].errors == [] and reports["epoch"].new > 0
+    assert (tmp_path / "state" / "huggingface.json").read_text() == "null"  # left as it is
 
 
 def test_retry_after_parsing():

@@ -69,12 +69,16 @@ class CursorStore:
 
     def load(self, name: str) -> dict:
         try:
-            return json.loads(self.path(name).read_text(encoding="utf-8"))
+            cursor = json.loads(self.path(name).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise SourceError("malformed", f"cursor file {self.path(name)} is unreadable ({exc});"
-                                           " remove it to poll from the start") from None
+            cursor = exc
+        if not isinstance(cursor, dict):
+            why = cursor if isinstance(cursor, Exception) else f"a JSON {type(cursor).__name__}, not an object"
+            raise SourceError("malformed", f"cursor file {self.path(name)} is unreadable ({why});"
+                                           " remove it to poll from the start")
+        return cursor
 
     def save(self, name: str, cursor: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -149,12 +149,15 @@ class HuggingFaceSource(LiveSource):
             poll.errors.append(SourceError(BUDGET, f"{org}: {budget_hit}; repositories created before "
                                                    f"{iso(oldest) if oldest else 'the first page'} were not read"))
         self._launches(poll, org, company, new, seen, launches)
-        if new:
-            newest = max([c for c, _, _ in new] + ([newest] if newest else []))
-        if newest is None:
+        read_to = max([c for c, _, _ in new] + ([newest] if newest else []), default=None)
+        if budget_hit is None:
+            newest = read_to
+        # else the cursor stays where it was: the next poll reads down to it again, past what this one
+        # could not reach (what it did read is in ``seen``, so it is not sent twice)
+        if read_to is None:
             return {"newest": None, "seen": {}, "launches": {}}
-        horizon = newest - KEEP
-        return {"newest": iso(newest),
+        horizon = read_to - KEEP
+        return {"newest": iso(newest) if newest else None,
                 "seen": {r: t for r, t in seen.items() if parse_time(t) and parse_time(t) >= horizon},
                 "launches": {k: t for k, t in launches.items() if parse_time(t) and parse_time(t) >= horizon}}
 
