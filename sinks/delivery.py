@@ -134,6 +134,10 @@ ROUND = 200  # alert changes per delivery round (outcomes are stored once per ro
 CONCURRENCY = 8  # requests in flight per receiver
 
 
+ALERTMANAGER = Receiver("alertmanager", "http://alertmanager.invalid/")  # names its outcomes in webhook_deliveries
+ALERTMANAGER_RETRY_SECONDS = 5.0  # after a failed push, before the changes are pushed again
+
+
 class Delivery:
     """Delivers committed alert changes to webhooks and Alertmanager; woken by the sink after each flush."""
 
@@ -146,6 +150,8 @@ class Delivery:
         self.resend_seconds = resend_seconds
         self.wake = asyncio.Event()
         self.counts: dict[tuple[str, str], int] = {}
+        self._am_last_push = float("-inf")
+        self._am_retry_at = float("-inf")
         with self.db.writer() as con:
             for ddl in DDL:
                 con.execute(ddl)
@@ -234,14 +240,14 @@ class Delivery:
                                " ORDER BY h.recorded_at DESC) = 1").fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
-    async def _push_alertmanager(self, client: httpx.AsyncClient, changed: list[dict]) -> None:
+    async def _push_alertmanager(self, client: httpx.AsyncClient, changed: list[dict]) -> bool:
         """Firing alerts are re-sent with endsAt a few minutes ahead; a resolve carries its endsAt."""
         horizon = (datetime.now(timezone.utc) + timedelta(seconds=5 * self.resend_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
         firing = await asyncio.to_thread(self._firing)
         batch = [{**am_alert(a, self.external_url), "endsAt": horizon} for a in firing]
         batch += [am_alert(a, self.external_url) for a in changed if a["status"] == "resolved"]
         if not batch:
-            return
+            return True
         for a in batch:
             a.pop("status", None)
             a.pop("fingerprint", None)
@@ -249,14 +255,25 @@ class Delivery:
             response = await client.post(f"{self.alertmanager_url}/api/v2/alerts", content=orjson.dumps(batch),
                                          headers={"content-type": "application/json"}, timeout=5.0)
             response.raise_for_status()
-            self.counts[("alertmanager", "pushed")] = self.counts.get(("alertmanager", "pushed"), 0) + len(batch)
         except httpx.HTTPError as exc:
-            log.warning("alertmanager push failed: %s", exc)
+            log.warning("alertmanager push failed (retried in %.0f s): %s", ALERTMANAGER_RETRY_SECONDS, exc)
             self.counts[("alertmanager", "failed")] = self.counts.get(("alertmanager", "failed"), 0) + 1
+            return False
+        return True
+
+    async def alertmanager_round(self, client: httpx.AsyncClient, now: float) -> None:
+        """Push new changes (and re-send the firing ones every ``resend_seconds``); a change is recorded as
+        pushed only once Alertmanager took it, so a failed push is tried again, resolves included."""
+        changed = await asyncio.to_thread(self._pending, ALERTMANAGER)
+        if not (changed and now >= self._am_retry_at) and now - self._am_last_push < self.resend_seconds:
+            return
+        self._am_last_push = now
+        if await self._push_alertmanager(client, changed):
+            await asyncio.to_thread(self._record, ALERTMANAGER, [(a, "pushed", 1, b"", None) for a in changed])
+        else:
+            self._am_retry_at = now + ALERTMANAGER_RETRY_SECONDS
 
     async def run(self, stop: asyncio.Event) -> None:
-        am_receiver = Receiver("alertmanager", "http://alertmanager.invalid/")
-        last_push = 0.0
         async with httpx.AsyncClient() as client:
             while not stop.is_set():
                 try:
@@ -267,12 +284,7 @@ class Delivery:
                 try:
                     await self._deliver_webhooks(client)
                     if self.alertmanager_url:
-                        changed = await asyncio.to_thread(self._pending, am_receiver)
-                        loop_time = asyncio.get_running_loop().time()
-                        if changed or loop_time - last_push >= self.resend_seconds:
-                            await self._push_alertmanager(client, changed)
-                            last_push = loop_time
-                            await asyncio.to_thread(self._record, am_receiver, [(a, "pushed", 1, b"", None) for a in changed])
+                        await self.alertmanager_round(client, asyncio.get_running_loop().time())
                 except Exception:  # noqa: BLE001 - delivery must never take the pipeline down
                     log.exception("alert delivery round failed; retrying")
 
