@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import time
 from importlib import resources
 from typing import Any, Awaitable, Callable
@@ -19,9 +20,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sse_starlette.sse import AppStatus, EventSourceResponse
 
 from sinks.alert_stream import AlertBroadcaster, StreamFull, StreamNotReady, parse_positions, register_metrics
@@ -96,6 +98,15 @@ class AlertStreamResponse(EventSourceResponse):
             self.release()
 
 
+def json_bytes(value) -> bytes:
+    """JSON of query results: orjson, and for what it cannot encode (integers beyond 64 bits, maps with
+    non-string keys, times with a zone) the standard encoder, with anything else as text."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=str).encode()
+
+
 def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Database, companies: CompanyNormalizer,
                ready: Callable[[], tuple[bool, dict]] | None = None, client_kwargs: dict | None = None,
                alerts_written: Callable[[dict[int, int], float], Awaitable[bool]] | None = None) -> FastAPI:
@@ -109,6 +120,11 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                                    max_per_client=settings.sse_max_per_client)
     app.state.broadcaster = broadcaster
     register_metrics(broadcaster)
+
+    @app.exception_handler(SinkError)
+    async def _no_database(request: Request, exc: SinkError):
+        """No DuckDB file yet (a server started before its sink), or one that cannot be opened: 503."""
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.on_event("startup")
     async def _start() -> None:
@@ -248,8 +264,12 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                                    shutdown_grace_period=5, release=lambda: broadcaster.release(sub))
 
     @app.post("/v1/query", dependencies=[Depends(authorised)])
-    async def post_query(request: QueryRequest):
+    async def post_query(raw: Request):
         """Read-only SQL over the live data: one SELECT, sandboxed, with a row cap and a timeout."""
+        try:
+            request = QueryRequest.model_validate_json(await body_of(raw))  # the body is capped like any other
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
         cap = min(request.max_rows or settings.query_max_rows, settings.query_max_rows)
         try:
             names, rows, truncated = await asyncio.to_thread(run_sql, database, request.sql, cap,
@@ -261,8 +281,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
         if request.format == "csv":
             return PlainTextResponse(to_csv(names, rows), media_type="text/csv",
                                      headers={"X-Truncated": str(truncated).lower()})
-        return Response(orjson.dumps({"columns": names, "rows": rows, "truncated": truncated}, default=str),
-                        media_type="application/json")
+        return Response(json_bytes({"columns": names, "rows": rows, "truncated": truncated}), media_type="application/json")
 
     @app.get("/", include_in_schema=False)
     async def dashboard():
