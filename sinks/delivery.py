@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_exponential
 
 from processors.alerts import alert_matches, change_id
@@ -77,19 +78,37 @@ def load_receivers(path: Path | None, company_id=lambda c: c) -> list[Receiver]:
         raise WebhookConfigError(f"cannot read webhooks file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise WebhookConfigError(f"{path}: {exc}") from None
+    entries = data.get("webhook", [])
+    if not isinstance(entries, list):
+        raise WebhookConfigError(f"{path}: webhook must be an array of tables ([[webhook]])")
     out = []
-    for i, entry in enumerate(data.get("webhook", [])):
-        unknown = set(entry) - {"name", "url", "secret", "rules", "severities", "companies", "max_attempts", "timeout_seconds"}
-        if unknown:
-            raise WebhookConfigError(f"{path}: webhook[{i}]: unknown key {sorted(unknown)[0]!r}")
-        if not str(entry.get("url", "")).startswith(("http://", "https://")):
-            raise WebhookConfigError(f"{path}: webhook[{i}].url must be an http(s) URL")
+    for i, entry in enumerate(entries):
+        try:
+            hook = WebhookEntry.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise WebhookConfigError(f"{path}: webhook[{i}]{'.' + where if where else ''}: {first['msg']}") from None
         out.append(Receiver(
-            name=str(entry.get("name", f"webhook-{i}")), url=entry["url"], secret=entry.get("secret"),
-            rules=tuple(entry.get("rules", ())), severities=tuple(entry.get("severities", ())),
-            companies=tuple(company_id(c) for c in entry.get("companies", ())),
-            max_attempts=int(entry.get("max_attempts", 5)), timeout_seconds=float(entry.get("timeout_seconds", 5.0))))
+            name=hook.name or f"webhook-{i}", url=hook.url, secret=hook.secret, rules=tuple(hook.rules),
+            severities=tuple(hook.severities), companies=tuple(company_id(c) for c in hook.companies),
+            max_attempts=hook.max_attempts, timeout_seconds=hook.timeout_seconds))
     return out
+
+
+class WebhookEntry(BaseModel):
+    """One ``[[webhook]]`` table of the webhooks file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str = Field(pattern=r"^https?://", description="an http(s) URL")
+    name: str | None = None
+    secret: str | None = None
+    rules: list[str] = []
+    severities: list[str] = []
+    companies: list[str] = []
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    timeout_seconds: float = Field(default=5.0, gt=0)
 
 
 DELIVERY_ID = "X-AISignals-Delivery-Id"

@@ -61,3 +61,30 @@ def test_a_failed_alertmanager_push_is_pushed_again_resolves_included(tmp_path):
     # from now): they must not be left firing in Alertmanager
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     assert sum(1 for a in _Alertmanager.posts[1] if a["endsAt"] < today) == changes[1]
+
+
+def test_webhooks_file_values_are_checked_and_named(tmp_path):
+    """A wrong value is one error naming the table and key (it was a ValueError traceback, or, for a string
+    of rules, a receiver that silently filtered out every alert)."""
+    from sinks.delivery import WebhookConfigError, load_receivers
+
+    path = tmp_path / "hooks.toml"
+    for text, expected in [
+        ('[[webhook]]\nurl = "http://x/"\nmax_attempts = "five"\n', "webhook[0].max_attempts: Input should be a valid integer"),
+        ('[[webhook]]\nurl = "http://x/"\nrules = "talent_drain"\n', "webhook[0].rules: Input should be a valid list"),
+        ('[[webhook]]\nurl = "ftp://x/"\n', "webhook[0].url: String should match pattern"),
+        ('[[webhook]]\nurl = "http://x/"\nretries = 3\n', "webhook[0].retries: Extra inputs are not permitted"),
+        ("webhook = 5\n", "webhook must be an array of tables"),
+    ]:
+        path.write_text(text)
+        try:
+            load_receivers(path)
+        except WebhookConfigError as exc:
+            assert expected in str(exc) and "\n" not in str(exc), (text, exc)
+        else:
+            raise AssertionError(f"accepted: {text!r}")
+    path.write_text('[[webhook]]\nname = "ops"\nurl = "https://x/"\nrules = ["talent_drain"]\ncompanies = ["Meta AI"]\n'
+                    "timeout_seconds = 2\n")
+    (hook,) = load_receivers(path, company_id=lambda c: c.lower().replace(" ", "-"))
+    assert (hook.name, hook.rules, hook.companies, hook.max_attempts, hook.timeout_seconds) == (
+        "ops", ("talent_drain",), ("meta-ai",), 5, 2.0)
