@@ -46,8 +46,9 @@ def trickle(n: int, seed: int) -> ReplayPlan:
     events = list(steady(n, seed, now.date(), 1, companies=40))
     rng = random.Random(seed)
     lines = []
+    stamp = now.strftime("%Y%m%dT%H%M%S")  # a later run on the same file makes new ids, not duplicates
     for e in events:
-        e["event_id"] = f"live-{seed}-{e['event_id']}"
+        e["event_id"] = f"live-{stamp}-{seed}-{e['event_id']}"
         e["source"] = SYNTHETIC_SOURCE
         if e["kind"] == "departure":  # why they left; now and then a fictional company cuts jobs
             if rng.random() < 0.004:

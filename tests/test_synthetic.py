@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import date
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
 
@@ -61,3 +61,20 @@ def test_every_scenario_and_the_live_trickle_name_no_real_company():
             continue
         assert event["source"] == "synthetic"
         assert not named(event) & real_company_ids(), event
+
+
+def test_the_live_trickle_of_a_later_run_is_not_taken_for_duplicates(monkeypatch):
+    """Every run of `up` counts its trickle from the same seeds: its ids must still differ from an earlier
+    run's on the same DuckDB file, or the sequencer drops them all as duplicates."""
+    import aisignals.live as live
+
+    first = {orjson.loads(item.value)["event_id"] for item in trickle(20, 1)}
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(minutes=5)
+
+    monkeypatch.setattr(live, "datetime", Later)
+    later = {orjson.loads(item.value)["event_id"] for item in trickle(20, 1)}
+    assert len(first) == len(later) == 20 and not first & later
