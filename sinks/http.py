@@ -30,7 +30,7 @@ from sinks.alert_stream import AlertBroadcaster, StreamFull, StreamNotReady, par
 from sinks.database import Database, SinkError
 from sinks.query import QueryError, run_sql, to_csv
 from streams.companies import CompanyNormalizer
-from streams.events import InvalidEvent, parse_event, to_wire
+from streams.events import InvalidEvent, array_items, parse_event, to_wire
 from streams.settings import Settings
 from streams.topics import ORIGIN, SENT, Topics
 
@@ -80,7 +80,7 @@ def split_body(body: bytes, content_type: str) -> list[bytes]:
             return [line for line in text.splitlines() if line.strip()]
         raise HTTPException(400, f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
     if isinstance(parsed, list):
-        return [orjson.dumps(item) for item in parsed]
+        return array_items(text, parsed)
     return [text]
 
 

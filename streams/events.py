@@ -217,6 +217,28 @@ def _may_repeat_keys(data: bytes, obj: dict) -> bool:
     return len(_KEY_END.findall(data)) != _key_count(obj)
 
 
+class _Pairs(list):
+    """An object's (key, value) pairs as they came, duplicates included."""
+
+
+def array_items(data: bytes, parsed: list) -> list[bytes]:
+    """The items of a parsed JSON array, each as its own JSON text for ``parse_event``. Where a key may be
+    repeated (which parsing kept only the last of), each item is written from its pairs as they came, so
+    that validating it still finds the repeat."""
+    if not _may_repeat_keys(data, parsed):
+        return [orjson.dumps(item) for item in parsed]
+
+    def text(value) -> str:
+        if value.__class__ is _Pairs:
+            return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + text(v) for k, v in value) + "}"
+        if value.__class__ is list:
+            return "[" + ",".join(text(v) for v in value) + "]"
+        return json.dumps(value, ensure_ascii=False)
+
+    items = json.JSONDecoder(object_pairs_hook=_Pairs).decode(data.decode("utf-8"))
+    return [text(item).encode("utf-8", "surrogatepass") for item in items]
+
+
 def parse_event(raw: bytes | str) -> Event:
     """Validate one raw line; the returned event always has an ``event_id``."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw

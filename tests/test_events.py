@@ -145,3 +145,22 @@ def test_rules_file_hysteresis_keys(tmp_path):
         with pytest.raises(RulesFileError) as err:
             load_rules(path)
         assert f": {key}: " in str(err.value) and "\n" not in str(err.value)
+
+
+def test_items_of_an_array_keep_their_duplicate_keys():
+    """An event posted inside a JSON array is refused for a repeated key exactly as on its own; the other
+    items of the array are untouched."""
+    from streams.events import array_items
+
+    body = ('[{"kind":"funding","company":"A","company":"B","occurred_at":"2024-01-01","amount_usd":1},'
+            ' {"kind":"funding","company":"\\u00c9cole","occurred_at":"2024-01-01","amount_usd":1,'
+            ' "terms":{"x":1,"y":[{"z":1,"z":2}]}}, {"kind":"funding","company":"C","occurred_at":"2024-01-01",'
+            ' "amount_usd":1, "ref":123456789012345678901234567890}]').encode()
+    first, second, third = array_items(body, orjson.loads(body))
+    with pytest.raises(InvalidEvent, match="duplicate key 'company'"):
+        parse_event(first)
+    with pytest.raises(InvalidEvent, match="duplicate key 'z'"):
+        parse_event(second)
+    assert parse_event(third).company == "C"
+    plain = b'[{"kind":"funding","company":"A","occurred_at":"2024-01-01","amount_usd":1}]'
+    assert array_items(plain, orjson.loads(plain)) == [orjson.dumps(orjson.loads(plain)[0])]
