@@ -61,8 +61,15 @@ def only(w: Watcher, *names: str) -> Watcher:
 def test_example_sources_file_is_valid():
     from importlib.resources import files
 
+    from streams.companies import normalizer
+
     config = load_sources(files("streams.sources") / "sources.example.toml")
     assert [n for n, _ in config.named()] == ["huggingface", "epoch", "sec_form_d"]
+    # each Hugging Face organisation counts for the company the bundled data knows it as
+    hf = dict(config.named())["huggingface"]
+    ids = {org: normalizer().company_id(company) for org, company in hf.companies().items()}
+    assert ids == {"meta-llama": "meta", "Qwen": "alibaba", "mistralai": "mistral-ai", "deepseek-ai": "deepseek",
+                   "google": "google"}
 
 
 @pytest.mark.parametrize("text, message", [
