@@ -293,10 +293,19 @@ class AlertBroadcaster:
     def positions(self) -> tuple[int, ...]:
         return tuple(self.head)
 
+    def _log_end(self, p: int) -> int:
+        """Partition p's end as last seen: what was broadcast, or the high watermark of the last fetch."""
+        consumer = self._consumer
+        high = consumer.highwater(TopicPartition(self.topics.alerts, p)) if consumer is not None else None
+        return max(self.head[p], high or 0)
+
     async def stream(self, sub: Subscription, resume: dict[int, int] | None, from_beginning: bool) -> AsyncIterator[bytes]:
         """The encoded events of one connection: ``ready`` first, then every matching change from its start."""
         n = self.topics.partitions
         if resume:
+            # a position past the end of its log is from a log that is gone (a broker that lost its data
+            # made the topic again): everything in the new log is new to this client
+            resume = {p: 0 if o > self._log_end(p) else o for p, o in resume.items()}
             wanted = [resume.get(p, self.origin[p] if from_beginning else self.head[p]) for p in range(n)]
         elif from_beginning:
             wanted = list(self.origin)
