@@ -389,3 +389,34 @@ def test_unreachable_source_is_a_network_error_and_the_others_go_on(tmp_path, se
     reports = once(only(w, "huggingface", "epoch"))
     assert [e.kind for e in reports["huggingface"].errors] == ["network"] and reports["epoch"].new == 15
     assert len(lines) == 1 and lines[0].startswith("source huggingface: network: example-lab: cannot reach 127.0.0.1")
+
+
+def test_an_amendment_linked_only_by_file_number_counts_its_offering_once():
+    """A D/A without previousAccessionNumber belongs to the offering of the filings with its file number:
+    it reports only what was sold since, even when the first match in the (reloaded, key-sorted) cursor is
+    an earlier amendment rather than the original notice."""
+    import json
+    from datetime import date
+
+    from streams.sources.base import Poll
+    from streams.sources.sec_form_d import SecFormDSource
+
+    def form_d(sold: float, amendment: bool = False, previous: str | None = None) -> bytes:
+        linked = f"<previousAccessionNumber>{previous}</previousAccessionNumber>" if previous else ""
+        return (f"<edgarSubmission><primaryIssuer/><offeringData><typeOfFiling><newOrAmendment><isAmendment>{str(amendment).lower()}"
+                f"</isAmendment>{linked}</newOrAmendment></typeOfFiling><offeringSalesAmounts><totalAmountSold>{sold}"
+                "</totalAmountSold></offeringSalesAmounts></offeringData></edgarSubmission>").encode()
+
+    source, poll = SecFormDSource.__new__(SecFormDSource), Poll("sec")
+    source.name = "sec"
+    cursor = {"known": {}, "counted": {}, "history": True}
+    notice, first, second = "0001999001-23-000001", "0000950170-24-000001", "0001999001-25-000001"
+    source._filing(poll, "X", 1, {"accessionNumber": notice, "form": "D", "fileNumber": "021-1"}, date(2023, 1, 1),
+                   form_d(10e6), cursor)
+    source._filing(poll, "X", 1, {"accessionNumber": first, "form": "D/A", "fileNumber": "021-1"}, date(2024, 1, 1),
+                   form_d(12e6, True, notice), cursor)
+    cursor = json.loads(json.dumps(cursor, sort_keys=True))  # saved and read back, as the cursor store does
+    source._filing(poll, "X", 1, {"accessionNumber": second, "form": "D/A", "fileNumber": "021-1"}, date(2025, 1, 1),
+                   form_d(13e6, True), cursor)
+    amounts = [json.loads(item.raw)["amount_usd"] for item in poll.items]
+    assert amounts == [10e6, 2e6, 1e6]  # 13M sold in all, counted once

@@ -160,7 +160,7 @@ class SecFormDSource(LiveSource):
             elif previous:
                 offering = previous
             elif row.get("fileNumber"):  # no previousAccessionNumber: the offering's file number links them
-                offering = next((a for a, k in mine["known"].items() if k.get("file") == row["fileNumber"]), accession)
+                offering = next((k["offering"] for k in mine["known"].values() if k.get("file") == row["fileNumber"]), accession)
         counted = float(mine["counted"].get(offering, 0.0))
         mine["known"][accession] = {"offering": offering, "sold": sold, **({"file": row["fileNumber"]} if row.get("fileNumber") else {})}
         if sold <= counted:
