@@ -166,6 +166,9 @@ def test_huggingface_malformed_item_is_a_dead_letter_named_by_source(tmp_path, s
     assert [o for o, _ in store.dead] == ["huggingface:example-lab/Nova-2-70B-Instruct", "huggingface:example-lab"]
     assert orjson.loads(store.dead[0][1])["occurred_at"] == "yesterday"
     assert report.dead_letters == 2 and not report.failed and report.new == 1
+    # the next poll finds them again: they were dead-lettered once, and are not sent again
+    report = once(only(watcher(tmp_path, server, store), "huggingface"))["huggingface"]
+    assert report.dead_letters == 0 and len(store.dead) == 2 and not report.failed
 
 
 # ---- politeness ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ nothing. A family released again on another day (an ``-Instruct`` a week later) 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -96,6 +97,8 @@ class HuggingFaceSource(LiveSource):
     async def _poll_org(self, client: PoliteClient, poll: Poll, org: str, company: str, state: dict) -> dict:
         newest = parse_time(state.get("newest"))
         seen: dict[str, str] = dict(state.get("seen") or {})
+        rejected_before = set(state.get("rejected") or ())  # malformed items already dead-lettered
+        rejected: set[str] = set()
         launches: dict[str, str] = dict(state.get("launches") or {})
         floor = newest - OVERLAP if newest else None
         since = self.config.since
@@ -126,6 +129,11 @@ class HuggingFaceSource(LiveSource):
                 created = parse_time(item.get("createdAt")) if isinstance(item, dict) else None
                 if not isinstance(repo, str) or "/" not in repo or created is None:
                     poll.fetched += 1
+                    key = repo if isinstance(repo, str) else hashlib.sha256(orjson.dumps(item)).hexdigest()[:32]
+                    rejected.add(key)
+                    if key in rejected_before:  # sent to the dead letters once already
+                        poll.unchanged += 1
+                        continue
                     origin = f"{self.name}:{repo if isinstance(repo, str) else org}"
                     if isinstance(item, dict) and isinstance(repo, str):
                         # the pipeline's validator names what is wrong (occurred_at)
@@ -154,10 +162,12 @@ class HuggingFaceSource(LiveSource):
             newest = read_to
         # else the cursor stays where it was: the next poll reads down to it again, past what this one
         # could not reach (what it did read is in ``seen``, so it is not sent twice)
+        if budget_hit is not None:
+            rejected |= rejected_before  # not every page was read: keep what the others had
         if read_to is None:
-            return {"newest": None, "seen": {}, "launches": {}}
+            return {"newest": None, "seen": {}, "launches": {}, "rejected": sorted(rejected)}
         horizon = read_to - KEEP
-        return {"newest": iso(newest) if newest else None,
+        return {"newest": iso(newest) if newest else None, "rejected": sorted(rejected),
                 "seen": {r: t for r, t in seen.items() if parse_time(t) and parse_time(t) >= horizon},
                 "launches": {k: t for k, t in launches.items() if parse_time(t) and parse_time(t) >= horizon}}
 
