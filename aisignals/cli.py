@@ -352,11 +352,19 @@ def serve(
     def ready():
         broker = wait_for_port(h, int(p), 0.5)
         sink = settings.db.exists()
-        return broker and sink, {"broker": broker, "sink": sink}
+        parts = {"broker": broker, "sink": sink}
+        if not broker:
+            parts["reason"] = f"cannot reach the Kafka broker at {bootstrap}"
+        elif not sink:
+            parts["reason"] = f"no DuckDB file at {settings.db} yet (the sink has not written it)"
+        return broker and sink, parts
 
     from streams.security import aiokafka_kwargs
 
     from sinks.dashboard import with_dashboard
+    from sinks.metrics import register
+
+    register("http", readiness=ready)  # build info and readiness on /metrics, as the other processes have
 
     database, companies = Database(settings.db), normalizer(settings.aliases_file)
     api = with_dashboard(create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), database,

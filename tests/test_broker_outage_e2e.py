@@ -79,6 +79,10 @@ def test_a_broker_that_comes_back_with_its_data(tmp_path):
         http = f"http://127.0.0.1:{ports['http']}/"
         r = httpx.get(f"{http}readyz", timeout=10)
         assert r.status_code == 503 and r.json()["broker"] is False
+        assert r.json()["reason"] == f"cannot reach the Kafka broker at {proxy.address}"
+        metrics = httpx.get(f"{http}metrics", timeout=10).text  # `serve` says so on /metrics too
+        assert 'aisignals_ready{part="broker"} 0.0' in metrics and 'role="http"' in metrics
+        assert f'aisignals_not_ready_info{{reason="cannot reach the Kafka broker at {proxy.address}"}}' in metrics
         started = time.monotonic()
         r = httpx.post(f"{http}v1/events", content=lines[0], timeout=60)
         assert r.status_code == 503 and "Kafka broker did not take the events" in r.json()["detail"]
