@@ -206,7 +206,7 @@ class AlertSeries:
                     continue
                 if inst.end is not None and end is None and severity == inst.severity:
                     out.append(("resolved", inst, None))
-                elif end == inst.end and inst.end is None and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
+                elif end is None and inst.end is None and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
                     out.append(("severity_raised", inst, None))
                 elif end is None and inst.end is not None and SEVERITY_RANK[inst.severity] > SEVERITY_RANK[severity]:
                     out.append(("severity_raised", inst, None))

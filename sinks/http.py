@@ -276,8 +276,6 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                                                              settings.query_timeout_seconds)
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from None
-        except SinkError as exc:
-            raise HTTPException(503, str(exc)) from None
         if request.format == "csv":
             return PlainTextResponse(to_csv(names, rows), media_type="text/csv",
                                      headers={"X-Truncated": str(truncated).lower()})

@@ -73,12 +73,13 @@ class CursorStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            cursor = exc
+            raise self._unreadable(name, exc) from None
         if not isinstance(cursor, dict):
-            why = cursor if isinstance(cursor, Exception) else f"a JSON {type(cursor).__name__}, not an object"
-            raise SourceError("malformed", f"cursor file {self.path(name)} is unreadable ({why});"
-                                           " remove it to poll from the start")
+            raise self._unreadable(name, f"a JSON {type(cursor).__name__}, not an object")
         return cursor
+
+    def _unreadable(self, name: str, why) -> SourceError:
+        return SourceError("malformed", f"cursor file {self.path(name)} is unreadable ({why}); remove it to poll from the start")
 
     def save(self, name: str, cursor: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

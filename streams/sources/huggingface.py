@@ -160,10 +160,9 @@ class HuggingFaceSource(LiveSource):
         read_to = max([c for c, _, _ in new] + ([newest] if newest else []), default=None)
         if budget_hit is None:
             newest = read_to
-        # else the cursor stays where it was: the next poll reads down to it again, past what this one
-        # could not reach (what it did read is in ``seen``, so it is not sent twice)
-        if budget_hit is not None:
-            rejected |= rejected_before  # not every page was read: keep what the others had
+        else:  # the cursor stays where it was: the next poll reads down to it again, past what this one could
+            # not reach (what it did read is in ``seen``, so it is not sent twice); the unread pages' rejects stay
+            rejected |= rejected_before
         if read_to is None:
             return {"newest": None, "seen": {}, "launches": {}, "rejected": sorted(rejected)}
         horizon = read_to - KEEP
