@@ -26,7 +26,7 @@ from streams.adapters import MappingError
 from streams.companies import AliasFileError
 from streams.events import json_schema
 from streams.producer import ProduceError
-from streams.reader import InputFileError, check_readable, jsonl_lines, replay_order
+from streams.reader import InputFileError, check_readable, replay_files, replay_order
 from streams.settings import SettingsError
 from streams.settings import load_settings as settings_from  # env vars, overridden by the flags given
 from streams.sources.config import SourcesFileError
@@ -80,7 +80,7 @@ class OutputFormat(str, Enum):
 def read_items(files: list[Path], fmt: InputFormat, mapping=None):
     """Replay items of the files, and the adapter's row accounting (None for JSONL)."""
     if fmt is InputFormat.jsonl:
-        return replay_order(line for path in files for line in jsonl_lines(path)), None
+        return replay_files(files), None
     from functools import partial
 
     from streams.adapters import ADAPTERS, Accounting, csv_events

@@ -26,8 +26,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from faust.tables.manager import TableManager
 
+from processors import faust_tuning
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact, day_of_us, fact_row
+from processors.faust_tuning import FETCH_MAX_WAIT_MS, LIVE_FETCH_MAX_WAIT_MS
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
@@ -38,31 +40,7 @@ from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, FORMAT, ORIGIN, SENT,
 
 log = logging.getLogger("aisignals.worker")
 
-FETCH_MAX_WAIT_MS = 50  # bulk work: few, full fetches
-LIVE_FETCH_MAX_WAIT_MS = 10  # live: shorter waits make Tansu stall fetches for seconds (measured)
-
-
-def _short_fetch_wait() -> None:
-    """Faust hard-codes aiokafka's fetch_max_wait_ms=1500; on a broker that holds fetches until that
-    timeout (Tansu does) every hop adds up to 1.5 s of latency. Cap it once, for every Faust consumer,
-    at the app's ``aisignals_fetch_wait_ms``."""
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread = faust_aiokafka.AIOKafkaConsumerThread
-    if getattr(thread, "_aisignals_patched", False):
-        return
-    create = thread._create_worker_consumer
-
-    def _create_worker_consumer(self, transport):
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = getattr(self.app, "aisignals_fetch_wait_ms", FETCH_MAX_WAIT_MS)
-        return consumer
-
-    thread._create_worker_consumer = _create_worker_consumer
-    thread._aisignals_patched = True
-
-
-_short_fetch_wait()
+faust_tuning.apply()
 
 
 class TablelessTableManager(TableManager):

@@ -38,9 +38,7 @@ class InvalidEvent(ValueError):
 
 def _to_utc(value: Any) -> datetime:
     """ISO 8601 date or date-time → aware UTC datetime. A date is 00:00 UTC; no zone means UTC."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
+    if isinstance(value, str):
         text = value.strip()
         try:
             if len(text) == 10:
@@ -49,9 +47,13 @@ def _to_utc(value: Any) -> datetime:
                 parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"not an ISO 8601 date or date-time: {value[:40]!r}") from None
+    elif isinstance(value, datetime):
+        parsed = value
     else:
         raise ValueError("must be an ISO 8601 date or date-time string")
-    parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    zone = parsed.tzinfo
+    if zone is not timezone.utc:  # this runs for every event: a time already in UTC is kept as it is
+        parsed = parsed.replace(tzinfo=timezone.utc) if zone is None else parsed.astimezone(timezone.utc)
     if not MIN_YEAR <= parsed.year < MAX_YEAR:
         raise ValueError(f"year {parsed.year} is outside {MIN_YEAR}..{MAX_YEAR - 1}")
     return parsed

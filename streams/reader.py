@@ -221,6 +221,42 @@ def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:
     return plan
 
 
+def replay_files(paths: Iterable[Path]) -> ReplayPlan:
+    """``replay_order`` of the lines of JSON Lines files (``jsonl_lines``), read straight into the plan's
+    arrays: making a ``RawLine`` per line and taking it apart again was most of the 12 µs a line that
+    reading cost."""
+    plan = ReplayPlan()
+    bad = array("I")
+    good = array("I")
+    times = array("q")
+    file_no, offsets, lengths, line_nos, time_ms = plan.file_no, plan.offset, plan.length, plan.line_no, plan.time_ms
+    time_of = replay_time_us
+    for path in paths:
+        path = Path(path)
+        number = plan._number(plan._path_no, plan.paths, path)
+        offset = 0
+        with open(path, "rb") as fh:
+            for line_no, line in enumerate(fh, 1):
+                stripped = line.strip()
+                if stripped:
+                    k = len(file_no)
+                    file_no.append(number)
+                    offsets.append(offset if stripped[0] == line[0] else offset + len(line) - len(line.lstrip()))
+                    lengths.append(len(stripped))
+                    line_nos.append(line_no)
+                    at = time_of(stripped)
+                    if at is None:
+                        time_ms.append(NO_TIME)
+                        bad.append(k)
+                    else:
+                        time_ms.append(at // 1000 if at >= 0 else NO_TIME)
+                        good.append(k)
+                        times.append(at)
+                offset += len(line)
+    plan.order = bad + array("I", (good[k] for k in _stable_argsort(times)))
+    return plan
+
+
 def _stable_argsort(times: array) -> Iterator[int]:
     """Positions of ``times`` in ascending order, ties in their original order. One list of unique
     keys (time, then position) instead of ``sorted(range(n), key=...)``'s two lists of ints: about half

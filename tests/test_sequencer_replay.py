@@ -80,3 +80,29 @@ def test_lines_read_again_from_their_files_in_spans_are_exact(tmp_path, monkeypa
         assert all(item.value == expected[item.origin] for item in items)
         bad = [line.origin for line in lines if reader.replay_time_us(line.raw) is None]  # incl. the over-long line
         assert len(bad) > 100 and [item.origin for item in items[:len(bad)]] == bad
+
+
+def test_files_read_straight_into_the_plan_give_the_same_replay(tmp_path):
+    """``replay_files`` (what a JSON Lines backfill reads with) makes exactly the plan of ``replay_order`` over
+    ``jsonl_lines``: origins, bytes and order, over several files with blank lines, padding, both line breaks,
+    bad lines and times before the epoch."""
+    from streams.reader import jsonl_lines, replay_files
+
+    rng = random.Random(3)
+    paths = []
+    for f in range(3):
+        path = tmp_path / f"part{f}.jsonl"
+        chunks = []
+        for i in range(700):
+            at = datetime(1969, 12, 30, tzinfo=timezone.utc) + timedelta(hours=rng.randrange(200), microseconds=rng.randrange(3))
+            line = orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": at.isoformat(), "f": f, "i": i})
+            if rng.random() < 0.05:
+                line = rng.choice([b"[]", b"{broken", b'{"occurred_at": "yesterday"}'])
+            chunks.append(rng.choice([b"", b" ", b"\t "]) + line + rng.choice([b"\n", b"\r\n", b" \n", b"\n\n\n"]))
+        chunks.append(b"   ")  # a last line of blanks, no line break
+        path.write_bytes(b"".join(chunks))
+        paths.append(path)
+    plan = replay_files(paths)
+    reference = replay_order(line for path in paths for line in jsonl_lines(path))
+    assert len(plan) == len(reference) == 2100
+    assert [(i.origin, i.value, i.time_ms) for i in plan] == [(i.origin, i.value, i.time_ms) for i in reference]
