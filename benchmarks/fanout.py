@@ -167,21 +167,24 @@ async def stored_events(session: aiohttp.ClientSession, url: str) -> int:
         return 0
 
 
-async def post_drains(session: aiohttp.ClientSession, url: str, n: int, seconds: float, tag: str) -> list[str]:
-    """``n`` talent drains spread over ``seconds``: each a company with 1 hire and 5 departures today."""
+async def post_drains(url: str, n: int, seconds: float, tag: str) -> list[str]:
+    """``n`` talent drains spread over ``seconds``: each a company with 1 hire and 5 departures today. Each
+    POST on a connection of its own: seconds apart, a kept-alive one may be closing on the server's side
+    (its keep-alive timeout) just as the next request is written, and a POST is not retried."""
     today = datetime.now(timezone.utc).date().isoformat()
     companies = []
-    for i in range(n):
-        await asyncio.sleep(seconds / (n + 1))
-        company = f"Fanout Drain {tag} {i}"
-        events = [{"kind": "hiring", "company": company, "occurred_at": today, "event_id": f"fo-{tag}-{i}-h"}] + [
-            {"kind": "departure", "company": company, "occurred_at": today, "event_id": f"fo-{tag}-{i}-d{j}",
-             "seniority": "senior"} for j in range(5)]
-        async with session.post(f"{url}v1/events", data=b"\n".join(orjson.dumps(e) for e in events),
-                                headers={"content-type": "application/x-ndjson"}) as r:
-            if r.status != 202:
-                raise RuntimeError(f"POST /v1/events answered {r.status}: {await r.text()}")
-        companies.append(company)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for i in range(n):
+            await asyncio.sleep(seconds / (n + 1))
+            company = f"Fanout Drain {tag} {i}"
+            events = [{"kind": "hiring", "company": company, "occurred_at": today, "event_id": f"fo-{tag}-{i}-h"}] + [
+                {"kind": "departure", "company": company, "occurred_at": today, "event_id": f"fo-{tag}-{i}-d{j}",
+                 "seniority": "senior"} for j in range(5)]
+            async with session.post(f"{url}v1/events", data=b"\n".join(orjson.dumps(e) for e in events),
+                                    headers={"content-type": "application/x-ndjson"}) as r:
+                if r.status != 202:
+                    raise RuntimeError(f"POST /v1/events answered {r.status}: {await r.text()}")
+            companies.append(company)
     return companies
 
 
@@ -265,7 +268,7 @@ async def measure(args, workdir: Path) -> dict:
                 "--partitions", str(topics.partitions), "--rate", str(args.rate), "--seconds", str(args.seconds),
                 "--drain", "1", stdout=subprocess.PIPE, cwd=ROOT)
             cpu_start = (cpu_seconds(pid), cpu_seconds(os.getpid()))
-            drains = asyncio.create_task(post_drains(session, server.url, args.drains, args.seconds, str(os.getpid())))
+            drains = asyncio.create_task(post_drains(server.url, args.drains, args.seconds, str(os.getpid())))
             started = time.monotonic()
             waiting = asyncio.ensure_future(load.communicate())
             samples = []  # (seconds into the load, server RSS MB), every 5 s

@@ -301,6 +301,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {"machine": machine(), "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "load_before": os.getloadavg(), "repeat": args.repeat, "backfill": {}}
+
+    def save() -> None:  # after each stage: a later stage that fails does not lose what was measured
+        Path(args.json).write_text(json.dumps(results, indent=2))
     with tempfile.TemporaryDirectory(prefix="aisignals-bench-") as tmp:
         workdir = Path(tmp)
         largest_db = None
@@ -328,6 +331,7 @@ def main() -> None:
                                               peer_ratio=statistics.median(peers) / b)
             print(f"N={n}: baseline {b:,.0f}/s, backfill {statistics.median(runs):,.0f}/s, peer "
                   f"{results['backfill'][n].get('peer_events_per_s', float('nan')):,.0f}/s", flush=True)
+            save()
             path.unlink()
         lines = synthetic_lines(min(sizes[0], 200_000))
         sink_runs = [sink_vs_raw(lines, workdir) for _ in range(args.repeat)]
@@ -343,13 +347,14 @@ def main() -> None:
         results["peak_rss_mb"] = results["backfill"][sizes[-1]]["peak_rss_mb"]
         results["rss_events"] = sizes[-1]
         results["live"] = asyncio.run(live_latency(args.live_rate, args.live_seconds, workdir))
+        save()
     if args.fanout_subscribers:
         from benchmarks import fanout
 
         results["fanout"] = fanout.run(args.fanout_subscribers, args.fanout_sql_clients, args.live_rate,
                                        args.live_seconds, drains=10)
     results["load_after"] = os.getloadavg()
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    save()
     table = render(results)
     print(table)
     if args.markdown:
