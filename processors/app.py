@@ -26,10 +26,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from faust.tables.manager import TableManager
 
-from processors import faust_tuning
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact, day_of_us, fact_row
-from processors.faust_tuning import FETCH_MAX_WAIT_MS, LIVE_FETCH_MAX_WAIT_MS
+from processors.faust_tuning import FETCH_MAX_WAIT_MS, LIVE_FETCH_MAX_WAIT_MS, apply as apply_faust_tuning
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
@@ -40,7 +39,7 @@ from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, FORMAT, ORIGIN, SENT,
 
 log = logging.getLogger("aisignals.worker")
 
-faust_tuning.apply()
+apply_faust_tuning()
 
 
 class TablelessTableManager(TableManager):

@@ -60,16 +60,23 @@ def check_readable(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def jsonl_lines(path: Path) -> Iterator[RawLine]:
-    """Non-empty lines of a JSON Lines file (a blank line is not an event and not a dead letter)."""
-    path = Path(path)
+def _nonblank(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset of its text, text) of each non-blank line: a blank line is not an event
+    and not a dead letter."""
     offset = 0
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
             stripped = line.strip()
             if stripped:
-                yield RawLine(f"{path.name}:{number}", stripped, path, offset + len(line) - len(line.lstrip()))
+                yield number, offset if stripped[0] == line[0] else offset + len(line) - len(line.lstrip()), stripped
             offset += len(line)
+
+
+def jsonl_lines(path: Path) -> Iterator[RawLine]:
+    """Non-empty lines of a JSON Lines file."""
+    path = Path(path)
+    for number, offset, text in _nonblank(path):
+        yield RawLine(f"{path.name}:{number}", text, path, offset)
 
 
 NO_TIME = -(2**63)
@@ -217,7 +224,7 @@ def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:
             continue
         good.append(plan.append(line, at // 1000 if at >= 0 else None))
         times.append(at)
-    plan.order = bad + array("I", (good[k] for k in _stable_argsort(times)))
+    plan.order = _in_order(bad, good, times)
     return plan
 
 
@@ -232,29 +239,28 @@ def replay_files(paths: Iterable[Path]) -> ReplayPlan:
     file_no, offsets, lengths, line_nos, time_ms = plan.file_no, plan.offset, plan.length, plan.line_no, plan.time_ms
     time_of = replay_time_us
     for path in paths:
-        path = Path(path)
-        number = plan._number(plan._path_no, plan.paths, path)
-        offset = 0
-        with open(path, "rb") as fh:
-            for line_no, line in enumerate(fh, 1):
-                stripped = line.strip()
-                if stripped:
-                    k = len(file_no)
-                    file_no.append(number)
-                    offsets.append(offset if stripped[0] == line[0] else offset + len(line) - len(line.lstrip()))
-                    lengths.append(len(stripped))
-                    line_nos.append(line_no)
-                    at = time_of(stripped)
-                    if at is None:
-                        time_ms.append(NO_TIME)
-                        bad.append(k)
-                    else:
-                        time_ms.append(at // 1000 if at >= 0 else NO_TIME)
-                        good.append(k)
-                        times.append(at)
-                offset += len(line)
-    plan.order = bad + array("I", (good[k] for k in _stable_argsort(times)))
+        number = plan._number(plan._path_no, plan.paths, Path(path))
+        for line_no, offset, text in _nonblank(path):
+            k = len(file_no)
+            file_no.append(number)
+            offsets.append(offset)
+            lengths.append(len(text))
+            line_nos.append(line_no)
+            at = time_of(text)
+            if at is None:
+                time_ms.append(NO_TIME)
+                bad.append(k)
+            else:
+                time_ms.append(at // 1000 if at >= 0 else NO_TIME)
+                good.append(k)
+                times.append(at)
+    plan.order = _in_order(bad, good, times)
     return plan
+
+
+def _in_order(bad: array, good: array, times: array) -> array:
+    """The replay order: the lines that cannot be events, then the others by time (``times`` is theirs)."""
+    return bad + array("I", (good[k] for k in _stable_argsort(times)))
 
 
 def _stable_argsort(times: array) -> Iterator[int]:
