@@ -24,9 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
-from sse_starlette.sse import AppStatus, EventSourceResponse
+from sse_starlette.sse import AppStatus
 
-from sinks.alert_stream import AlertBroadcaster, StreamFull, StreamNotReady, parse_positions, register_metrics
+from sinks.alert_stream import AlertBroadcaster, AlertStreamResponse, StreamFull, StreamNotReady, parse_positions, register_metrics
 from sinks.database import Database, SinkError
 from sinks.query import QueryError, run_sql, to_csv
 from streams.companies import CompanyNormalizer
@@ -82,20 +82,6 @@ def split_body(body: bytes, content_type: str) -> list[bytes]:
     if isinstance(parsed, list):
         return array_items(text, parsed)
     return [text]
-
-
-class AlertStreamResponse(EventSourceResponse):
-    """An SSE response that gives its connection slot back however it ends."""
-
-    def __init__(self, *args, release: Callable[[], None], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.release = release
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.release()
 
 
 def json_bytes(value) -> bytes:
@@ -260,8 +246,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
             broadcaster.release(sub)
             raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
         resume = parse_positions(request.headers.get("last-event-id"), topics.partitions)
-        return AlertStreamResponse(broadcaster.stream(sub, resume, from_beginning), ping=15,
-                                   shutdown_grace_period=5, release=lambda: broadcaster.release(sub))
+        return AlertStreamResponse(broadcaster, sub, resume, from_beginning)
 
     @app.post("/v1/query", dependencies=[Depends(authorised)])
     async def post_query(raw: Request):
