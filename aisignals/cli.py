@@ -26,7 +26,7 @@ from streams.adapters import MappingError
 from streams.companies import AliasFileError
 from streams.events import json_schema
 from streams.producer import ProduceError
-from streams.reader import InputFileError, check_readable, replay_files, replay_order
+from streams.reader import InputFileError, check_readable, replay_order
 from streams.settings import SettingsError
 from streams.settings import load_settings as settings_from  # env vars, overridden by the flags given
 from streams.sources.config import SourcesFileError
@@ -80,7 +80,9 @@ class OutputFormat(str, Enum):
 def read_items(files: list[Path], fmt: InputFormat, mapping=None):
     """Replay items of the files, and the adapter's row accounting (None for JSONL)."""
     if fmt is InputFormat.jsonl:
-        return replay_files(files), None
+        from aisignals.children import read_jsonl
+
+        return read_jsonl(files), None
     from functools import partial
 
     from streams.adapters import ADAPTERS, Accounting, csv_events
@@ -155,7 +157,8 @@ def backfill(
             progress.update(task, total=len(items))
             return items
 
-        summary = asyncio.run(run_backfill(settings, load, lambda n: progress.advance(task, n), rule_set))
+        summary = asyncio.run(run_backfill(settings, load, lambda n: progress.advance(task, n), rule_set,
+                                           reads_elsewhere=fmt is InputFormat.jsonl))
     names, rows = run_query(settings.db, "SELECT (SELECT count(*) FROM indicators), (SELECT count(*) FROM alerts)")
     summary.indicator_rows, summary.alerts = rows[0]
     table = Table(title=f"backfill → {settings.db}", show_header=False)

@@ -400,13 +400,18 @@ class Pipeline:
 
 
 async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPlan],
-                   progress: Callable[[int], None] | None = None, rules: RuleSet | None = None) -> Summary:
+                   progress: Callable[[int], None] | None = None, rules: RuleSet | None = None,
+                   reads_elsewhere: bool = False) -> Summary:
     """Replay items through the streaming pipeline and wait until everything is written. ``items`` may be
-    a function that reads them: it then runs (in a thread) while the worker waits for its group join."""
+    a function that reads them: it then runs (in a thread) while the broker and the worker start, from the
+    beginning if it reads in other processes (``reads_elsewhere``), else once the worker waits for its
+    group join."""
     pipeline = Pipeline(settings, rules, sink_process=True, engines_process=True)
     started = time.monotonic()
     loading: asyncio.Future | None = None
     try:
+        if callable(items) and reads_elsewhere:
+            loading = asyncio.ensure_future(asyncio.to_thread(items))
         pipeline.spawn_children()
         try:
             await asyncio.to_thread(pipeline.start_broker)
@@ -417,14 +422,19 @@ async def backfill(settings: Settings, items: ReplayPlan | Callable[[], ReplayPl
             starting = asyncio.ensure_future(pipeline.start())
             try:
                 if callable(items):
-                    # read once the start waits on the broker only: a reading thread begun earlier holds the
-                    # interpreter lock the start's own work needs (at 1M lines the join began 5.2 s in, not 1.8)
-                    joining = asyncio.ensure_future(pipeline.joining.wait())
-                    await asyncio.wait({starting, joining}, return_when=asyncio.FIRST_COMPLETED)
-                    joining.cancel()
-                    if starting.done():
-                        await starting  # raises its error: a start that ended before the join failed
-                    loading = asyncio.ensure_future(asyncio.to_thread(items))
+                    if loading is None:
+                        # read once the start waits on the broker only: a reading thread begun earlier holds the
+                        # interpreter lock the start's own work needs (at 1M lines the join began 5.2 s in, not 1.8)
+                        joining = asyncio.ensure_future(pipeline.joining.wait())
+                        await asyncio.wait({starting, joining}, return_when=asyncio.FIRST_COMPLETED)
+                        joining.cancel()
+                        if starting.done():
+                            await starting  # raises its error: a start that ended before the join failed
+                        loading = asyncio.ensure_future(asyncio.to_thread(items))
+                    else:
+                        await asyncio.wait({starting, loading}, return_when=asyncio.FIRST_COMPLETED)
+                        if starting.done() and not loading.done():
+                            await starting  # raises its error: a start that failed does not wait for the reading
                     items = await loading
                 result = await pipeline.replay(items, progress, starting=starting)
             finally:

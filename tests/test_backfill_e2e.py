@@ -154,3 +154,25 @@ def test_replay_overlapping_a_failed_start_stops_and_says_why(tmp_path):
     finally:
         pipeline.stop_broker()
     assert sum(sent) < len(items) / 2
+
+
+def test_input_read_beside_the_start_that_fails_stops_the_start_and_says_why(tmp_path):
+    """Input read in other processes is read from the very beginning, beside the broker's start and the
+    worker's; when reading fails, the start is let finish, everything stops, and the reading's error is
+    what the command reports."""
+    import multiprocessing
+    import threading
+
+    from aisignals.pipeline import backfill
+    from streams.reader import InputFileError
+
+    called = threading.Event()
+
+    def unreadable():
+        called.set()
+        raise InputFileError("cannot read events.jsonl: Permission denied")
+
+    with pytest.raises(InputFileError, match="Permission denied"):
+        asyncio.run(backfill(Settings(db=tmp_path / "x.duckdb", log_dir=tmp_path), unreadable, reads_elsewhere=True))
+    assert called.is_set()
+    assert multiprocessing.active_children() == []  # the sink and engines processes have stopped

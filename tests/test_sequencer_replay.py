@@ -106,3 +106,51 @@ def test_files_read_straight_into_the_plan_give_the_same_replay(tmp_path):
     reference = replay_order(line for path in paths for line in jsonl_lines(path))
     assert len(plan) == len(reference) == 2100
     assert [(i.origin, i.value, i.time_ms) for i in plan] == [(i.origin, i.value, i.time_ms) for i in reference]
+
+
+def _mixed_jsonl(path, n: int, seed: int, pad: bytes = b"") -> None:
+    """Lines in no time order, with blank lines, padding, both line breaks and bad lines."""
+    rng = random.Random(seed)
+    chunks = []
+    for i in range(n):
+        at = datetime(2020, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=rng.randrange(10_000))
+        line = orjson.dumps({"kind": "hiring", "company": "X", "occurred_at": at.isoformat(), "i": i, "pad": pad.decode()})
+        if rng.random() < 0.03:
+            line = rng.choice([b"[]", b"{broken", b'{"occurred_at": "yesterday"}'])
+        chunks.append(rng.choice([b"", b" "]) + line + rng.choice([b"\n", b"\r\n", b"\n\n"]))
+    path.write_bytes(b"".join(chunks))
+
+
+def test_a_file_read_in_ranges_gives_the_plan_of_one_read(tmp_path):
+    """Cut into ranges at line starts and read apart (as ``read_jsonl`` does in other processes), the files
+    give exactly the plan of reading each in one piece: line numbers, offsets, times and order."""
+    from streams.reader import file_ranges, replay_files
+
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "empty.jsonl"]
+    _mixed_jsonl(paths[0], 3000, 1)
+    _mixed_jsonl(paths[1], 1000, 2)
+    paths[2].write_bytes(b"")
+    ranges = file_ranges(paths, 4, min_bytes=1000)
+    assert [r.number for r in ranges].count(0) == 4 and [r.number for r in ranges].count(1) == 4
+    for path in paths:  # the ranges cover each file exactly, each beginning at a line start
+        mine = [r for r in ranges if r.path == path]
+        data = path.read_bytes()
+        assert mine[0].start == 0 and mine[-1].end == len(data)
+        assert all(a.end == b.start and data[b.start - 1:b.start] == b"\n" for a, b in zip(mine, mine[1:]))
+    whole = replay_files(paths)
+    pieces = replay_files(paths, 4, min_piece_bytes=1000)
+    assert len(whole) == len(pieces) > 3900
+    assert [(i.origin, i.value, i.time_ms) for i in pieces] == [(i.origin, i.value, i.time_ms) for i in whole]
+
+
+def test_read_jsonl_reads_a_large_file_in_other_processes_into_the_same_plan(tmp_path):
+    """Above the size worth it, ``read_jsonl`` reads the ranges in a process pool: the same plan."""
+    from aisignals.children import read_jsonl
+    from streams.reader import file_ranges, replay_files
+
+    path = tmp_path / "large.jsonl"
+    _mixed_jsonl(path, 20_000, 3, pad=b"x" * 400)
+    assert len(file_ranges([path], 2)) == 2  # big enough to be read in two processes
+    plan = read_jsonl([path], processes=2)
+    whole = replay_files([path])
+    assert [(i.origin, i.value, i.time_ms) for i in plan] == [(i.origin, i.value, i.time_ms) for i in whole]
