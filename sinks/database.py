@@ -6,6 +6,10 @@ few seconds at most): between holds a stock DuckDB client in another process can
 and see data no older than one flush. Inside one process a lock serialises the writer and readers
 (DuckDB refuses two connections with different settings there).
 Both sides retry for a while when the other process holds the file.
+
+Writes attach the file to one in-memory DuckDB kept for the life of the object, and detach it after
+(detaching checkpoints and lets go of the file, as closing does): starting a DuckDB costs ~30 ms of
+CPU, attaching a file ~3 ms, and a live sink writes twice a second.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from typing import Iterator
 import duckdb
 
 from sinks.schema import all_ddl, missing_columns_sql
+
+
+_FILE = "aisignals_file"  # the attached file's name in the writing DuckDB
 
 
 class SinkError(RuntimeError):
@@ -41,15 +48,21 @@ class Database:
         # between two writes (opening one costs more than most queries); each write closes it first
         self.reuse_reader = reuse_reader
         self._reader: duckdb.DuckDBPyConnection | None = None
-        self._writer: duckdb.DuckDBPyConnection | None = None  # kept open by the last write (``writer(keep=True)``)
+        self._host: duckdb.DuckDBPyConnection | None = None  # the in-memory DuckDB writes attach the file to
+        self._attached = False  # the file is attached to it: a write under way, or kept by ``writer(keep=True)``
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        con = self._retrying(lambda: duckdb.connect(str(self.path), read_only=read_only))
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    def _retrying(self, open_file):
+        """``open_file()``, again while another process holds the file (up to ``wait_seconds``)."""
         deadline = time.monotonic() + self.wait_seconds
         delay = 0.005
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return open_file()
             except (duckdb.Error, OSError) as exc:
                 if _locked(exc) and time.monotonic() < deadline:
                     time.sleep(delay)
@@ -58,8 +71,37 @@ class Database:
                 if _locked(exc):
                     raise SinkError(f"DuckDB file {self.path} stayed locked by another process for {self.wait_seconds:.0f} s") from None
                 raise SinkError(f"cannot open DuckDB file {self.path}: {str(exc).splitlines()[0]}") from None
-        con.execute("SET TimeZone = 'UTC'")
-        return con
+
+    def _attach(self) -> duckdb.DuckDBPyConnection:
+        """The file attached for writing, and made the default database, on the kept in-memory DuckDB."""
+        host = self._host
+        if host is None:
+            host = self._host = duckdb.connect()
+            host.execute("SET TimeZone = 'UTC'")
+        path = str(self.path).replace("'", "''")
+        self._retrying(lambda: host.execute(f"ATTACH '{path}' AS {_FILE}"))
+        self._attached = True
+        host.execute(f"USE {_FILE}")
+        return host
+
+    def _detach(self) -> None:
+        """Checkpoint and let go of the file. If that fails, the in-memory DuckDB is dropped with it."""
+        self._attached = False
+        host = self._host
+        try:
+            host.execute("USE memory")
+            host.execute(f"DETACH {_FILE}")
+        except BaseException:
+            self._drop_host()
+            raise
+
+    def _drop_host(self) -> None:
+        """Close the in-memory DuckDB (and so the file, if attached): after a failed write, whatever the
+        transaction left behind (names still bound, an aborted transaction) goes with it."""
+        self._attached = False
+        host, self._host = self._host, None
+        if host is not None:
+            host.close()
 
     def create(self) -> None:
         """Create the file and every table (idempotent)."""
@@ -71,36 +113,34 @@ class Database:
                 con.execute(sql)
 
     def close(self) -> None:
-        """Close the kept reader or writer connection, if any (closing a writer checkpoints)."""
+        """Close the kept reader, and let go of a kept writer's file (which checkpoints), if any."""
         with self.lock:
-            for con in (self._reader, self._writer):
-                if con is not None:
-                    con.close()
-            self._reader = self._writer = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            if self._attached:
+                self._detach()
 
     @property
     def holding(self) -> bool:
         """A write kept the file open."""
-        return self._writer is not None
+        return self._attached
 
     @contextlib.contextmanager
     def writer(self, keep: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection that may write. ``keep``: leave it open for the next write instead of closing it
-        (DuckDB checkpoints on close); any reader in this process, or ``close``, closes it."""
+        """A connection that may write. ``keep``: leave the file attached for the next write instead of
+        letting go of it (DuckDB checkpoints then); any reader in this process, or ``close``, lets go of it."""
         with self.lock:
-            con, self._writer = self._writer, None
-            if con is None:
+            if not self._attached:
                 self.close()
-                con = self._connect(read_only=False)
+                self._attach()
             try:
-                yield con
+                yield self._host
             except BaseException:
-                con.close()
+                self._drop_host()
                 raise
-            if keep:
-                self._writer = con
-            else:
-                con.close()
+            if not keep:
+                self._detach()
 
     @contextlib.contextmanager
     def reader(self, sandboxed: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
