@@ -138,6 +138,7 @@ class AlertBroadcaster:
         self._positioned = False  # reading has begun (a restarted consumer continues from head)
         self._wake_pending: asyncio.TimerHandle | None = None
         self.pings = 0  # keep-alive rounds so far
+        self.ping_frame = b""  # the comment of the latest round, encoded once for every connection
         self._pinger: asyncio.TimerHandle | None = None
 
     # ---- the one consumer ------------------------------------------------------------------
@@ -150,6 +151,7 @@ class AlertBroadcaster:
     def _ping(self) -> None:
         """One timer for every connection's keep-alive: each writes a comment when woken by it."""
         self.pings += 1
+        self.ping_frame = b": ping - " + datetime.now(timezone.utc).isoformat(sep=" ").encode() + b"\r\n\r\n"
         self._wake_all()
         self._pinger = asyncio.get_running_loop().call_later(PING_EVERY, self._ping)
 
@@ -353,7 +355,7 @@ class AlertBroadcaster:
                 return
             if sub.pinged < self.pings:
                 sub.pinged = self.pings
-                yield b": ping - " + datetime.now(timezone.utc).isoformat(sep=" ").encode() + b"\r\n\r\n"
+                yield self.ping_frame
                 continue
             sub.wake.clear()
             if sub.cursor >= self.seq and not sub.closed:

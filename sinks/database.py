@@ -72,7 +72,7 @@ class Database:
                     raise SinkError(f"DuckDB file {self.path} stayed locked by another process for {self.wait_seconds:.0f} s") from None
                 raise SinkError(f"cannot open DuckDB file {self.path}: {str(exc).splitlines()[0]}") from None
 
-    def _attach(self) -> duckdb.DuckDBPyConnection:
+    def _attach(self) -> None:
         """The file attached for writing, and made the default database, on the kept in-memory DuckDB."""
         host = self._host
         if host is None:
@@ -82,7 +82,6 @@ class Database:
         self._retrying(lambda: host.execute(f"ATTACH '{path}' AS {_FILE}"))
         self._attached = True
         host.execute(f"USE {_FILE}")
-        return host
 
     def _detach(self) -> None:
         """Checkpoint and let go of the file. If that fails, the in-memory DuckDB is dropped with it."""
