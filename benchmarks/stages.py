@@ -73,14 +73,13 @@ def measure(lines: list[bytes], batch: int = 5000, state: bool = False) -> dict:
         r, a = engine.flush()
         rows, alerts = rows + len(r), alerts + len(a)
     engine_s = time.process_time() - started
-    records = EventRecords()
-    for value in wires:
-        records.add(value, False, None)
-    started = time.process_time()
+    parts = []
     for i in range(0, len(wires), 20_000):  # the sink's flush size
-        part = EventRecords()
-        part.values, part.late, part.batch_ids = (records.values[i : i + 20_000], records.late[i : i + 20_000],
-                                                  records.batch_ids[i : i + 20_000])
+        parts.append(part := EventRecords())
+        for value in wires[i : i + 20_000]:
+            part.add(value, False, None)
+    started = time.process_time()
+    for part in parts:
         events_table(part, companies.company_id, 0)
     sink = time.process_time() - started
     n = len(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
 from collections import defaultdict
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -59,22 +60,39 @@ def _date32(iso: str | None):
 
 
 class EventRecords:
-    """Records of the events and late topics, as they came (SPEC §2 JSON): parsed per batch, in C++."""
+    """Records of the events and late topics, as they came (SPEC §2 JSON): parsed per batch, in C++.
 
-    __slots__ = ("values", "late", "batch_ids")
+    Their bytes are copied into one buffer, as an Arrow binary column lays them out: a batch holds tens of
+    thousands of records, and as Python objects each would stay allocated (and fragment the heap) until
+    the batch is written."""
+
+    __slots__ = ("data", "offsets", "late", "batch_ids", "_names")
 
     def __init__(self) -> None:
-        self.values: list[bytes] = []
+        self.data = bytearray()
+        self.offsets = array("i", [0])
         self.late: list[bool] = []
         self.batch_ids: list[str | None] = []
+        self._names: dict[bytes, str] = {}  # one str per batch id, shared by its records
 
-    def add(self, value: bytes, late: bool, batch_id: str | None) -> None:
-        self.values.append(value)
+    def add(self, value: bytes, late: bool, batch_id: bytes | None) -> None:
+        self.data += value
+        self.offsets.append(len(self.data))
         self.late.append(late)
-        self.batch_ids.append(batch_id)
+        if batch_id:
+            name = self._names.get(batch_id)
+            if name is None:
+                name = self._names[batch_id] = batch_id.decode()
+            self.batch_ids.append(name)
+        else:
+            self.batch_ids.append(None)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.late)
+
+    def payload(self) -> pa.Array:
+        """The records' bytes as a string column (the worker's JSON: UTF-8), without copying them again."""
+        return pa.Array.from_buffers(pa.string(), len(self), [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)])
 
 
 # the columns of ``events`` the sink fills itself; every other one is a field of the record's JSON
@@ -125,9 +143,8 @@ def events_table(records: EventRecords, company_id: Callable[[str], str], now_us
     by DuckDB (on ``con`` if given), company names are normalised once per distinct name, and the payload
     column is the records' bytes as they came. A second record of an event id in the batch is dropped
     (first wins)."""
-    values = records.values
-    n = len(values)
-    payload = pa.array(values, pa.binary()).view(pa.string())  # the worker's JSON: UTF-8
+    n = len(records)
+    payload = records.payload()
     if con is None:
         with duckdb.connect() as own:
             own.execute("SET TimeZone = 'UTC'")
@@ -346,8 +363,7 @@ class DuckDBSink:
         t = self.topics
         value = message.value
         if topic == t.events or topic == t.late:
-            batch = headers.get(BATCH)
-            b.events.add(value, topic == t.late, batch.decode() if batch else None)
+            b.events.add(value, topic == t.late, headers.get(BATCH))
         elif topic == t.indicators:
             b.indicators.append(value)
         elif topic == t.alerts:

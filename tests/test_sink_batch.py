@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 
 import orjson
@@ -67,7 +68,7 @@ def test_events_table_matches_the_row_by_row_definition():
     records = EventRecords()
     wires = [to_wire(parse_event(line)) for line in LINES]
     for i, wire in enumerate(wires):
-        records.add(wire, i % 3 == 1, "b1" if i % 2 else None)
+        records.add(wire, i % 3 == 1, b"b1" if i % 2 else None)  # the batch header, as it comes
     now_us = 1_700_000_000_123_456
     rows = events_table(records, companies.company_id, now_us).to_pylist()
     expected = [expected_row(w, i % 3 == 1, "b1" if i % 2 else None, companies, now_us)
@@ -107,3 +108,19 @@ def test_a_restart_restores_the_facts_the_events_made(tmp_path):
     expected = {f.event_id: f for f in (fact_from_event(e, companies) for e in events)}
     assert {f.event_id: f for f in facts} == expected
     assert expected["g"].counterparty_id is None and expected["a"].counterparty_name == "FAIR"
+
+
+def test_event_records_hold_one_buffer_not_an_object_per_record():
+    """A sink's batch holds tens of thousands of records until it is written: their bytes are copied into
+    one buffer, so the consumer's record objects are freed as they are read."""
+    records = EventRecords()
+    wire = to_wire(parse_event(LINES[0]))
+    before = sys.getallocatedblocks()
+    for i in range(10_000):
+        records.add(wire + b" " * (i % 7), i % 5 == 0, b"b1" if i % 2 else None)  # a new object each, as consumed
+    assert sys.getallocatedblocks() - before < 1_000
+    payload = records.payload()
+    assert len(records) == len(payload) == 10_000
+    assert payload[3].as_py() == (wire + b"   ").decode() and payload[9_999].as_py() == (wire + b"   ").decode()
+    assert records.late[:6] == [True, False, False, False, False, True]
+    assert records.batch_ids[:3] == [None, "b1", None] and records.batch_ids[1] is records.batch_ids[3]
