@@ -6,17 +6,28 @@ import operator
 import os
 import tempfile
 from array import array
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+import msgspec
 import orjson
 
 from streams.events import MAX_LINE_BYTES, _to_utc
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class _Timed(msgspec.Struct):
+    """A line's ``occurred_at`` alone: msgspec checks the whole line's JSON but builds only this field."""
+
+    occurred_at: object = None
+
+
+_occurred_at = msgspec.json.Decoder(_Timed).decode
 
 
 class InputFileError(OSError):
@@ -200,14 +211,20 @@ def _split_origin(origin: str) -> tuple[str, int]:
 def replay_time_us(raw: bytes) -> int | None:
     """The ``occurred_at`` of a line in µs since the epoch, read as the validator reads it; None when the
     line cannot be a valid event (not a JSON object, too long, no valid ``occurred_at``). Only the
-    replay order needs it: the stream processors validate every line in full."""
+    replay order needs it: the stream processors validate every line in full.
+
+    msgspec reads the field a third as dearly as ``orjson.loads`` builds the whole object (0.6 against
+    1.8 µs a line). It does not check the text of the strings and numbers it skips, so a line that is not
+    plain ASCII is read by orjson, which does (invalid UTF-8 is not an event), and a number beyond a
+    float's range in another field (which orjson refuses) leaves the line ordered by its time: the
+    sequencer dead-letters it there as anywhere."""
     if len(raw) > MAX_LINE_BYTES:
         return None
     try:
-        delta = _to_utc(orjson.loads(raw)["occurred_at"]) - _EPOCH
-    except (ValueError, TypeError, KeyError, IndexError):  # orjson.JSONDecodeError is a ValueError
-        return None
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        value = _occurred_at(raw).occurred_at if raw.isascii() else orjson.loads(raw)["occurred_at"]
+        return (_to_utc(value) - _EPOCH) // _MICROSECOND
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError, msgspec.DecodeError):
+        return None  # orjson.JSONDecodeError is a ValueError
 
 
 def replay_order(lines: Iterable[RawLine]) -> ReplayPlan:

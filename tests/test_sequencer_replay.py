@@ -154,3 +154,47 @@ def test_read_jsonl_reads_a_large_file_in_other_processes_into_the_same_plan(tmp
     plan = read_jsonl([path], processes=2)
     whole = replay_files([path])
     assert [(i.origin, i.value, i.time_ms) for i in plan] == [(i.origin, i.value, i.time_ms) for i in whole]
+
+
+def _time_read_whole(raw: bytes) -> int | None:
+    """The reference: the whole line parsed by orjson, its ``occurred_at`` read as the validator reads it."""
+    from streams.events import MAX_LINE_BYTES, _to_utc
+
+    if len(raw) > MAX_LINE_BYTES:
+        return None
+    try:
+        delta = _to_utc(orjson.loads(raw)["occurred_at"]) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def test_the_replay_time_of_a_line_is_the_time_the_whole_parse_reads():
+    """``replay_time_us`` reads only ``occurred_at`` (msgspec); on every kind of line it gives the time, or
+    None, that parsing the whole line gives, but for a number beyond a float's range in another field."""
+    from pathlib import Path
+
+    from streams.reader import replay_time_us
+
+    conformance = Path(__file__).parent / "data" / "conformance"
+    lines = [line.strip() for path in sorted(conformance.glob("*.jsonl")) for line in path.read_bytes().splitlines()]
+    lines += [
+        b'{"occurred_at":"2022-01-01T00:00:00Z","occurred_at":"2023-06-01T12:00:00+05:30"}',  # the last one wins
+        b'{"occurred_at":"2024-02-29T23:59:59.999999-08:00","x":[1,{"y":null}]}',
+        b'{"occurred_at":"1969-12-31T23:59:59.5Z"}', b'{"occurred_at":"2024-01-01"}', b'{"occurred_at":"2024-01-01 "}',
+        b'{"occurred_at":"\\u0032024-01-01"}', b'{"occurred_at":"2024-01-01","x":"caf\xc3\xa9"}',
+        b'{"occurred_at":"2024-01-01","x":"\xff\xfe"}',  # not UTF-8: not an event
+        b'{"occurred_at":"2024-01-01","x":"\\ud800"}', b'{"occurred_at":"2024-01-01","x":NaN}',
+        b'{"occurred_at":"2024-01-01","x":01}', b'{"occurred_at":"2024-01-01","x":"a\tb"}',
+        b'{"occurred_at":"2024-01-01",}', b'{"occurred_at":"2024-01-01"} x', b'\xef\xbb\xbf{"occurred_at":"2024-01-01"}',
+        b'{"occurred_at":null}', b'{"occurred_at":20240101}', b'{"occurred_at":["2024-01-01"]}', b'{"occurred_at":"0001-01-01"}',
+        b'{"occurred_at":"2024-13-01"}', b'{"x":{"occurred_at":"2024-01-01"}}', b'{"Occurred_at":"2024-01-01"}',
+        b'["occurred_at"]', b'"2024-01-01"', b'{}', b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        b'{"occurred_at":"2024-01-01","pad":"' + b"x" * 70_000 + b'"}',  # too long to be an event
+    ]
+    assert len(lines) > 40
+    assert sum(_time_read_whole(line) is None for line in lines) > 20  # the corpus has both kinds
+    for line in lines:
+        assert replay_time_us(line) == _time_read_whole(line), line[:80]
+    beyond = b'{"occurred_at":"2024-01-01","x":1e400}'  # orjson refuses the number; the line is ordered by its time
+    assert _time_read_whole(beyond) is None and replay_time_us(beyond) == _time_read_whole(b'{"occurred_at":"2024-01-01"}')
