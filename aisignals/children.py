@@ -128,7 +128,7 @@ READ_PROCESSES = min(4, max(2, os.cpu_count() or 2))  # ranges of the input read
 
 def read_jsonl(paths: list[Path], processes: int = READ_PROCESSES):
     """The replay plan of JSON Lines files (``streams.reader.replay_files``), their ranges read in processes
-    of their own. Nothing is sent before the whole input is read and in order, and reading costs 6-7 µs of
+    of their own. Nothing is sent before the whole input is read and in order, and reading costs ~5 µs of
     one core a line: at a million lines that held a backfill's start for seconds with the other core idle.
     In other processes it runs beside the broker's start and the group join instead, on both cores; the
     plan is the same (tested). Small inputs are read here: starting the processes would cost more."""
