@@ -1,6 +1,6 @@
 """ai-signals benchmark suite: one command, a table on stdout, JSON on disk, medians of several runs.
 
-    .venv/bin/python -m benchmarks.run                     # the full suite (N = 200k and 1M)
+    .venv/bin/python -m benchmarks.run                     # the full suite (N = 300k and 1M, 3 runs each)
     .venv/bin/python -m benchmarks.run --sizes 2000 --repeat 1 --live-seconds 5 --smoke   # CI smoke
 
 Every ratio is computed against a baseline measured in the same run on the same embedded broker.
