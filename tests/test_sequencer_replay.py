@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 
-from streams.reader import RawLine, replay_order
+from streams.events import MAX_LINE_BYTES, _to_utc
+from streams.reader import RawLine, replay_order, replay_time_us
 
 
 def test_replay_order_is_a_stable_sort_by_time():
@@ -158,8 +160,6 @@ def test_read_jsonl_reads_a_large_file_in_other_processes_into_the_same_plan(tmp
 
 def _time_read_whole(raw: bytes) -> int | None:
     """The reference: the whole line parsed by orjson, its ``occurred_at`` read as the validator reads it."""
-    from streams.events import MAX_LINE_BYTES, _to_utc
-
     if len(raw) > MAX_LINE_BYTES:
         return None
     try:
@@ -172,10 +172,6 @@ def _time_read_whole(raw: bytes) -> int | None:
 def test_the_replay_time_of_a_line_is_the_time_the_whole_parse_reads():
     """``replay_time_us`` reads only ``occurred_at`` (msgspec); on every kind of line it gives the time, or
     None, that parsing the whole line gives, but for a number beyond a float's range in another field."""
-    from pathlib import Path
-
-    from streams.reader import replay_time_us
-
     conformance = Path(__file__).parent / "data" / "conformance"
     lines = [line.strip() for path in sorted(conformance.glob("*.jsonl")) for line in path.read_bytes().splitlines()]
     lines += [
