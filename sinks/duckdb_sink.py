@@ -13,9 +13,10 @@ import logging
 import time
 from array import array
 from collections import defaultdict
+from itertools import accumulate, repeat
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 import duckdb
 import orjson
@@ -73,19 +74,24 @@ class EventRecords:
         self.offsets = array("i", [0])
         self.late: list[bool] = []
         self.batch_ids: list[str | None] = []
-        self._names: dict[bytes, str] = {}  # one str per batch id, shared by its records
+        self._names: dict[bytes, str] = {}
 
     def add(self, value: bytes, late: bool, batch_id: bytes | None) -> None:
-        self.data += value
-        self.offsets.append(len(self.data))
-        self.late.append(late)
-        if batch_id:
-            name = self._names.get(batch_id)
-            if name is None:
-                name = self._names[batch_id] = batch_id.decode()
-            self.batch_ids.append(name)
-        else:
-            self.batch_ids.append(None)
+        self.extend([value], late, [batch_id])
+
+    def extend(self, values: list[bytes], late: bool, batch_ids: list[bytes | None]) -> None:
+        """Append records of one topic partition, in order (per call, not per record: a backfill's sink
+        reads a million)."""
+        lengths = accumulate(map(len, values), initial=len(self.data))
+        next(lengths)
+        self.data += b"".join(values)
+        self.offsets.extend(lengths)
+        self.late.extend(repeat(late, len(values)))
+        names = self._names  # one str per batch id, shared by its records
+        for batch_id in batch_ids:
+            if batch_id and batch_id not in names:
+                names[batch_id] = batch_id.decode()
+        self.batch_ids.extend([names[b] if b else None for b in batch_ids])
 
     def __len__(self) -> int:
         return len(self.late)
@@ -290,8 +296,7 @@ class DuckDBSink:
                     await consumer.seek_to_beginning(*tps)
                 records = await consumer.getmany(timeout_ms=100, max_records=20_000)
                 for tp, messages in records.items():
-                    for message in messages:
-                        self.add(tp.topic, tp.partition, message)
+                    self.add(tp.topic, tp.partition, messages)
                     self.next_offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
                 for tp in tps:
                     high = consumer.highwater(tp)
@@ -347,37 +352,48 @@ class DuckDBSink:
         self.batch.offsets[(tp.topic, tp.partition)] = 0  # the next flush stores the new position
         await consumer.seek_to_beginning(tp)
 
-    def add(self, topic: str, partition: int, message) -> None:
-        """Buffer one record (its effect, reduced: last state per key)."""
-        b = self.batch
-        b.records += 1
-        b.bytes += len(message.value or b"")
-        b.offsets[(topic, partition)] = message.offset + 1
-        headers = dict(message.headers or ())
-        control = headers.get(CONTROL)
-        if control is not None:
-            if control == BARRIER:
-                info = orjson.loads(message.value)
-                self.barriers[info["batch_id"]][(topic, partition)] = info
+    def add(self, topic: str, partition: int, messages: Sequence) -> None:
+        """Buffer a partition's records, in order (their effect, reduced: last state per key). Event records,
+        nearly all that a backfill's sink reads, only have their bytes and batch id kept, in one pass."""
+        if not messages:
             return
+        b = self.batch
+        b.records += len(messages)
+        b.offsets[(topic, partition)] = messages[-1].offset + 1
         t = self.topics
-        value = message.value
-        if topic == t.events or topic == t.late:
-            b.events.add(value, topic == t.late, headers.get(BATCH))
-        elif topic == t.indicators:
-            b.indicators.append(value)
-        elif topic == t.alerts:
-            alert = orjson.loads(value)
-            fp = alert["fingerprint"]
-            if alert.get("previous_starts_at"):
-                b.alerts[(fp, alert["previous_starts_at"])] = None
-            b.alerts[(fp, alert["starts_at"])] = None if alert["change"] == "retracted" else alert
-            b.history.append(alert)
-        elif topic == t.dead_letters:
-            data = orjson.loads(value)
-            batch = headers.get(BATCH)
-            data["batch_id"] = batch.decode() if batch else None
-            b.dead_letters.setdefault(data["dead_letter_id"], data)
+        is_events = topic == t.events or topic == t.late
+        values: list[bytes] = []
+        batch_ids: list[bytes | None] = []
+        size = 0
+        for message in messages:
+            value = message.value or b""
+            size += len(value)
+            headers = dict(message.headers or ())
+            control = headers.get(CONTROL)
+            if control is not None:
+                if control == BARRIER:
+                    info = orjson.loads(value)
+                    self.barriers[info["batch_id"]][(topic, partition)] = info
+            elif is_events:
+                values.append(value)
+                batch_ids.append(headers.get(BATCH))
+            elif topic == t.indicators:
+                b.indicators.append(value)
+            elif topic == t.alerts:
+                alert = orjson.loads(value)
+                fp = alert["fingerprint"]
+                if alert.get("previous_starts_at"):
+                    b.alerts[(fp, alert["previous_starts_at"])] = None
+                b.alerts[(fp, alert["starts_at"])] = None if alert["change"] == "retracted" else alert
+                b.history.append(alert)
+            elif topic == t.dead_letters:
+                data = orjson.loads(value)
+                batch = headers.get(BATCH)
+                data["batch_id"] = batch.decode() if batch else None
+                b.dead_letters.setdefault(data["dead_letter_id"], data)
+        b.bytes += size
+        if values:
+            b.events.extend(values, topic == t.late, batch_ids)
 
     @property
     def _barrier_partitions(self) -> int:

@@ -170,13 +170,15 @@ def test_talent_drain_fires_and_resolves_over_sse_webhooks_and_alertmanager(live
     response = post(live, ndjson(drain))
     assert response.status_code == 202 and response.json()["accepted"] == 6
     deadline = time.monotonic() + 30
-    while not seen and time.monotonic() < deadline:
+    # the same events may also raise other rules (a poaching pair): their changes can come first
+    while not any(a["rule"] == "talent_drain" for _, a in seen) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert seen, "no SSE alert"
-    latency = seen[0][0] - sent
+    firing = [(at, a) for at, a in seen if a["rule"] == "talent_drain"]
+    assert firing, f"no SSE talent_drain alert; got {[a['rule'] for _, a in seen]}"
+    latency = firing[0][0] - sent
     print(f"POST -> SSE firing latency: {latency * 1000:.0f} ms")
-    firing = [a for _, a in seen if a["rule"] == "talent_drain"]
-    assert firing and firing[0]["status"] == "firing" and firing[0]["starts_at"] == yesterday
+    firing = [a for _, a in firing]
+    assert firing[0]["status"] == "firing" and firing[0]["starts_at"] == yesterday
     assert latency < 5.0  # the closing note reports the measured figure; this only catches a stall
 
     # the alert is listed, and a real Alertmanager lists it through its own API

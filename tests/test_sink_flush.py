@@ -36,14 +36,13 @@ def stored_events(db) -> dict[str, dict]:
 def test_a_redelivered_event_keeps_its_first_row_and_the_rest_is_stored(tmp_path):
     db = tmp_path / "x.duckdb"
     sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
-    for i, event_id in enumerate(["a", "b", "c"]):
-        sink.add(TOPICS.events, 0, record(i, wire(event_id)))
+    sink.add(TOPICS.events, 0, [record(i, wire(event_id)) for i, event_id in enumerate(["a", "b", "c"])])
     sink.flush()
     # after a crash the worker sends b and c again (one with other content), then new events
-    for i, (event_id, company) in enumerate([("b", "Other"), ("c", "Acme"), ("d", "Acme"), ("e", "Acme")]):
-        sink.add(TOPICS.events, 0, record(3 + i, wire(event_id, company, day=2)))
-    sink.add(TOPICS.dead_letters, 0, record(0, orjson.dumps({
-        "dead_letter_id": "dl", "received_at": "2024-01-01T00:00:00Z", "origin": "x", "raw": "{", "error": "not JSON"})))
+    sink.add(TOPICS.events, 0, [record(3 + i, wire(event_id, company, day=2)) for i, (event_id, company)
+                                in enumerate([("b", "Other"), ("c", "Acme"), ("d", "Acme"), ("e", "Acme")])])
+    sink.add(TOPICS.dead_letters, 0, [record(0, orjson.dumps({
+        "dead_letter_id": "dl", "received_at": "2024-01-01T00:00:00Z", "origin": "x", "raw": "{", "error": "not JSON"}))])
     sink.flush()
     events = stored_events(db)
     assert sorted(events) == ["a", "b", "c", "d", "e"]
@@ -60,16 +59,18 @@ def test_stored_rows_are_the_row_by_row_definition_on_the_bundled_real_data(tmp_
     wires = [dict_to_wire(e) for e in parse_lines(lines) if not isinstance(e, InvalidEvent)]
     db = tmp_path / "x.duckdb"
     sink = DuckDBSink(db, TOPICS, companies, "run")
-    for i, value in enumerate(wires):
-        late = i % 5 == 1
-        sink.add(TOPICS.late if late else TOPICS.events, 0, record(i, value, "b1" if i % 2 else None))
+    order = []  # each partition's records come as one list, in order: the events', then the late ones'
+    for topic, late in ((TOPICS.events, False), (TOPICS.late, True)):
+        part = [i for i in range(len(wires)) if (i % 5 == 1) == late]
+        sink.add(topic, 0, [record(i, wires[i], "b1" if i % 2 else None) for i in part])
+        order += part
     sink.flush()
     columns = [c for (c,) in fetch(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'"
                                        " ORDER BY ordinal_position")]
     stored = {r[0]: dict(zip(columns, r)) for r in fetch(db, "SELECT * FROM events")}
     first: dict[str, dict] = {}
-    for i, value in enumerate(wires):
-        row = expected_row(value, i % 5 == 1, "b1" if i % 2 else None, companies, 0)
+    for i in order:
+        row = expected_row(wires[i], i % 5 == 1, "b1" if i % 2 else None, companies, 0)
         first.setdefault(row["event_id"], row)
     assert len(stored) == len(first) > 10_000
     for event_id, want in first.items():
@@ -88,11 +89,11 @@ def indicator(company: str, day: str, hires: int, ratio: float = 0.1) -> dict:
 def test_indicator_rows_last_one_wins_and_values_are_exact(tmp_path):
     db = tmp_path / "x.duckdb"
     sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
-    sink.add(TOPICS.indicators, 0, record(0, orjson.dumps([indicator("a", "2024-01-01", 1), indicator("b", "2024-01-01", 7)])))
+    sink.add(TOPICS.indicators, 0, [record(0, orjson.dumps([indicator("a", "2024-01-01", 1), indicator("b", "2024-01-01", 7)]))])
     sink.flush()
-    sink.add(TOPICS.indicators, 0, record(1, orjson.dumps([indicator("a", "2024-01-01", 2), indicator("a", "2024-01-01", 3)])))
-    sink.add(TOPICS.indicators, 1, record(0, orjson.dumps([indicator("c", "2024-01-02", 4, 2 / 3)])))
-    sink.add(TOPICS.indicators, 0, record(2, orjson.dumps([indicator("a", "2024-01-01", 5, 0.1 + 0.2)])))
+    sink.add(TOPICS.indicators, 0, [record(1, orjson.dumps([indicator("a", "2024-01-01", 2), indicator("a", "2024-01-01", 3)]))])
+    sink.add(TOPICS.indicators, 1, [record(0, orjson.dumps([indicator("c", "2024-01-02", 4, 2 / 3)]))])
+    sink.add(TOPICS.indicators, 0, [record(2, orjson.dumps([indicator("a", "2024-01-01", 5, 0.1 + 0.2)]))])
     sink.flush()
     rows = fetch(db, "SELECT * FROM indicators ORDER BY company_id")
     columns = [c for (c,) in fetch(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'indicators'"
@@ -109,16 +110,17 @@ def test_a_finished_backfill_is_written_and_announced_once_while_the_next_batch_
 
     db = tmp_path / "x.duckdb"
     sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
-    sink.add(TOPICS.events, 0, record(0, wire("a"), "b1"))
     info = orjson.dumps({"batch_id": "b1", "accepted": 1, "duplicates": 0, "late": 0, "dead_letters": 0})
     barrier_topics = [(t, p) for t in (TOPICS.events, TOPICS.indicators, TOPICS.alerts) for p in range(TOPICS.partitions)]
     barrier_topics += [(TOPICS.late, 0), (TOPICS.dead_letters, 0)]
     for topic, partition in barrier_topics:
-        sink.add(topic, partition, SimpleNamespace(offset=1, value=info, headers=[(CONTROL, BARRIER), (BATCH, b"b1")]))
+        barrier = SimpleNamespace(offset=1, value=info, headers=[(CONTROL, BARRIER), (BATCH, b"b1")])
+        # the first partition's barrier comes after an event record, in one list
+        sink.add(topic, partition, [record(0, wire("a"), "b1"), barrier] if (topic, partition) == (TOPICS.events, 0) else [barrier])
     assert sink._barrier_complete()
     batch, done = sink.take()
     assert [d[0] for d in done] == ["b1"] and not sink._barrier_complete()
-    sink.add(TOPICS.events, 0, record(2, wire("b")))  # the next batch fills while the first is written
+    sink.add(TOPICS.events, 0, [record(2, wire("b"))])  # the next batch fills while the first is written
     sink.write(batch, done)
     assert sink.finished == []  # announced only once its write is committed
     sink._written(batch, done)
@@ -137,8 +139,7 @@ def test_a_holding_sink_keeps_the_file_open_only_while_behind_and_within_its_bou
     monkeypatch.setattr(duckdb_sink, "HOLD_ROWS", 3)
 
     def flush_two(offset: int, busy: bool = True, finished: bool = False) -> bool:
-        for i in range(2):
-            sink.add(TOPICS.events, 0, record(offset + i, wire(f"e{offset + i}")))
+        sink.add(TOPICS.events, 0, [record(offset + i, wire(f"e{offset + i}")) for i in range(2)])
         batch, done = sink.take()
         keep = sink._keep(batch, [("b", {})] if finished else done, busy)
         sink.write(batch, done, keep)
