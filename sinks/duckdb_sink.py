@@ -13,8 +13,8 @@ import logging
 import time
 from array import array
 from collections import defaultdict
-from itertools import accumulate, repeat
 from datetime import date, datetime, timezone
+from itertools import accumulate, repeat
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
