@@ -59,7 +59,7 @@ def measure(lines: list[bytes], batch: int = 5000, state: bool = False) -> dict:
     started = time.process_time()
     for i in range(0, len(items), batch):
         out, facts = Outputs(), defaultdict(list)
-        worker._admit(out, facts, items[i : i + batch], "stages", None)
+        worker._admit(out, facts, items[i : i + batch], {}, "stages", None)
         fact_batches.append(facts[0])
         wires.extend(value for records in out.records.values() for _, value, _, _ in records)
     sequencer = time.process_time() - started

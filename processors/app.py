@@ -34,8 +34,8 @@ from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
 from processors.stats import WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
-from streams.events import InvalidEvent, dict_to_wire, parse_lines
-from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, FORMAT, ORIGIN, SENT, Topics
+from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
+from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, ORIGIN, SENT, Topics
 
 log = logging.getLogger("aisignals.worker")
 
@@ -228,16 +228,21 @@ class Worker:
 
     # ---- sequencer ---------------------------------------------------------------------
     @staticmethod
-    def _raw_items(message, headers: dict) -> list[tuple[str, bytes]]:
+    def _raw_items(message, headers: dict) -> tuple[list[tuple[str, bytes]], dict]:
+        """An ingest record's raw lines with their origins, and the length of each line the producer cut
+        short (``streams.producer.RAW_LIMIT``), by origin."""
         origin = (headers.get(ORIGIN) or b"kafka").decode("utf-8", "replace")
         raw = message.value or b""
         if headers.get(FORMAT) == b"batch":
             try:
                 packed = orjson.loads(raw)
-                return [(o, line.encode("utf-8", "surrogatepass")) for o, line in zip(packed["origins"], packed["lines"])]
+                items = [(o, line.encode("utf-8", "surrogatepass")) for o, line in zip(packed["origins"], packed["lines"])]
             except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeEncodeError):
-                return [(origin, raw)]  # not a batch after all: dead-letter it whole
-        return [(origin, raw)]
+                return [(origin, raw)], {}  # not a batch after all: dead-letter it whole
+            cut = packed.get("cut")
+            return items, cut if isinstance(cut, dict) else {}
+        length = headers.get(CUT)
+        return [(origin, raw)], {origin: int(length)} if length and length.isdigit() else {}
 
     async def _sequence(self, stream):
         async for batch in stream.take_events(TAKE, within=self.within):
@@ -253,7 +258,7 @@ class Worker:
                     before = self.sequencer.max_time_us
                     self._barrier(out, batch_id)
                     continue
-                self._admit(out, facts, self._raw_items(message, headers), batch_id, headers.get(SENT))
+                self._admit(out, facts, *self._raw_items(message, headers), batch_id, headers.get(SENT))
                 if out.size >= FLUSH_RECORDS:  # a take may hold thousands of packed records: bound the memory
                     self._facts_and_clock(out, facts, before)
                     before = self.sequencer.max_time_us
@@ -261,9 +266,10 @@ class Worker:
             self._facts_and_clock(out, facts, before)
             await self._produce(out)
 
-    def _admit(self, out: Outputs, facts: dict[int, list], items: list[tuple[str, bytes]], batch_id: str,
+    def _admit(self, out: Outputs, facts: dict[int, list], items: list[tuple[str, bytes]], cut: dict, batch_id: str,
                sent: bytes | None) -> None:
-        """Validate a packed batch in one call, then decide and route each event in order."""
+        """Validate a packed batch in one call, then decide and route each event in order (``cut``: the
+        length of each line that came cut short, by origin)."""
         topics = self.topics
         tag = [(BATCH, batch_id.encode())] if batch_id else None
         counts = self.counts[batch_id] if batch_id else Counter()
@@ -275,9 +281,10 @@ class Worker:
         n_accepted = n_duplicate = n_late = 0
         for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
             if parsed.__class__ is InvalidEvent:
+                reason = too_long(cut[origin], len(raw)) if origin in cut else str(parsed)
                 counts["dead_letters"] += 1
-                stats.dead_letters[dead_letter_reason(str(parsed))] += 1
-                records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, str(parsed)), None, tag))
+                stats.dead_letters[dead_letter_reason(reason)] += 1
+                records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, reason), None, tag))
                 continue
             row = fact_row(parsed, companies, sent_ms)
             at = row[5]

@@ -241,11 +241,17 @@ def array_items(data: bytes, parsed: list) -> list[bytes]:
     return [text(item).encode("utf-8", "surrogatepass") for item in items]
 
 
+def too_long(length: int, kept: int | None = None) -> str:
+    """The reason a line over the size limit is not an event (``kept``: the bytes of it that were sent on)."""
+    reason = f"line is {length} bytes, over the {MAX_LINE_BYTES}-byte limit"
+    return reason if kept is None else f"{reason}; its first {kept} bytes are kept"
+
+
 def parse_event(raw: bytes | str) -> Event:
     """Validate one raw line; the returned event always has an ``event_id``."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > MAX_LINE_BYTES:
-        raise InvalidEvent(f"line is {len(data)} bytes, over the {MAX_LINE_BYTES}-byte limit")
+        raise InvalidEvent(too_long(len(data)))
     try:
         obj = orjson.loads(data)  # strict: no NaN/Infinity, valid UTF-8, no lone surrogates
     except orjson.JSONDecodeError as exc:

@@ -14,9 +14,14 @@ from kafka.errors import KafkaError
 
 from streams.companies import CompanyNormalizer
 from streams.reader import ReplayItem
-from streams.topics import BARRIER, BATCH, CONTROL, FORMAT, ORIGIN, SENT, Topics
+from streams.topics import BARRIER, BATCH, CONTROL, CUT, FORMAT, ORIGIN, SENT, Topics
 
 RECORD_BATCH = 1000  # events per ingest record in a bulk replay
+PACK_BYTES = 1024 * 1024  # an ingest record of a bulk replay closes at RECORD_BATCH lines or this many bytes of them
+# the longest raw line sent whole. A longer one cannot be an event (SPEC §2: 64 KiB) and may not fit a
+# Kafka record (a file of one 30 MB line); its first RAW_LIMIT bytes go on, with its length, so that its
+# dead letter says what it was
+RAW_LIMIT = 1024 * 1024
 # ingest records a bulk replay may have sent but not yet acknowledged: kafka-python 3 buffers without
 # bound, and reading the input outruns the broker (at a million events the backfill's process grew by
 # ~250 MB of unsent records). The broker, not this process, holds what the sequencer has yet to read
@@ -50,9 +55,13 @@ class EventProducer:
         headers = [(ORIGIN, item.origin.encode()), (SENT, str(int(time.time() * 1000)).encode())]
         if batch_id:
             headers.append((BATCH, batch_id.encode()))
-        company = item.key if item.key else _company_of(item.value)
+        value = item.value
+        if len(value) > RAW_LIMIT:
+            headers.append((CUT, str(len(value)).encode()))
+            value = value[:RAW_LIMIT]
+        company = item.key if item.key else _company_of(value)
         key = self.companies.company_id(company).encode() if company else None
-        self.producer.send(self.topics.ingest, value=item.value, key=key, headers=headers, timestamp_ms=item.time_ms)
+        self.producer.send(self.topics.ingest, value=value, key=key, headers=headers, timestamp_ms=item.time_ms)
 
     def send_all(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None) -> int:
         sent = 0
@@ -67,20 +76,21 @@ class EventProducer:
 
     def send_packed(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None,
                     per_record: int = RECORD_BATCH) -> int:
-        """Bulk replay: up to ``per_record`` events per ingest record (header ``aisignals-format: batch``).
+        """Bulk replay: up to ``per_record`` events (and PACK_BYTES) per ingest record (header ``aisignals-format: batch``).
 
         The stream processors then pay Kafka's and Faust's per-record cost once per batch, not per event;
         each event still becomes its own record on the public events topic.
         """
-        sent = 0
+        sent = size = 0
         chunk: list[ReplayItem] = []
         in_flight: deque = deque()
         for item in items:
             chunk.append(item)
-            if len(chunk) == per_record:
+            size += min(len(item.value), RAW_LIMIT)
+            if len(chunk) == per_record or size >= PACK_BYTES:
                 in_flight.append(self._send_pack(chunk, batch_id, progress))
                 sent += len(chunk)
-                chunk = []
+                chunk, size = [], 0
                 if len(in_flight) > IN_FLIGHT:
                     self._acknowledged(in_flight.popleft())
         if chunk:
@@ -93,8 +103,12 @@ class EventProducer:
             future.get(timeout)
 
     def _send_pack(self, chunk: list[ReplayItem], batch_id: str | None, progress):
-        value = orjson.dumps({"origins": [i.origin for i in chunk],
-                              "lines": [i.value.decode("utf-8", "backslashreplace") for i in chunk]})
+        pack = {"origins": [i.origin for i in chunk],
+                "lines": [i.value[:RAW_LIMIT].decode("utf-8", "backslashreplace") for i in chunk]}
+        cut = {i.origin: len(i.value) for i in chunk if len(i.value) > RAW_LIMIT}
+        if cut:
+            pack["cut"] = cut
+        value = orjson.dumps(pack)
         headers = [(FORMAT, b"batch"), (SENT, str(int(time.time() * 1000)).encode())]
         if batch_id:
             headers.append((BATCH, batch_id.encode()))

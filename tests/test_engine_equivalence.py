@@ -91,7 +91,7 @@ def synthetic_batches(n: int, batch: int) -> list[list[tuple]]:
     out = []
     for i in range(0, len(items), batch):
         facts = defaultdict(list)
-        worker._admit(Outputs(), facts, items[i : i + batch], "eq", None)
+        worker._admit(Outputs(), facts, items[i : i + batch], {}, "eq", None)
         out.append([tuple(item[:12]) for item in facts[0]])
     return out
 

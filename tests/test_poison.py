@@ -144,3 +144,49 @@ def test_ten_thousand_bad_lines_in_a_backfill_are_all_dead_lettered(tmp_path):
     assert fetch(db, "SELECT count(*) FROM events")[0][0] == 1000
     assert fetch(db, "SELECT count(*) FROM dead_letters")[0][0] == 10_000
     assert fetch(db, "SELECT count(*) FROM dead_letters WHERE error = '' OR error IS NULL")[0][0] == 0
+
+
+def test_a_line_cut_short_by_the_producer_is_dead_lettered_with_its_whole_length():
+    """The producer sends a line over RAW_LIMIT cut short, with its length (in the pack, or a header when
+    alone): its dead letter keeps what came and gives the length the line had."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from processors.app import Outputs, Worker
+    from processors.rules import load_rules
+    from streams.companies import normalizer
+    from streams.producer import RAW_LIMIT
+    from streams.topics import CUT, FORMAT, ORIGIN, Topics
+
+    topics = Topics("cut", 1)
+    worker = Worker("127.0.0.1:1", topics, load_rules(None), normalizer())  # never started: no broker needed
+    kept = ("[" + "1," * (RAW_LIMIT // 2))[:RAW_LIMIT]
+    good = orjson.dumps({"kind": "hiring", "company": "Fictional Co", "occurred_at": "2024-01-01"}).decode()
+    pack = SimpleNamespace(value=orjson.dumps({"origins": ["f:1", "f:2"], "lines": [kept, good], "cut": {"f:1": 30_000_000}}))
+    alone = SimpleNamespace(value=kept.encode())
+    reasons = []
+    for message, headers in ((pack, {FORMAT: b"batch"}), (alone, {ORIGIN: b"f:3", CUT: b"12345678"})):
+        out = Outputs()
+        worker._admit(out, defaultdict(list), *worker._raw_items(message, headers), "", None)
+        (letter,) = [orjson.loads(v) for (_, v, _, _) in out.records[(topics.dead_letters, 0)]]
+        assert letter["raw"] == kept
+        reasons.append((letter["origin"], letter["error"]))
+    assert reasons == [("f:1", f"line is 30000000 bytes, over the 65536-byte limit; its first {RAW_LIMIT} bytes are kept"),
+                       ("f:3", f"line is 12345678 bytes, over the 65536-byte limit; its first {RAW_LIMIT} bytes are kept")]
+
+
+@pytest.mark.e2e
+def test_a_backfill_of_long_lines_and_a_file_sized_line_loses_nothing(tmp_path):
+    """Lines just under 64 KiB fill many ingest records, and one 9 MB line (more than a Kafka record takes)
+    is a dead letter with its length; the backfill does not fail."""
+    lines = [orjson.dumps({"event_id": f"long-{i}", "kind": "hiring", "company": "Fictional Long Co",
+                           "occurred_at": f"2024-01-{1 + i % 28:02d}", "note": "x" * 60_000}) for i in range(300)]
+    lines.append(orjson.dumps({"event_id": "huge", "kind": "hiring", "company": "Fictional Long Co",
+                               "occurred_at": "2024-02-01", "note": "y" * 9_000_000}))
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    db = tmp_path / "l.duckdb"
+    aisignals("backfill", str(path), "--db", str(db), timeout=300)
+    assert fetch(db, "SELECT count(*), min(length(payload ->> 'note')) FROM events") == [(300, 60_000)]
+    assert fetch(db, "SELECT origin, length(raw), error FROM dead_letters") == [
+        ("long.jsonl:301", 1024 * 1024, f"line is {len(lines[-1])} bytes, over the 65536-byte limit; its first 1048576 bytes are kept")]
