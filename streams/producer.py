@@ -76,7 +76,8 @@ class EventProducer:
 
     def send_packed(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None,
                     per_record: int = RECORD_BATCH) -> int:
-        """Bulk replay: up to ``per_record`` events (and PACK_BYTES) per ingest record (header ``aisignals-format: batch``).
+        """Bulk replay: up to ``per_record`` events, and about PACK_BYTES of them, per ingest record (header
+        ``aisignals-format: batch``).
 
         The stream processors then pay Kafka's and Faust's per-record cost once per batch, not per event;
         each event still becomes its own record on the public events topic.
