@@ -31,6 +31,7 @@ from sinks.database import Database, SinkError
 from sinks.query import QueryError, run_sql, to_csv
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, array_items, parse_event, to_wire
+from streams.producer import cut_to_limit
 from streams.settings import Settings
 from streams.topics import ORIGIN, SENT, Topics
 
@@ -115,7 +116,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
     @app.on_event("startup")
     async def _start() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2,
-                                    **(client_kwargs or {}))
+                                    max_request_size=8 * 1024 * 1024, **(client_kwargs or {}))
         await producer.start()
         state["producer"] = producer
         # a signal caught by uvicorn ends every stream cleanly, so that the server can finish its shutdown
@@ -172,8 +173,9 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
             items = split_body(body, request.headers.get("content-type", ""))
         except HTTPException:
             # a malformed body is still not lost: it goes to the dead letters through the pipeline
+            headers = [(ORIGIN, b"http")]
             async with broker_deadline():
-                await producer.send(topics.ingest, body, headers=[(ORIGIN, b"http")])
+                await producer.send(topics.ingest, cut_to_limit(body, headers), headers=headers)
             raise
         accepted, errors = [], []
         async with broker_deadline():
@@ -182,7 +184,8 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                     event = parse_event(raw)
                 except InvalidEvent as exc:
                     errors.append({"index": index, "error": str(exc)})
-                    await producer.send(topics.ingest, raw, headers=[(ORIGIN, f"http:{index}".encode())])
+                    headers = [(ORIGIN, f"http:{index}".encode())]
+                    await producer.send(topics.ingest, cut_to_limit(raw, headers), headers=headers)
                     continue
                 key = companies.company_id(event.company).encode()
                 sent = str(int(time.time() * 1000)).encode()

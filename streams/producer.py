@@ -55,10 +55,7 @@ class EventProducer:
         headers = [(ORIGIN, item.origin.encode()), (SENT, str(int(time.time() * 1000)).encode())]
         if batch_id:
             headers.append((BATCH, batch_id.encode()))
-        value = item.value
-        if len(value) > RAW_LIMIT:
-            headers.append((CUT, str(len(value)).encode()))
-            value = value[:RAW_LIMIT]
+        value = cut_to_limit(item.value, headers)
         company = item.key if item.key else _company_of(value)
         key = self.companies.company_id(company).encode() if company else None
         self.producer.send(self.topics.ingest, value=value, key=key, headers=headers, timestamp_ms=item.time_ms)
@@ -129,6 +126,15 @@ class EventProducer:
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+
+
+def cut_to_limit(value: bytes, headers: list) -> bytes:
+    """A raw line as it goes to the ingest topic on its own: whole up to RAW_LIMIT, else its first
+    RAW_LIMIT bytes, with its length in an ``aisignals-cut`` header (appended to ``headers``)."""
+    if len(value) <= RAW_LIMIT:
+        return value
+    headers.append((CUT, str(len(value)).encode()))
+    return value[:RAW_LIMIT]
 
 
 @contextmanager

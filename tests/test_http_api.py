@@ -1,4 +1,5 @@
-"""The HTTP API's answers to a missing file, values JSON has no type for, and oversized queries (in-process, ASGI)."""
+"""The HTTP API's answers to a missing file, values JSON has no type for, oversized queries (in-process, ASGI), and
+lines too long for a Kafka record (with a real broker)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,31 @@ def test_query_results_json_cannot_type_and_the_body_cap(tmp_path):
     assert body["rows"] == [[18446744073709551616, {"1": "a", "2": "b"}, "12:00:00+02:00", 1]]
     assert bad.status_code == 422
     assert huge.status_code == 413
+
+
+def test_a_posted_line_too_long_for_kafka_goes_to_the_ingest_topic_cut_with_its_length(tmp_path, broker):
+    """With a body cap above RAW_LIMIT, a malformed body or an invalid NDJSON line over it is sent on cut
+    short, with its length (its dead letter says how long it was), not refused by the Kafka client."""
+    from starlette.testclient import TestClient
+
+    from streams.producer import RAW_LIMIT
+    from streams.topics import CUT, ORIGIN, ensure_topics
+    from tests.conftest import read_topic
+
+    topics = Topics("posted", 1)
+    ensure_topics(broker.bootstrap, topics)
+    db = tmp_path / "p.duckdb"
+    app = create_app(Settings(db=db, max_body_bytes=4 * 1024 * 1024), broker.bootstrap, topics, Database(db),
+                     CompanyNormalizer())
+    body = b"{" + b"x" * 2_000_000  # not JSON
+    line = b'{"kind": "hiring", "note": "' + b"y" * 1_500_000 + b'"}'  # JSON, but over 64 KiB
+    valid = orjson.dumps({"kind": "hiring", "company": "Fictional Co", "occurred_at": "2024-01-01"})
+    with TestClient(app) as client:
+        malformed = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+        mixed = client.post("/v1/events", content=valid + b"\n" + line, headers={"content-type": "application/x-ndjson"})
+    assert malformed.status_code == 400, malformed.text
+    assert mixed.status_code == 422 and mixed.json()["accepted"] == 1, mixed.text
+    records = {dict(r.headers)[ORIGIN]: r for r in read_topic(broker.bootstrap, topics.ingest)}
+    assert records[b"http"].value == body[:RAW_LIMIT] and dict(records[b"http"].headers)[CUT] == b"2000001"
+    assert records[b"http:1"].value == line[:RAW_LIMIT] and dict(records[b"http:1"].headers)[CUT] == str(len(line)).encode()
+    assert CUT not in dict(records[b"http:0"].headers)
