@@ -230,7 +230,7 @@ class Worker:
     @staticmethod
     def _raw_items(message, headers: dict) -> tuple[list[tuple[str, bytes]], dict]:
         """An ingest record's raw lines with their origins, and the length of each line the producer cut
-        short (``streams.producer.RAW_LIMIT``), by origin."""
+        short (to ``streams.events.RAW_LIMIT``), by origin."""
         origin = (headers.get(ORIGIN) or b"kafka").decode("utf-8", "replace")
         raw = message.value or b""
         if headers.get(FORMAT) == b"batch":
@@ -281,7 +281,7 @@ class Worker:
         n_accepted = n_duplicate = n_late = 0
         for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
             if parsed.__class__ is InvalidEvent:
-                reason = too_long(cut[origin], len(raw)) if origin in cut else str(parsed)
+                reason = too_long(cut[origin], cut=True) if origin in cut else str(parsed)
                 counts["dead_letters"] += 1
                 stats.dead_letters[dead_letter_reason(reason)] += 1
                 records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, reason), None, tag))

@@ -21,6 +21,10 @@ from pydantic_core import SchemaSerializer, SchemaValidator, core_schema
 from streams.companies import slugify
 
 MAX_LINE_BYTES = 64 * 1024
+# the longest raw line sent on whole. A longer one cannot be an event, and may not fit a Kafka record (a
+# file of one 30 MB line): its first RAW_LIMIT bytes go on, with its length, so that its dead letter says
+# what it was
+RAW_LIMIT = 1024 * 1024
 _ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
 MIN_YEAR, MAX_YEAR = 1900, 2100
 
@@ -241,10 +245,10 @@ def array_items(data: bytes, parsed: list) -> list[bytes]:
     return [text(item).encode("utf-8", "surrogatepass") for item in items]
 
 
-def too_long(length: int, kept: int | None = None) -> str:
-    """The reason a line over the size limit is not an event (``kept``: the bytes of it that were sent on)."""
+def too_long(length: int, cut: bool = False) -> str:
+    """The reason a line over the size limit is not an event (``cut``: only its first RAW_LIMIT bytes came)."""
     reason = f"line is {length} bytes, over the {MAX_LINE_BYTES}-byte limit"
-    return reason if kept is None else f"{reason}; its first {kept} bytes are kept"
+    return f"{reason}; its first {RAW_LIMIT} bytes are kept" if cut else reason
 
 
 def parse_event(raw: bytes | str) -> Event:

@@ -13,15 +13,12 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from streams.companies import CompanyNormalizer
+from streams.events import RAW_LIMIT
 from streams.reader import ReplayItem
 from streams.topics import BARRIER, BATCH, CONTROL, CUT, FORMAT, ORIGIN, SENT, Topics
 
 RECORD_BATCH = 1000  # events per ingest record in a bulk replay
 PACK_BYTES = 1024 * 1024  # an ingest record of a bulk replay closes at RECORD_BATCH lines or this many bytes of them
-# the longest raw line sent whole. A longer one cannot be an event (SPEC §2: 64 KiB) and may not fit a
-# Kafka record (a file of one 30 MB line); its first RAW_LIMIT bytes go on, with its length, so that its
-# dead letter says what it was
-RAW_LIMIT = 1024 * 1024
 # ingest records a bulk replay may have sent but not yet acknowledged: kafka-python 3 buffers without
 # bound, and reading the input outruns the broker (at a million events the backfill's process grew by
 # ~250 MB of unsent records). The broker, not this process, holds what the sequencer has yet to read

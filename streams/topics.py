@@ -16,7 +16,7 @@ ORIGIN = "aisignals-origin"  # where a raw line came from, e.g. "file.jsonl:12" 
 BATCH = "aisignals-batch"  # id of the backfill a record belongs to
 FORMAT = "aisignals-format"  # b"batch": the record holds many raw events (bulk replay)
 SENT = "aisignals-sent"  # wall-clock ms when the producer sent the event (for latency metrics)
-CUT = "aisignals-cut"  # the length of a raw line sent cut short (streams.producer.RAW_LIMIT)
+CUT = "aisignals-cut"  # the length of a raw line sent cut short (streams.events.RAW_LIMIT)
 CLOCK, BARRIER = b"clock", b"barrier"
 
 

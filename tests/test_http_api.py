@@ -59,7 +59,7 @@ def test_a_posted_line_too_long_for_kafka_goes_to_the_ingest_topic_cut_with_its_
     short, with its length (its dead letter says how long it was), not refused by the Kafka client."""
     from starlette.testclient import TestClient
 
-    from streams.producer import RAW_LIMIT
+    from streams.events import RAW_LIMIT
     from streams.topics import CUT, ORIGIN, ensure_topics
     from tests.conftest import read_topic
 
