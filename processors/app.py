@@ -281,7 +281,7 @@ class Worker:
         n_accepted = n_duplicate = n_late = 0
         for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
             if parsed.__class__ is InvalidEvent:
-                reason = too_long(cut[origin], cut=True) if origin in cut else str(parsed)
+                reason = too_long(cut[origin], truncated=True) if origin in cut else str(parsed)
                 counts["dead_letters"] += 1
                 stats.dead_letters[dead_letter_reason(reason)] += 1
                 records[(topics.dead_letters, 0)].append((None, dead_letter_record(origin, raw, reason), None, tag))

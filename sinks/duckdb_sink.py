@@ -74,7 +74,7 @@ class EventRecords:
         self.offsets = array("i", [0])
         self.late: list[bool] = []
         self.batch_ids: list[str | None] = []
-        self._names: dict[bytes, str] = {}
+        self._names: dict[bytes, str] = {}  # one str per batch id, shared by its records
 
     def add(self, value: bytes, late: bool, batch_id: bytes | None) -> None:
         self.extend([value], late, [batch_id])
@@ -87,7 +87,7 @@ class EventRecords:
         self.data += b"".join(values)
         self.offsets.extend(lengths)
         self.late.extend(repeat(late, len(values)))
-        names = self._names  # one str per batch id, shared by its records
+        names = self._names
         for batch_id in batch_ids:
             if batch_id and batch_id not in names:
                 names[batch_id] = batch_id.decode()

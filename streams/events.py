@@ -245,10 +245,10 @@ def array_items(data: bytes, parsed: list) -> list[bytes]:
     return [text(item).encode("utf-8", "surrogatepass") for item in items]
 
 
-def too_long(length: int, cut: bool = False) -> str:
-    """The reason a line over the size limit is not an event (``cut``: only its first RAW_LIMIT bytes came)."""
+def too_long(length: int, truncated: bool = False) -> str:
+    """The reason a line over the size limit is not an event (``truncated``: only its first RAW_LIMIT bytes came)."""
     reason = f"line is {length} bytes, over the {MAX_LINE_BYTES}-byte limit"
-    return f"{reason}; its first {RAW_LIMIT} bytes are kept" if cut else reason
+    return f"{reason}; its first {RAW_LIMIT} bytes are kept" if truncated else reason
 
 
 def parse_event(raw: bytes | str) -> Event:

@@ -18,7 +18,9 @@ from streams.reader import ReplayItem
 from streams.topics import BARRIER, BATCH, CONTROL, CUT, FORMAT, ORIGIN, SENT, Topics
 
 RECORD_BATCH = 1000  # events per ingest record in a bulk replay
-PACK_BYTES = 1024 * 1024  # an ingest record of a bulk replay closes at RECORD_BATCH lines or this many bytes of them
+# an ingest record of a bulk replay closes at RECORD_BATCH lines or this many bytes of them (a line cut
+# to RAW_LIMIT fills one on its own)
+PACK_BYTES = RAW_LIMIT
 # ingest records a bulk replay may have sent but not yet acknowledged: kafka-python 3 buffers without
 # bound, and reading the input outruns the broker (at a million events the backfill's process grew by
 # ~250 MB of unsent records). The broker, not this process, holds what the sequencer has yet to read
@@ -81,7 +83,7 @@ class EventProducer:
         in_flight: deque = deque()
         for item in items:
             chunk.append(item)
-            size += min(len(item.value), RAW_LIMIT)
+            size += len(item.value)
             if len(chunk) == per_record or size >= PACK_BYTES:
                 in_flight.append(self._send_pack(chunk, batch_id, progress))
                 sent += len(chunk)
