@@ -141,8 +141,8 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                 await asyncio.wait({asyncio.ensure_future(stop.wait())}, timeout=1.0)
                 if report.update(*await asyncio.to_thread(pipeline.readiness)) and pipeline.broker is None:
                     checking = asyncio.create_task(pipeline.check_topics())  # a --bootstrap broker is back
-                try:
-                    live.update(view(pipeline, started))
+                try:  # read in a thread: waiting on the file's lock or a checkpoint must not stall the event loop
+                    live.update(await asyncio.to_thread(view, pipeline, started))
                 except Exception as exc:  # noqa: BLE001 - the view must not take the service down
                     console.print(f"view not updated: {exc}", soft_wrap=True)
         stop.set()

@@ -315,6 +315,35 @@ def test_sql_while_running_from_another_process(live):
     assert refused.status_code == 400 and "only SELECT" in refused.json()["detail"]
 
 
+def test_a_long_query_does_not_stall_the_service(live):
+    """An ad-hoc query holds the file's reader until it ends (here: until it is cancelled, after the 5 s
+    timeout). The terminal view reads the same file every second: done on the event loop, its wait for
+    the reader stalled everything else on it (ingest, the stream processors, SSE, /healthz) meanwhile."""
+    endless = "SELECT count(*) FROM range(100000000000) t(i) WHERE hash(i) % 7 = 3"
+    result: dict = {}
+
+    def query() -> None:
+        result["started"] = time.monotonic()
+        result["response"] = httpx.post(f"{live['url']}v1/query", json={"sql": endless},
+                                        headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+        result["ended"] = time.monotonic()
+
+    running = threading.Thread(target=query)
+    running.start()
+    answered = []  # when each /healthz answer came, while the query ran
+    with httpx.Client(timeout=30) as client:
+        while running.is_alive():
+            assert client.get(f"{live['url']}healthz").status_code == 200
+            answered.append(time.monotonic())
+            time.sleep(0.05)
+    running.join()
+    assert result["response"].status_code == 400 and "cancelled" in result["response"].json()["detail"]
+    during = [result["started"]] + [t for t in answered if t < result["ended"]] + [result["ended"]]
+    longest = max(b - a for a, b in zip(during, during[1:]))
+    assert result["ended"] - result["started"] >= 4.5  # the reader was held that long
+    assert longest < 2.0, f"/healthz went unanswered for {longest:.1f} s while a query ran"
+
+
 def test_broker_outage_is_reported_not_fatal(tmp_path):
     """Kill the embedded broker under a running `up`: not ready, a reason, no crash; it still stops cleanly."""
     db = tmp_path / "outage.duckdb"
