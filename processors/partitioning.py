@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from kafka.partitioner.default import murmur2
+from aiokafka.partitioner import murmur2  # the same hash as kafka-python's; aiokafka is loaded anyway
 
 
 @lru_cache(maxsize=65_536)  # companies are few and murmur2 is pure Python: hash each once

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from typing import TYPE_CHECKING
 
 from streams.broker import BrokerError
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
 
 # record headers
 CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records, not events
@@ -81,7 +82,13 @@ def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = N
 
     Returns each topic's id (None where the broker does not tell): a topic created anew — a broker
     without durable storage that restarted — has a new id, so offsets stored for the old one are void.
-    ``timeout_ms`` bounds connecting and each request (the client's defaults otherwise)."""
+    ``timeout_ms`` bounds connecting and each request (the client's defaults otherwise).
+
+    kafka-python is imported here, not with the topic names: the sink's and the engines' processes use
+    those and never this, and importing kafka-python cost each of them ~0.2 s of CPU at start."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
     quick = {"request_timeout_ms": timeout_ms, "bootstrap_timeout_ms": timeout_ms} if timeout_ms else {}
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aisignals-admin",
@@ -96,6 +103,9 @@ def ensure_topics(bootstrap: str, topics: Topics, client_kwargs: dict | None = N
 
 
 def _ensure(admin: KafkaAdminClient, topics: Topics) -> dict[str, str | None]:
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
     existing = set(admin.list_topics())
     wanted = topics.layout()
     missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
