@@ -158,7 +158,10 @@ def _name(pid: int) -> str:
     text = b" ".join(cmd).decode(errors="replace")
     if "tansu" in text:
         return "broker"
-    comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else ""
+    try:  # the process may end between the two reads (the input's readers are short-lived)
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
     return {"aisignals-sink": "sink", "aisignals-engin": "engines"}.get(comm, "other")
 
 

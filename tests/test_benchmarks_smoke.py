@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import benchmarks.run as run
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -33,3 +36,17 @@ def test_benchmark_suite_smoke(tmp_path):
     assert fanout["subscribers"] == 20 and fanout["alert_changes"] > 0 and fanout["server_error_lines"] == []
     assert fanout["missed"] == 0 and fanout["duplicates"] == 0 and fanout["sql_queries"] > 0
     assert "(g) fan-out" in md.read_text()
+
+
+def test_a_process_that_ends_while_it_is_named_is_not_an_error(monkeypatch):
+    """The harness names each child from /proc while the backfill runs; a short-lived one (the input's
+    readers) may end between reading its command line and its name."""
+    read_text = Path.read_text
+
+    def gone(self, *args, **kwargs):
+        if self.name == "comm":
+            raise FileNotFoundError(f"No such file or directory: '{self}'")
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", gone)
+    assert run._name(os.getpid()) == "?"
