@@ -30,7 +30,7 @@ from streams.reader import InputFileError, check_readable, replay_order
 from streams.settings import SettingsError
 from streams.settings import load_settings as settings_from  # env vars, overridden by the flags given
 from streams.sources.config import SourcesFileError
-from streams.topics import TopicLayoutError
+from streams.admin import TopicLayoutError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ai-signals: AI-industry events in, event-time indicators and alerts out, in DuckDB.")
@@ -264,7 +264,8 @@ def produce(
     from streams.broker import check_reachable
     from streams.companies import normalizer
     from streams.producer import EventProducer
-    from streams.topics import Topics, ensure_topics
+    from streams.admin import ensure_topics
+    from streams.topics import Topics
 
     quiet_logs()
     check_reachable(bootstrap)

@@ -34,7 +34,8 @@ from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
 from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
-from streams.topics import Topics, ensure_topics, incarnation
+from streams.admin import ensure_topics, incarnation
+from streams.topics import Topics
 
 if TYPE_CHECKING:  # imported where the sink runs in this process: a backfill's own process does without Arrow
     from sinks.duckdb_sink import DuckDBSink

@@ -34,7 +34,8 @@ from streams.companies import normalizer
 from streams.events import parse_event, to_wire
 from streams.settings import Settings
 from streams.synthetic import steady
-from streams.topics import Topics, ensure_topics
+from streams.admin import ensure_topics
+from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,7 @@ from processors.sequencer import Sequencer, Verdict
 from processors.stats import WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
-from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, ORIGIN, SENT, Topics
+from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
 log = logging.getLogger("aisignals.worker")
 
@@ -418,7 +418,7 @@ class Worker:
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="aisignals-worker",
-                                         linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+                                         linger_ms=5, max_batch_size=1024 * 1024, max_request_size=MAX_REQUEST_BYTES,
                                          acks="all", **self.client_kwargs)
         await self.producer.start()
         await self.app.start()

@@ -33,7 +33,7 @@ from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, array_items, parse_event, to_wire
 from streams.producer import cut_to_limit
 from streams.settings import Settings
-from streams.topics import ORIGIN, SENT, Topics
+from streams.topics import MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
 INGEST_TIMEOUT = 10.0  # seconds for the broker to acknowledge a POST /v1/events
 STREAM_READY_TIMEOUT = 10.0  # seconds a new alert stream waits for the broadcast to catch up
@@ -116,7 +116,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
     @app.on_event("startup")
     async def _start() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2,
-                                    max_request_size=8 * 1024 * 1024, **(client_kwargs or {}))
+                                    max_request_size=MAX_REQUEST_BYTES, **(client_kwargs or {}))
         await producer.start()
         state["producer"] = producer
         # a signal caught by uvicorn ends every stream cleanly, so that the server can finish its shutdown

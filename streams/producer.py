@@ -15,7 +15,7 @@ from kafka.errors import KafkaError
 from streams.companies import CompanyNormalizer
 from streams.events import RAW_LIMIT
 from streams.reader import ReplayItem
-from streams.topics import BARRIER, BATCH, CONTROL, CUT, FORMAT, ORIGIN, SENT, Topics
+from streams.topics import BARRIER, BATCH, CONTROL, CUT, FORMAT, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
 RECORD_BATCH = 1000  # events per ingest record in a bulk replay
 # an ingest record of a bulk replay closes at RECORD_BATCH lines or this many bytes of them (a line cut
@@ -43,7 +43,7 @@ class EventProducer:
                 client_id="aisignals-producer",
                 linger_ms=5,
                 batch_size=512 * 1024,
-                max_request_size=8 * 1024 * 1024,
+                max_request_size=MAX_REQUEST_BYTES,
                 acks="all",
                 **client_kwargs,
             )

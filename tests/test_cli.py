@@ -96,7 +96,8 @@ def test_schema_is_the_models_json_schema():
 
 @pytest.mark.e2e
 def test_partition_mismatch_on_existing_topics_is_one_line(tmp_path, broker):
-    from streams.topics import Topics, ensure_topics
+    from streams.admin import ensure_topics
+    from streams.topics import Topics
 
     ensure_topics(broker.bootstrap, Topics(partitions=4))
     line = one_line_error(aisignals("backfill", str(CONFORMANCE / "stream.jsonl"), "--db", str(tmp_path / "x.duckdb"),
@@ -141,7 +142,8 @@ def test_topics_created_anew_have_a_new_incarnation(tmp_path):
     """Offsets are stored per incarnation of the topics: the same broker address restarted empty is not
     the same set of logs, and ensure_topics tells them apart by topic id."""
     from streams.broker import EmbeddedBroker
-    from streams.topics import Topics, ensure_topics, incarnation
+    from streams.admin import ensure_topics, incarnation
+    from streams.topics import Topics
 
     first = EmbeddedBroker(tmp_path / "a.log")
     first.start()

@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sinks.duckdb_sink import DuckDBSink
 from streams.companies import normalizer
 from streams.events import parse_event, to_wire
-from streams.topics import Topics, ensure_topics
+from streams.admin import ensure_topics
+from streams.topics import Topics
 from tests.conftest import CONFORMANCE, fetch
 
 pytestmark = pytest.mark.e2e

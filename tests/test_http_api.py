@@ -60,7 +60,8 @@ def test_a_posted_line_too_long_for_kafka_goes_to_the_ingest_topic_cut_with_its_
     from starlette.testclient import TestClient
 
     from streams.events import RAW_LIMIT
-    from streams.topics import CUT, ORIGIN, ensure_topics
+    from streams.admin import ensure_topics
+    from streams.topics import CUT, ORIGIN
     from tests.conftest import read_topic
 
     topics = Topics("posted", 1)

@@ -8,7 +8,8 @@ from streams import producer as producer_module
 from streams.companies import CompanyNormalizer
 from streams.producer import EventProducer
 from streams.reader import ReplayItem
-from streams.topics import CUT, FORMAT, Topics, ensure_topics
+from streams.admin import ensure_topics
+from streams.topics import CUT, FORMAT, Topics
 from tests.conftest import read_topic
 
 
