@@ -49,6 +49,9 @@ class EventProducer:
             )
         except KafkaError as exc:
             raise ProduceError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+        # no topic is created by sending to it (streams.autocreate): kafka-python 3.0.12 takes the setting
+        # allow_auto_create_topics but does not hand it to the metadata that asks for topics
+        self.producer._metadata.config["allow_auto_create_topics"] = False
 
     def send(self, item: ReplayItem, batch_id: str | None = None) -> None:
         headers = [(ORIGIN, item.origin.encode()), (SENT, str(int(time.time() * 1000)).encode())]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 
+from streams.autocreate import refuse_auto_create
 from streams.broker import BrokerError
 from streams.settings import Settings
 
@@ -38,7 +39,13 @@ def client_kwargs(settings: Settings) -> dict:
 
 
 kafka_python_kwargs = client_kwargs  # producer, admin
-aiokafka_kwargs = client_kwargs  # worker outputs, sink, HTTP, tail
+
+
+def aiokafka_kwargs(settings: Settings) -> dict:
+    """For aiokafka clients (Faust's, the worker's outputs, the sink, HTTP, tail), which from then on do
+    not auto-create topics (``streams.autocreate``)."""
+    refuse_auto_create()
+    return client_kwargs(settings)
 
 
 def faust_kwargs(settings: Settings) -> dict:
