@@ -340,14 +340,18 @@ def serve(
     from aisignals.runtime import quiet_logs
     from sinks.database import Database
     from sinks.http import create_app
+    from streams.admin import ensure_topics
     from streams.broker import check_reachable, wait_for_port
     from streams.companies import normalizer
+    from streams.security import aiokafka_kwargs, kafka_python_kwargs
     from streams.topics import Topics
 
     quiet_logs()
     settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions,
                              sse_max_connections=sse_max_connections, sse_max_per_client=sse_max_per_client)
     check_reachable(bootstrap)
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))  # before the pipeline, if it starts later
     bind, note = bind_host(settings)
     if note:
         err.print(note)
@@ -363,16 +367,14 @@ def serve(
             parts["reason"] = f"no DuckDB file at {settings.db} yet (the sink has not written it)"
         return broker and sink, parts
 
-    from streams.security import aiokafka_kwargs
-
     from sinks.dashboard import with_dashboard
     from sinks.metrics import register
 
     register("http", readiness=ready)  # build info and readiness on /metrics, as the other processes have
 
     database, companies = Database(settings.db), normalizer(settings.aliases_file)
-    api = with_dashboard(create_app(settings, bootstrap, Topics(settings.topic_prefix, settings.partitions), database,
-                                    companies, ready, aiokafka_kwargs(settings)), database, companies, ready)
+    api = with_dashboard(create_app(settings, bootstrap, topics, database, companies, ready, aiokafka_kwargs(settings)),
+                         database, companies, ready)
     console.print(f"ai-signals HTTP on http://{bind}:{settings.port}/ (broker {bootstrap}, DuckDB {settings.db})", soft_wrap=True)
     uvicorn.run(api, host=bind, port=settings.port, log_level="warning")
 
@@ -500,19 +502,20 @@ def alerts_tail(
     idle: Optional[float] = typer.Option(None, "--idle", min=0.1, help="stop after this many seconds without alerts"),
 ) -> None:
     """Follow alert state changes on the alerts topic (one JSON line each)."""
+    from streams.admin import ensure_topics
     from streams.broker import check_reachable
     from streams.companies import normalizer
+    from streams.security import aiokafka_kwargs, kafka_python_kwargs
     from streams.topics import CONTROL, Topics
 
     check_reachable(bootstrap)
     settings = settings_from(partitions=partitions)
     topics = Topics(settings.topic_prefix, settings.partitions)
+    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))  # following before the pipeline has started
     company_id = normalizer(settings.aliases_file).company_id(company) if company else None
 
     async def follow() -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from streams.security import aiokafka_kwargs
 
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                     **aiokafka_kwargs(settings))

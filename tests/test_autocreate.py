@@ -8,7 +8,9 @@ that every part then refused."""
 from __future__ import annotations
 
 import asyncio
+import time
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
@@ -16,11 +18,14 @@ from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.protocol.metadata import MetadataRequest
 from kafka.errors import KafkaTimeoutError as SyncKafkaTimeoutError
 
+from streams.broker import free_port
 from streams.companies import CompanyNormalizer
 from streams.producer import EventProducer
 from streams.security import aiokafka_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.conftest import aisignals
+from tests.test_cluster_parts_e2e import start
 
 
 async def topics_on(bootstrap: str, create: str | None = None) -> dict[str, int]:
@@ -72,3 +77,38 @@ def test_the_event_producer_does_not_create_the_ingest_topic(broker):
     finally:
         producer.producer.close(timeout=1)
     assert asyncio.run(topics_on(broker.bootstrap)) == {}
+
+
+@pytest.mark.e2e
+def test_following_the_alerts_before_the_pipeline_creates_its_topics(broker):
+    """`alerts tail` and `serve` may start first: they create the topics with the pipeline's layout (a
+    client that only asked would wait for them forever), and a layout that differs is one readable line."""
+    tail = aisignals("alerts", "tail", "--bootstrap", broker.bootstrap, "--partitions", "3", "--idle", "1", timeout=60)
+    assert tail.stdout == ""
+    layout = Topics(partitions=3).layout()
+    assert asyncio.run(topics_on(broker.bootstrap)) == layout
+
+    wrong = aisignals("alerts", "tail", "--bootstrap", broker.bootstrap, "--idle", "1", check=False, timeout=60)
+    assert wrong.returncode != 0 and wrong.stderr.strip().splitlines() == [
+        "aisignals: error: topic aisignals.events has 3 partitions, the pipeline expects 4 (use --partitions to"
+        " match, or a fresh --topic-prefix)"]
+
+
+@pytest.mark.e2e
+def test_serve_before_the_pipeline_creates_the_topics(broker, tmp_path):
+    port = free_port()
+    serve = start("serve", "--bootstrap", broker.bootstrap, "--db", str(tmp_path / "s.duckdb"), "--port", str(port),
+                  "--partitions", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and serve.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert asyncio.run(topics_on(broker.bootstrap)) == Topics(partitions=2).layout()
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=60)
