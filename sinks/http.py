@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 from importlib import resources
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -99,12 +99,28 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
                alerts_written: Callable[[dict[int, int], float], Awaitable[bool]] | None = None) -> FastAPI:
     """The API. ``alerts_written(positions, timeout)``, when the sink runs in this process, waits until it has
     committed the alerts topic up to ``positions``: what the stream delivered, ``GET /v1/alerts`` then lists."""
-    app = FastAPI(title="ai-signals", version="0.1.0",
-                  description="Push AI-industry events, subscribe to alerts, query DuckDB.")
     state: dict[str, Any] = {}
     broadcaster = AlertBroadcaster(bootstrap, topics, client_kwargs, buffer=settings.sse_buffer,
                                    max_connections=settings.sse_max_connections,
                                    max_per_client=settings.sse_max_per_client)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        """The ingest producer and the alert broadcaster live as long as the server."""
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2,
+                                    max_request_size=MAX_REQUEST_BYTES, **(client_kwargs or {}))
+        await producer.start()
+        state["producer"] = producer
+        try:
+            # a signal caught by uvicorn ends every stream cleanly, so that the server can finish its shutdown
+            await broadcaster.start(should_exit=lambda: AppStatus.should_exit)
+            yield
+        finally:
+            await broadcaster.stop()
+            await state.pop("producer").stop()
+
+    app = FastAPI(title="ai-signals", version="0.1.0", lifespan=lifespan,
+                  description="Push AI-industry events, subscribe to alerts, query DuckDB.")
     app.state.broadcaster = broadcaster
     register_metrics(broadcaster)
 
@@ -112,22 +128,6 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
     async def _no_database(request: Request, exc: SinkError):
         """No DuckDB file yet (a server started before its sink), or one that cannot be opened: 503."""
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
-
-    @app.on_event("startup")
-    async def _start() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2,
-                                    max_request_size=MAX_REQUEST_BYTES, **(client_kwargs or {}))
-        await producer.start()
-        state["producer"] = producer
-        # a signal caught by uvicorn ends every stream cleanly, so that the server can finish its shutdown
-        await broadcaster.start(should_exit=lambda: AppStatus.should_exit)
-
-    @app.on_event("shutdown")
-    async def _stop() -> None:
-        await broadcaster.stop()
-        producer = state.pop("producer", None)
-        if producer is not None:
-            await producer.stop()
 
     @contextlib.asynccontextmanager
     async def broker_deadline():
