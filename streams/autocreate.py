@@ -8,7 +8,8 @@ made that topic with the wrong count, and every part then refused the topic. Onl
 
 aiokafka asks for auto-creation in every metadata request and has no setting for it: its metadata
 request's default is turned off here, once per process, for every aiokafka client (Faust's too).
-kafka-python's producer has the setting (``allow_auto_create_topics``)."""
+kafka-python's producer takes a setting for it that 3.0.12 does not pass on: ``streams.producer`` sets
+it where the metadata requests read it."""
 
 from __future__ import annotations
 
