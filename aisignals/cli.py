@@ -23,14 +23,14 @@ from sinks.query import QueryError, run_query, to_csv, to_json
 from streams.broker import BrokerError
 from sinks.delivery import WebhookConfigError
 from streams.adapters import MappingError
+from streams.admin import TopicLayoutError
 from streams.companies import AliasFileError
 from streams.events import json_schema
 from streams.producer import ProduceError
 from streams.reader import InputFileError, check_readable, replay_order
-from streams.settings import SettingsError
+from streams.settings import Settings, SettingsError
 from streams.settings import load_settings as settings_from  # env vars, overridden by the flags given
 from streams.sources.config import SourcesFileError
-from streams.admin import TopicLayoutError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ai-signals: AI-industry events in, event-time indicators and alerts out, in DuckDB.")
@@ -106,6 +106,18 @@ def load_input(files, fmt: InputFormat, maps, kind, date_format, mapping_file, s
     if accounting is not None:
         print_accounting(accounting)
     return items
+
+
+def pipeline_topics(bootstrap: str, settings: Settings):
+    """The pipeline's topics, made on the broker with their partition counts (or checked) before a part that
+    is not the pipeline uses them: it may start first, and no client creates a topic by naming it."""
+    from streams.admin import ensure_topics
+    from streams.security import kafka_python_kwargs
+    from streams.topics import Topics
+
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))
+    return topics
 
 
 def print_accounting(acc) -> None:
@@ -264,17 +276,13 @@ def produce(
     from streams.broker import check_reachable
     from streams.companies import normalizer
     from streams.producer import EventProducer
-    from streams.admin import ensure_topics
-    from streams.topics import Topics
+    from streams.security import kafka_python_kwargs
 
     quiet_logs()
     check_reachable(bootstrap)
     settings = settings_from(bootstrap=bootstrap, partitions=partitions)
     items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
-    from streams.security import kafka_python_kwargs
-
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))
+    topics = pipeline_topics(bootstrap, settings)
     producer = EventProducer(bootstrap, topics, normalizer(settings.aliases_file), **kafka_python_kwargs(settings))
     try:
         sent = producer.send_all(items)
@@ -340,18 +348,15 @@ def serve(
     from aisignals.runtime import quiet_logs
     from sinks.database import Database
     from sinks.http import create_app
-    from streams.admin import ensure_topics
     from streams.broker import check_reachable, wait_for_port
     from streams.companies import normalizer
-    from streams.security import aiokafka_kwargs, kafka_python_kwargs
-    from streams.topics import Topics
+    from streams.security import aiokafka_kwargs
 
     quiet_logs()
     settings = settings_from(bootstrap=bootstrap, db=db, port=port, host=host, partitions=partitions,
                              sse_max_connections=sse_max_connections, sse_max_per_client=sse_max_per_client)
     check_reachable(bootstrap)
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))  # before the pipeline, if it starts later
+    topics = pipeline_topics(bootstrap, settings)
     bind, note = bind_host(settings)
     if note:
         err.print(note)
@@ -502,16 +507,14 @@ def alerts_tail(
     idle: Optional[float] = typer.Option(None, "--idle", min=0.1, help="stop after this many seconds without alerts"),
 ) -> None:
     """Follow alert state changes on the alerts topic (one JSON line each)."""
-    from streams.admin import ensure_topics
     from streams.broker import check_reachable
     from streams.companies import normalizer
-    from streams.security import aiokafka_kwargs, kafka_python_kwargs
-    from streams.topics import CONTROL, Topics
+    from streams.security import aiokafka_kwargs
+    from streams.topics import CONTROL
 
     check_reachable(bootstrap)
     settings = settings_from(partitions=partitions)
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    ensure_topics(bootstrap, topics, kafka_python_kwargs(settings))  # following before the pipeline has started
+    topics = pipeline_topics(bootstrap, settings)
     company_id = normalizer(settings.aliases_file).company_id(company) if company else None
 
     async def follow() -> None:

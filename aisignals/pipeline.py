@@ -28,13 +28,13 @@ from sinks.delivery import Delivery, delivered, start_delivery
 from sinks.database import Database, SinkError
 from sinks.state import load_worker_state, rollback_unfinished
 from sinks.metrics import register, serve_metrics
+from streams.admin import ensure_topics, incarnation
 from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
 from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
-from streams.admin import ensure_topics, incarnation
 from streams.topics import Topics
 
 if TYPE_CHECKING:  # imported where the sink runs in this process: a backfill's own process does without Arrow

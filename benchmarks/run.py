@@ -29,12 +29,12 @@ from aisignals.runtime import quiet_logs
 from benchmarks.procfs import cpu_seconds, status_mb
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl
+from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker
 from streams.companies import normalizer
 from streams.events import parse_event, to_wire
 from streams.settings import Settings
 from streams.synthetic import steady
-from streams.admin import ensure_topics
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -141,8 +141,8 @@ def test_repeated_client_errors_are_shown_once_a_minute(caplog):
 def test_topics_created_anew_have_a_new_incarnation(tmp_path):
     """Offsets are stored per incarnation of the topics: the same broker address restarted empty is not
     the same set of logs, and ensure_topics tells them apart by topic id."""
-    from streams.broker import EmbeddedBroker
     from streams.admin import ensure_topics, incarnation
+    from streams.broker import EmbeddedBroker
     from streams.topics import Topics
 
     first = EmbeddedBroker(tmp_path / "a.log")

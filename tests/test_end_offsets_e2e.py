@@ -11,9 +11,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sinks.duckdb_sink import DuckDBSink
+from streams.admin import ensure_topics
 from streams.companies import normalizer
 from streams.events import parse_event, to_wire
-from streams.admin import ensure_topics
 from streams.topics import Topics
 from tests.conftest import CONFORMANCE, fetch
 

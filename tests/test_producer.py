@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 
 from streams import producer as producer_module
+from streams.admin import ensure_topics
 from streams.companies import CompanyNormalizer
 from streams.producer import EventProducer
 from streams.reader import ReplayItem
-from streams.admin import ensure_topics
 from streams.topics import CUT, FORMAT, Topics
 from tests.conftest import read_topic
 
