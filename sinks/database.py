@@ -26,6 +26,10 @@ from sinks.schema import all_ddl, missing_columns_sql
 
 
 _FILE = "aisignals_file"  # the attached file's name in the writing DuckDB
+# rows per row group of what this writer adds (DuckDB's default is 122,880): a sink that writes whole row
+# groups (see DuckDBSink._hold_over) holds back less than one of them, and a live sink's checkpoints
+# rewrite a smaller last, partly filled one
+ROW_GROUP_ROWS = 20_480
 
 
 class SinkError(RuntimeError):
@@ -79,7 +83,7 @@ class Database:
             host = self._host = duckdb.connect()
             host.execute("SET TimeZone = 'UTC'")
         path = str(self.path).replace("'", "''")
-        self._retrying(lambda: host.execute(f"ATTACH '{path}' AS {_FILE}"))
+        self._retrying(lambda: host.execute(f"ATTACH '{path}' AS {_FILE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"))
         self._attached = True
         host.execute(f"USE {_FILE}")
 

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.alerts import change_id
 from processors.stats import Histogram
-from sinks.database import Database
+from sinks.database import ROW_GROUP_ROWS, Database
 from sinks.schema import columns
 from streams.companies import CompanyNormalizer
 from streams.events import COUNTERPARTY_FIELDS, EventBase
@@ -65,23 +65,31 @@ class EventRecords:
 
     Their bytes are copied into one buffer, as an Arrow binary column lays them out: a batch holds tens of
     thousands of records, and as Python objects each would stay allocated (and fragment the heap) until
-    the batch is written."""
+    the batch is written. Each record's topic partition and offset are kept too, so that the last ones
+    can be held over to the next batch (``split_tail``)."""
 
-    __slots__ = ("data", "offsets", "late", "batch_ids", "_names")
+    __slots__ = ("data", "offsets", "late", "batch_ids", "positions", "runs", "_names")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.offsets = array("i", [0])
         self.late: list[bool] = []
         self.batch_ids: list[str | None] = []
+        self.positions = array("q")  # each record's offset in its topic partition
+        self.runs: list[tuple[int, tuple[str, int]]] = []  # (first record, topic partition) of each extend
         self._names: dict[bytes, str] = {}  # one str per batch id, shared by its records
 
-    def add(self, value: bytes, late: bool, batch_id: bytes | None) -> None:
-        self.extend([value], late, [batch_id])
+    def add(self, value: bytes, late: bool, batch_id: bytes | None, source: tuple[str, int] = ("", 0),
+            position: int = 0) -> None:
+        self.extend([value], late, [batch_id], source, [position])
 
-    def extend(self, values: list[bytes], late: bool, batch_ids: list[bytes | None]) -> None:
-        """Append records of one topic partition, in order (per call, not per record: a backfill's sink
-        reads a million)."""
+    def extend(self, values: list[bytes], late: bool, batch_ids: list[bytes | None], source: tuple[str, int] = ("", 0),
+               positions: list[int] | None = None) -> None:
+        """Append records of one topic partition (``source``), in order (per call, not per record: a
+        backfill's sink reads a million); ``positions``: their offsets in it."""
+        if not self.runs or self.runs[-1][1] != source:
+            self.runs.append((len(self.late), source))
+        self.positions.extend(positions if positions is not None else repeat(0, len(values)))
         lengths = accumulate(map(len, values), initial=len(self.data))
         next(lengths)
         self.data += b"".join(values)
@@ -96,9 +104,43 @@ class EventRecords:
     def __len__(self) -> int:
         return len(self.late)
 
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
     def payload(self) -> pa.Array:
         """The records' bytes as a string column (the worker's JSON: UTF-8), without copying them again."""
         return pa.Array.from_buffers(pa.string(), len(self), [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)])
+
+    def split_tail(self, count: int) -> tuple["EventRecords", dict[tuple[str, int], int]]:
+        """Remove the last ``count`` records and return them as records of their own, with the offset of
+        the first of them in each topic partition they come from (where reading them starts again)."""
+        cut = len(self) - count
+        tail = EventRecords()
+        tail._names = self._names
+        start = self.offsets[cut]
+        tail.data = self.data[start:]
+        del self.data[start:]
+        tail.offsets = array("i", [o - start for o in self.offsets[cut:]])
+        del self.offsets[cut + 1:]
+        tail.late, tail.batch_ids = self.late[cut:], self.batch_ids[cut:]
+        del self.late[cut:], self.batch_ids[cut:]
+        tail.positions = self.positions[cut:]
+        del self.positions[cut:]
+        first: dict[tuple[str, int], int] = {}
+        kept = []
+        for k, (at, source) in enumerate(self.runs):
+            end = self.runs[k + 1][0] if k + 1 < len(self.runs) else cut + count
+            if end <= cut:
+                kept.append((at, source))
+                continue
+            if at < cut:
+                kept.append((at, source))
+            begin = max(at, cut) - cut
+            tail.runs.append((begin, source))
+            first.setdefault(source, tail.positions[begin])
+        self.runs = kept
+        return tail, first
 
 
 # the columns of ``events`` the sink fills itself; every other one is a field of the record's JSON
@@ -316,7 +358,7 @@ class DuckDBSink:
                         writing = await writing
                     self.flush_soon = False
                     busy = full or any(self.lag.values())  # more is coming: it filled up, or records wait on the broker
-                    batch, done = self.take()
+                    batch, done = self.take(whole_row_groups=self.hold and busy)
                     writing = asyncio.create_task(self._write_in_thread(batch, done, self._keep(batch, done, busy)))
                     last_flush = time.monotonic()
             if writing is not None:
@@ -364,6 +406,7 @@ class DuckDBSink:
         is_events = topic == t.events or topic == t.late
         values: list[bytes] = []
         batch_ids: list[bytes | None] = []
+        positions: list[int] = []
         size = 0
         for message in messages:
             value = message.value or b""
@@ -377,6 +420,7 @@ class DuckDBSink:
             elif is_events:
                 values.append(value)
                 batch_ids.append(headers.get(BATCH))
+                positions.append(message.offset)
             elif topic == t.indicators:
                 b.indicators.append(value)
             elif topic == t.alerts:
@@ -393,7 +437,7 @@ class DuckDBSink:
                 b.dead_letters.setdefault(data["dead_letter_id"], data)
         b.bytes += size
         if values:
-            b.events.extend(values, topic == t.late, batch_ids)
+            b.events.extend(values, topic == t.late, batch_ids, (topic, partition), positions)
 
     @property
     def _barrier_partitions(self) -> int:
@@ -421,16 +465,37 @@ class DuckDBSink:
         self.write(batch, done)
         self._written(batch, done)
 
-    def take(self) -> tuple[Batch, list[tuple[str, dict]]]:
+    def take(self, whole_row_groups: bool = False) -> tuple[Batch, list[tuple[str, dict]]]:
         """The batch to write next, and the backfills it finishes: those whose barrier came on every partition
-        (a failed write fails the sink, which then reads them again from its stored offsets)."""
+        (a failed write fails the sink, which then reads them again from its stored offsets).
+        ``whole_row_groups``: unless it finishes a backfill, its events rows fill whole row groups."""
         b, self.batch = self.batch, Batch()
         b.run_id = self.run_id  # its offsets are into the logs read so far, whatever ``reread`` does meanwhile
         done = [(batch_id, {k: next(iter(seen.values())).get(k) for k in ("accepted", "duplicates", "late", "dead_letters")})
                 for batch_id, seen in self.barriers.items() if len(seen) >= self._barrier_partitions]
         for batch_id, _ in done:
             del self.barriers[batch_id]
+        if whole_row_groups and not done:
+            self._hold_over(b)
         return b, done
+
+    def _hold_over(self, b: Batch) -> None:
+        """Leave the events rows past the last whole row group (``ROW_GROUP_ROWS``) to the next batch, with
+        the offsets that read them. DuckDB writes a transaction's filled row groups to the file compressed
+        as they fill; a partly filled one stays in memory, is appended to the table's last row group, and
+        is compressed again by every checkpoint until it is full (1M events in transactions of 20,000
+        rows: 8.0 s of CPU and +79 MB; in whole row groups: 6.2 s and +47 MB, measured)."""
+        count = len(b.events) % ROW_GROUP_ROWS
+        if not count:
+            return
+        tail, first = b.events.split_tail(count)
+        held = self.batch
+        held.events = tail
+        held.records, held.bytes = count, tail.nbytes
+        held.offsets = {source: b.offsets[source] for source in first}
+        b.offsets.update(first)
+        b.records -= count
+        b.bytes -= tail.nbytes
 
     def _keep(self, b: Batch, done: list, busy: bool) -> bool:
         """Keep the file open after writing ``b``: while more is coming and no backfill ends with it, within

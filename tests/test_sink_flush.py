@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import orjson
 
 from aisignals.live import bundled_events
-from sinks.duckdb_sink import DuckDBSink
+from sinks.database import ROW_GROUP_ROWS
+from sinks.duckdb_sink import DuckDBSink, EventRecords
 from streams.adapters import Accounting
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_event, parse_lines, to_wire
@@ -152,3 +153,48 @@ def test_a_holding_sink_keeps_the_file_open_only_while_behind_and_within_its_bou
     sink.hold = False
     assert flush_two(8) is False
     assert len(stored_events(tmp_path / "x.duckdb")) == 10
+
+
+def test_split_tail_hands_over_the_last_records_with_where_each_partition_resumes():
+    records = EventRecords()
+    p0, p1 = (TOPICS.events, 0), (TOPICS.events, 1)
+    records.extend([b"a0", b"a1", b"a2"], False, [b"x", None, b"x"], p0, [10, 11, 12])
+    records.extend([b"b0", b"b1"], False, [None, None], p1, [50, 51])
+    records.extend([b"c0", b"c1"], True, [b"y", b"y"], p0, [13, 14])
+    tail, first = records.split_tail(5)
+    assert first == {p0: 12, p1: 50}  # p0 resumes at its first record held over, not at its later run
+    assert records.payload().to_pylist() == ["a0", "a1"] and records.positions.tolist() == [10, 11]
+    assert records.late == [False, False] and records.batch_ids == ["x", None] and records.runs == [(0, p0)]
+    assert tail.payload().to_pylist() == ["a2", "b0", "b1", "c0", "c1"]
+    assert tail.positions.tolist() == [12, 50, 51, 13, 14] and tail.late == [False, False, False, True, True]
+    assert tail.batch_ids == ["x", None, None, "y", "y"] and tail.runs == [(0, p0), (1, p1), (3, p0)]
+    assert records.split_tail(2)[1] == {p0: 10} and len(records) == 0
+
+
+def test_a_busy_backfill_sink_writes_whole_row_groups_and_holds_the_rest_over(tmp_path):
+    """Rows past the last whole row group wait for the next batch, and the offsets stored with a batch
+    cover exactly the rows it wrote, so that a sink that stops between the two reads the rest again."""
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run", hold=True)
+    late = (TOPICS.late, 0)
+    sink.add(TOPICS.events, 0, [record(i, wire(f"p0-{i}")) for i in range(15_000)])
+    sink.add(TOPICS.events, 1, [record(100 + i, wire(f"p1-{i}"), "b1") for i in range(12_000)])
+    sink.add(TOPICS.late, 0, [record(i, wire(f"late-{i}")) for i in range(500)])
+    batch, done = sink.take(whole_row_groups=True)
+    assert len(batch.events) == ROW_GROUP_ROWS == 20_480 and not done
+    # 7,020 held over: p1's last 6,520 records (from offset 100 + 5,480) and the 500 late ones
+    assert batch.offsets == {(TOPICS.events, 0): 15_000, (TOPICS.events, 1): 5_580, late: 0}
+    assert len(sink.batch) == len(sink.batch.events) == 7_020
+    assert sink.batch.offsets == {(TOPICS.events, 1): 12_100, late: 500}
+    sink.write(batch, done)
+    sink._written(batch, done)
+    assert fetch(db, "SELECT row_group_id, max(count) FROM pragma_storage_info('events') WHERE column_name = 'event_id'"
+                     " GROUP BY ALL") == [(0, 20_480)]
+    assert fetch(db, "SELECT count(*) FROM events WHERE event_id LIKE 'p1-%'") == [(5_480,)]
+    assert dict(((t, p), o) for t, p, o in fetch(db, "SELECT topic, partition, next_offset FROM sink_offsets")) \
+        == {(TOPICS.events, 0): 15_000, (TOPICS.events, 1): 5_580, late: 0}
+    sink.flush()  # not busy any more: everything
+    assert fetch(db, "SELECT count(*), count(DISTINCT event_id), count(*) FILTER (late),"
+                     " count(*) FILTER (batch_id = 'b1') FROM events") == [(27_500, 27_500, 500, 12_000)]
+    assert dict(((t, p), o) for t, p, o in fetch(db, "SELECT topic, partition, next_offset FROM sink_offsets")) \
+        == {(TOPICS.events, 0): 15_000, (TOPICS.events, 1): 12_100, late: 500}
