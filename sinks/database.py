@@ -26,9 +26,8 @@ from sinks.schema import all_ddl, missing_columns_sql
 
 
 _FILE = "aisignals_file"  # the attached file's name in the writing DuckDB
-# rows per row group of what this writer adds (DuckDB's default is 122,880): a sink that writes whole row
-# groups (see DuckDBSink._hold_over) holds back less than one of them, and a live sink's checkpoints
-# rewrite a smaller last, partly filled one
+# rows per row group of what a backfill's sink adds (DuckDB's default, which a live writer keeps, is
+# 122,880): it writes whole row groups (see DuckDBSink._hold_over), so it holds back less than one of them
 ROW_GROUP_ROWS = 20_480
 
 
@@ -44,9 +43,11 @@ def _locked(exc: Exception) -> bool:
 class Database:
     """One DuckDB file: short-lived writer connections, read-only reader connections, with retries."""
 
-    def __init__(self, path: Path, wait_seconds: float = 30.0, reuse_reader: bool = False) -> None:
+    def __init__(self, path: Path, wait_seconds: float = 30.0, reuse_reader: bool = False,
+                 row_group_rows: int | None = None) -> None:
         self.path = Path(path)
         self.wait_seconds = wait_seconds
+        self.row_group_rows = row_group_rows  # of the rows writes add; None: DuckDB's default
         self.lock = threading.RLock()
         # with the only writer in this process (``up``), one sandboxed reader connection serves every read
         # between two writes (opening one costs more than most queries); each write closes it first
@@ -83,7 +84,8 @@ class Database:
             host = self._host = duckdb.connect()
             host.execute("SET TimeZone = 'UTC'")
         path = str(self.path).replace("'", "''")
-        self._retrying(lambda: host.execute(f"ATTACH '{path}' AS {_FILE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"))
+        options = f" (ROW_GROUP_SIZE {self.row_group_rows})" if self.row_group_rows else ""
+        self._retrying(lambda: host.execute(f"ATTACH '{path}' AS {_FILE}{options}"))
         self._attached = True
         host.execute(f"USE {_FILE}")
 

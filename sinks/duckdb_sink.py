@@ -267,7 +267,7 @@ class DuckDBSink:
     def __init__(self, db: Path, topics: Topics, companies: CompanyNormalizer, run_id: str,
                  flush_rows: int = 20_000, flush_seconds: float = 0.5, flush_bytes: int = FLUSH_BYTES,
                  hold: bool = False) -> None:
-        self.db = Database(Path(db))
+        self.db = Database(Path(db), row_group_rows=ROW_GROUP_ROWS if hold else None)
         self.topics = topics
         self.companies = companies
         self.run_id = run_id

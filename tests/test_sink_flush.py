@@ -198,3 +198,14 @@ def test_a_busy_backfill_sink_writes_whole_row_groups_and_holds_the_rest_over(tm
                      " count(*) FILTER (batch_id = 'b1') FROM events") == [(27_500, 27_500, 500, 12_000)]
     assert dict(((t, p), o) for t, p, o in fetch(db, "SELECT topic, partition, next_offset FROM sink_offsets")) \
         == {(TOPICS.events, 0): 15_000, (TOPICS.events, 1): 12_100, late: 500}
+
+
+def test_a_live_sink_adds_rows_in_duckdbs_own_row_groups(tmp_path):
+    """Only a backfill's sink, which writes whole row groups, asks for smaller ones; a live writer's rows
+    go on filling DuckDB's default row group, as before."""
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    sink.add(TOPICS.events, 0, [record(i, wire(f"e{i}")) for i in range(25_000)])
+    sink.flush()
+    assert fetch(db, "SELECT row_group_id, max(count) FROM pragma_storage_info('events') WHERE column_name = 'event_id'"
+                     " GROUP BY ALL") == [(0, 25_000)]
