@@ -26,9 +26,6 @@ from sinks.schema import all_ddl, missing_columns_sql
 
 
 _FILE = "aisignals_file"  # the attached file's name in the writing DuckDB
-# rows per row group of what a backfill's sink adds (DuckDB's default, which a live writer keeps, is
-# 122,880): it writes whole row groups (see DuckDBSink._hold_over), so it holds back less than one of them
-ROW_GROUP_ROWS = 20_480
 
 
 class SinkError(RuntimeError):

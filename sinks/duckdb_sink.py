@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.alerts import change_id
 from processors.stats import Histogram
-from sinks.database import ROW_GROUP_ROWS, Database
+from sinks.database import Database
 from sinks.schema import columns
 from streams.companies import CompanyNormalizer
 from streams.events import COUNTERPARTY_FIELDS, EventBase
@@ -51,6 +51,9 @@ CHECKPOINT_MEMORY = "128MB"
 # other processes' readers in and keep what is not yet checkpointed small
 HOLD_ROWS = 120_000
 HOLD_SECONDS = 5.0
+# rows per row group of what a busy backfill's sink adds (DuckDB's default, which a live writer keeps, is
+# 122,880): it writes whole row groups (see DuckDBSink._hold_over), so it holds back less than one of them
+ROW_GROUP_ROWS = 20_480
 # what the consumer may hold fetched but not yet handed over (it keeps fetching while a flush runs)
 FETCH_BYTES, PARTITION_FETCH_BYTES = 8 * 1024 * 1024, 1024 * 1024
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -127,19 +130,14 @@ class EventRecords:
         del self.late[cut:], self.batch_ids[cut:]
         tail.positions = self.positions[cut:]
         del self.positions[cut:]
+        later = [run for run in self.runs if run[0] >= cut]
+        self.runs = [run for run in self.runs if run[0] < cut]
+        if self.runs and (not later or later[0][0] > cut):  # the cut falls inside a run: its rest begins the tail
+            later.insert(0, (cut, self.runs[-1][1]))
+        tail.runs = [(at - cut, source) for at, source in later]
         first: dict[tuple[str, int], int] = {}
-        kept = []
-        for k, (at, source) in enumerate(self.runs):
-            end = self.runs[k + 1][0] if k + 1 < len(self.runs) else cut + count
-            if end <= cut:
-                kept.append((at, source))
-                continue
-            if at < cut:
-                kept.append((at, source))
-            begin = max(at, cut) - cut
-            tail.runs.append((begin, source))
-            first.setdefault(source, tail.positions[begin])
-        self.runs = kept
+        for at, source in tail.runs:
+            first.setdefault(source, tail.positions[at])
         return tail, first
 
 

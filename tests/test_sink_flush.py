@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import orjson
 
 from aisignals.live import bundled_events
-from sinks.database import ROW_GROUP_ROWS
-from sinks.duckdb_sink import DuckDBSink, EventRecords
+from sinks.duckdb_sink import ROW_GROUP_ROWS, DuckDBSink, EventRecords
 from streams.adapters import Accounting
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_event, parse_lines, to_wire
