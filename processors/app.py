@@ -147,7 +147,7 @@ class Worker:
             TableManager=TablelessTableManager,
             consumer_auto_offset_reset="earliest",
             stream_buffer_maxsize=INGEST_BUFFER if tuple(agents) == (SEQUENCE,) else 4096,
-            **({"consumer_max_fetch_size": SPLIT_FETCH_BYTES} if len(agents) == 1 else {}),
+            **({} if both else {"consumer_max_fetch_size": SPLIT_FETCH_BYTES}),
             **(broker_kwargs or {}),
         )
         self.app.aisignals_fetch_wait_ms = LIVE_FETCH_MAX_WAIT_MS if live else FETCH_MAX_WAIT_MS
