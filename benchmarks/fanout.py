@@ -40,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.live_load import percentile
-from benchmarks.procfs import cpu_seconds, status_mb
+from benchmarks.procfs import child_running, cpu_seconds, status_mb
 from streams.topics import CONTROL, SENT, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,13 +272,19 @@ async def measure(args, workdir: Path) -> dict:
             started = time.monotonic()
             waiting = asyncio.ensure_future(load.communicate())
             samples = []  # (seconds into the load, server RSS MB), every 5 s
+            broker = child_running(pid, "tansu")  # the embedded broker: its CPU over each 10 s
+            broker_cpu = [cpu_seconds(broker) if broker else None]
             while not waiting.done():
                 now = rss_mb(pid) or 0.0
                 peak = max(peak, now)
                 if not samples or time.monotonic() - started >= samples[-1][0] + 5:
                     samples.append((round(time.monotonic() - started), round(now)))
+                if time.monotonic() - started >= 10 * len(broker_cpu):
+                    broker_cpu.append(cpu_seconds(broker) if broker else None)
                 await asyncio.wait({waiting}, timeout=1.0)
             result["server_rss_mb_samples"] = samples
+            if None not in broker_cpu:
+                result["broker_cores_by_10s"] = [(b - a) / 10 for a, b in zip(broker_cpu, broker_cpu[1:])]
             out, _ = waiting.result()
             if load.returncode != 0:
                 raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
@@ -343,6 +349,12 @@ def rss_after_warm_up(samples: list[tuple[int, int]], warm_up: float = 20.0) -> 
     return f"; after warm-up {mb0} → {mb1} MB from {t0} s to {t1} s ({(mb1 - mb0) / (t1 - t0):+.2f} MB/s)"
 
 
+def broker_growth(r: dict) -> str:
+    """The embedded broker's CPU in the load's first and last 10 s (its cost per fetch grows with what it holds)."""
+    cores = r.get("broker_cores_by_10s") or []
+    return f", the embedded broker {cores[0]:.2f} → {cores[-1]:.2f} (first → last 10 s)" if len(cores) > 1 else ""
+
+
 def render(r: dict) -> str:
     """One row for the benchmark table."""
     return (f"| (g) fan-out: {r['subscribers']:,} SSE subscribers + {r['sql_clients']} SQL clients, {r['rate']:,} events/s"
@@ -354,7 +366,7 @@ def render(r: dict) -> str:
             f" {r['server_rss_mb_end']:.0f} MB (peak {r['server_rss_mb_peak']:.0f})"
             f"{rss_after_warm_up(r.get('server_rss_mb_samples', []))}; {r['sql_queries']:,} SQL queries,"
             f" p99 {r.get('sql_p99_ms', float('nan')):.0f} ms; CPU (cores) server {r.get('server_cpu_share', float('nan')):.2f},"
-            f" subscribers + SQL clients {r.get('clients_cpu_share', float('nan')):.2f}; load average"
+            f" subscribers + SQL clients {r.get('clients_cpu_share', float('nan')):.2f}{broker_growth(r)}; load average"
             f" {r.get('load_average_during', '?')} |")
 
 

@@ -5,6 +5,9 @@ the worker for its interpreter. Each event carries its send time (``aisignals-se
 worker copies the latest send time of a company's events onto the alert changes they cause, and
 this process reads them off the alerts topic: produce → alert on the alerts topic, one clock.
 
+With ``--topic ingest`` it reads the events it sends instead, off the ingest topic: one bare hop through
+the broker, the baseline that (c) is compared with (``benchmarks.run``).
+
     python -m benchmarks.live_load --bootstrap HOST:PORT --prefix aisignals --rate 1000 --seconds 60
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import time
 from datetime import datetime, timezone
 
@@ -26,21 +30,34 @@ from streams.topics import SENT, Topics
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1) of a non-empty list."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-async def run(bootstrap: str, topics: Topics, rate: int, seconds: float, drain: float) -> dict:
+def p99_by_period(samples: list[tuple[float, float]], period: float) -> list[float]:
+    """The p99 latency (ms) of the samples sent in each ``period`` seconds of the load, in order."""
+    if not samples:
+        return []
+    first = min(sent for sent, _ in samples)
+    periods: dict[int, list[float]] = {}
+    for sent, latency in samples:
+        periods.setdefault(int((sent - first) // period), []).append(latency)
+    return [percentile(periods[k], 0.99) * 1000 if k in periods else float("nan") for k in range(max(periods) + 1)]
+
+
+async def run(bootstrap: str, topics: Topics, rate: int, seconds: float, drain: float, topic: str = "alerts",
+              fetch_wait_ms: int = 5) -> dict:
     # linger 5 ms, like `aisignals produce` and Kafka 4 clients: Tansu's fetch cost grows with the number
     # of stored batches, and one batch per event degrades a bare produce→consume hop to seconds in 30 s
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=fetch_wait_ms)
     await producer.start()
     await consumer.start()
-    tps = [TopicPartition(topics.alerts, p) for p in range(topics.partitions)]
+    tps = ([TopicPartition(topics.ingest, 0)] if topic == "ingest"
+           else [TopicPartition(topics.alerts, p) for p in range(topics.partitions)])
     consumer.assign(tps)
     for tp in tps:
         await consumer.seek_to_end(tp)
-    latencies: list[float] = []
+    samples: list[tuple[float, float]] = []  # (send time, latency) in seconds
     done = asyncio.Event()
 
     async def subscribe() -> None:
@@ -51,7 +68,7 @@ async def run(bootstrap: str, topics: Topics, rate: int, seconds: float, drain: 
                 for message in messages:
                     sent = dict(message.headers or ()).get(SENT)
                     if sent:
-                        latencies.append(now - int(sent) / 1000)
+                        samples.append((int(sent) / 1000, now - int(sent) / 1000))
 
     subscriber = asyncio.create_task(subscribe())
     today = datetime.now(timezone.utc).date()
@@ -70,11 +87,12 @@ async def run(bootstrap: str, topics: Topics, rate: int, seconds: float, drain: 
     await subscriber
     await producer.stop()
     await consumer.stop()
-    result = {"events": len(events), "rate": rate, "achieved_rate": achieved, "seconds": seconds,
-              "alert_samples": len(latencies)}
+    latencies = [latency for _, latency in samples]
+    result = {"events": len(events), "rate": rate, "achieved_rate": achieved, "seconds": seconds, "topic": topic,
+              "samples": len(latencies)}
     if latencies:
-        result.update(alert_p50_ms=percentile(latencies, 0.5) * 1000, alert_p99_ms=percentile(latencies, 0.99) * 1000,
-                      alert_max_ms=max(latencies) * 1000)
+        result.update(p50_ms=percentile(latencies, 0.5) * 1000, p99_ms=percentile(latencies, 0.99) * 1000,
+                      max_ms=max(latencies) * 1000, p99_ms_by_10s=p99_by_period(samples, 10.0))
     return result
 
 
@@ -86,8 +104,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--drain", type=float, default=3.0, help="seconds to keep reading alerts after the last event")
+    parser.add_argument("--topic", choices=("alerts", "ingest"), default="alerts",
+                        help="time the alerts the events cause, or the events themselves off the ingest topic")
+    parser.add_argument("--fetch-wait", type=int, default=5, help="the subscriber's fetch_max_wait_ms")
     args = parser.parse_args()
-    result = asyncio.run(run(args.bootstrap, Topics(args.prefix, args.partitions), args.rate, args.seconds, args.drain))
+    result = asyncio.run(run(args.bootstrap, Topics(args.prefix, args.partitions), args.rate, args.seconds, args.drain,
+                             args.topic, args.fetch_wait))
     print(json.dumps(result))
 
 

@@ -26,3 +26,25 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The processes that ``pid`` (any of its threads) has started; empty once it has exited."""
+    try:
+        out = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+        return out
+    except OSError:
+        return []
+
+
+def child_running(pid: int, word: str) -> int | None:
+    """The first child of ``pid`` whose command line holds ``word`` (e.g. the embedded broker, "tansu")."""
+    for child in children(pid):
+        try:
+            if word.encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        except OSError:
+            continue
+    return None

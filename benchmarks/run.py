@@ -26,7 +26,8 @@ import orjson
 
 from aisignals.pipeline import Pipeline
 from aisignals.runtime import quiet_logs
-from benchmarks.procfs import cpu_seconds, status_mb
+from benchmarks.procfs import children, cpu_seconds, status_mb
+from processors.faust_tuning import LIVE_FETCH_MAX_WAIT_MS
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl
 from streams.admin import ensure_topics
@@ -96,7 +97,7 @@ def backfill_command(path: Path, n: int, workdir: Path, tag: str) -> tuple[float
     peaks: dict[str, float] = {}
     cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds when last seen)
     while proc.poll() is None:
-        for pid, role in [(proc.pid, "worker")] + [(c, None) for c in _proc_children(proc.pid)]:
+        for pid, role in [(proc.pid, "worker")] + [(c, None) for c in children(proc.pid)]:
             role = role or _name(pid)
             mb, used = status_mb(pid, "VmHWM"), cpu_seconds(pid)
             if mb is not None and role != "other":
@@ -141,16 +142,6 @@ def quix_peer(path: Path, workdir: Path) -> float | None:
         broker.stop()
 
 
-def _proc_children(pid: int) -> list[int]:
-    try:
-        out = []
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            out += [int(c) for c in (task / "children").read_text().split()]
-        return out
-    except OSError:
-        return []
-
-
 def _name(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -184,6 +175,32 @@ def quantile(hist, q: float) -> float:
     return prev_bound
 
 
+async def steady_load(bootstrap: str, topics: Topics, rate: int, seconds: float, broker_pid: int | None,
+                      *options: str) -> dict:
+    """``benchmarks.live_load`` (another process) against ``bootstrap``, and the broker's CPU in cores over
+    each 10 s of it: Tansu's cost per fetch grows with the batches a partition holds (README, "Capacity")."""
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.live_load", "--bootstrap", bootstrap, "--prefix", topics.prefix,
+        "--partitions", str(topics.partitions), "--rate", str(rate), "--seconds", str(seconds), *options,
+        stdout=subprocess.PIPE, cwd=ROOT)
+    samples = [cpu_seconds(broker_pid) if broker_pid else None]
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(10)
+            samples.append(cpu_seconds(broker_pid) if broker_pid else None)
+
+    sampler = asyncio.create_task(sample())
+    out, _ = await load.communicate()
+    sampler.cancel()
+    if load.returncode != 0:
+        raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    if None not in samples:
+        result["broker_cores_by_10s"] = [(b - a) / 10 for a, b in zip(samples, samples[1:])]
+    return result
+
+
 async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
     """The pipeline as ``aisignals up`` runs it (worker + sink, live mode); the load and the alert
     subscriber in another process (``benchmarks.live_load``), timing produce → alert on the alerts topic."""
@@ -194,15 +211,7 @@ async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
     try:
         await pipeline.start()
         await asyncio.sleep(8)  # let the consumer group settle before timing
-        t = pipeline.topics
-        load = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.live_load", "--bootstrap", pipeline.bootstrap, "--prefix", t.prefix,
-            "--partitions", str(t.partitions), "--rate", str(rate), "--seconds", str(seconds),
-            stdout=subprocess.PIPE, cwd=ROOT)
-        out, _ = await load.communicate()
-        if load.returncode != 0:
-            raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
-        result = json.loads(out.decode().strip().splitlines()[-1])
+        result = await steady_load(pipeline.bootstrap, pipeline.topics, rate, seconds, pipeline.broker.pid)
         st = pipeline.worker.stats
         result["indicator_p50_ms"] = quantile(st.processing_latency, 0.5) * 1000
         result["indicator_p99_ms"] = quantile(st.processing_latency, 0.99) * 1000
@@ -210,6 +219,21 @@ async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
         return result
     finally:
         pipeline.stop_broker()
+
+
+async def bare_hop_latency(rate: int, seconds: float, workdir: Path) -> dict:
+    """(c)'s baseline: the same load on a fresh embedded broker, its events read back off the ingest topic
+    by a bare aiokafka consumer with the live worker's fetch wait. One hop, nothing computed; the
+    pipeline's alerts take three (ingest → sequencer, facts → company engines, alerts → subscriber)."""
+    broker = EmbeddedBroker(workdir / "hop-tansu.log")
+    bootstrap = broker.start()
+    try:
+        topics = Topics()
+        ensure_topics(bootstrap, topics)
+        return await steady_load(bootstrap, topics, rate, seconds, broker.pid,
+                                 "--topic", "ingest", "--fetch-wait", str(LIVE_FETCH_MAX_WAIT_MS))
+    finally:
+        broker.stop()
 
 
 # ---- (d) the sink against a raw DuckDB bulk insert -----------------------------------------------
@@ -351,6 +375,7 @@ def main() -> None:
         results["peak_rss_mb"] = results["backfill"][sizes[-1]]["peak_rss_mb"]
         results["rss_events"] = sizes[-1]
         results["live"] = asyncio.run(live_latency(args.live_rate, args.live_seconds, workdir))
+        results["live_hop"] = asyncio.run(bare_hop_latency(args.live_rate, args.live_seconds, workdir))
         save()
     if args.fanout_subscribers:
         from benchmarks import fanout
@@ -367,6 +392,17 @@ def main() -> None:
         json_name = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
         Path(args.markdown).write_text(f"# Benchmarks\n\nProduced by `{command}` (JSON in `{json_name}`).\n\n"
                                        + table + "\n")
+
+
+def _growth(run: dict) -> str:
+    """How a steady run's p99 and the broker's CPU moved from its first 10 s to its last full 10 s."""
+    p99, cores = run.get("p99_ms_by_10s") or [], run.get("broker_cores_by_10s") or []
+    parts = []
+    if len(p99) > 1:
+        parts.append(f"p99 by 10 s of the load: {' / '.join(f'{x:.0f}' for x in p99)} ms")
+    if len(cores) > 1:
+        parts.append(f"broker CPU {' / '.join(f'{x:.2f}' for x in cores)} cores")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def render(r: dict) -> str:
@@ -388,9 +424,15 @@ def render(r: dict) -> str:
                          f"(b) = {b['backfill_events_per_s'] / b['peer_events_per_s']:.2f} × (h) |")
     live = r["live"]
     lines.append(f"| (c) live {live['rate']}/s for {live['seconds']:.0f} s: produce → alert on the alerts topic, p50 / p99 | "
-                 f"{live['alert_p50_ms']:.1f} / {live['alert_p99_ms']:.1f} ms | p99 ≤ 100 ms | "
-                 f"{live['alert_samples']} alerts read off the topic by a separate subscriber; produce → indicator row "
-                 f"(in the worker) p50/p99 {live['indicator_p50_ms']:.0f} / {live['indicator_p99_ms']:.0f} ms |")
+                 f"{live['p50_ms']:.1f} / {live['p99_ms']:.1f} ms | p99 ≤ 100 ms | "
+                 f"{live['samples']} alerts read off the topic by a separate subscriber; produce → indicator row "
+                 f"(in the worker) p50/p99 {live['indicator_p50_ms']:.0f} / {live['indicator_p99_ms']:.0f} ms"
+                 f"{_growth(live)} |")
+    if "live_hop" in r:
+        hop = r["live_hop"]
+        lines.append(f"| (c) baseline: the same load on a fresh broker, one bare aiokafka hop (ingest → a consumer, fetch "
+                     f"wait {LIVE_FETCH_MAX_WAIT_MS} ms), p50 / p99 | {hop['p50_ms']:.1f} / {hop['p99_ms']:.1f} ms | "
+                     f"(the bound on (c)) | {hop['samples']:,} events{_growth(hop)} |")
     s = r["sink"]
     lines.append(f"| (d) DuckDB sink vs raw Arrow insert, {s.get('rows', 0):,} events rows, each to a committed file | "
                  f"{s['sink_rows_per_s']:,.0f} vs {s['raw_rows_per_s']:,.0f} rows/s | ≥ 200k and ≥ 0.5 × raw | "

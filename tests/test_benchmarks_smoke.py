@@ -28,10 +28,14 @@ def test_benchmark_suite_smoke(tmp_path):
     assert set(results) >= {"backfill", "sink", "queries_ms_p50", "peak_rss_mb", "live", "machine"}
     assert set(results["peak_rss_mb"]) == {"worker", "engines", "sink", "broker"}
     assert set(results["backfill"]["2000"]["cpu_s"]) == {"worker", "engines", "sink", "broker"}
-    assert results["live"]["alert_samples"] > 0 and results["live"]["alert_p99_ms"] >= results["live"]["alert_p50_ms"]
+    live, hop = results["live"], results["live_hop"]
+    assert live["samples"] > 0 and live["p99_ms"] >= live["p50_ms"] and live["topic"] == "alerts"
+    assert hop["topic"] == "ingest" and hop["samples"] == hop["events"] == 1000  # the bare hop reads back every event
+    assert all(c >= 0 for c in hop["broker_cores_by_10s"])  # the broker was found and sampled
     assert results["backfill"]["2000"]["backfill_events_per_s"] > 0
     assert len(results["queries_ms_p50"]) == 5
     assert "(a) bare aiokafka" in md.read_text() and "(f) peak RSS" in md.read_text()
+    assert "(c) baseline: the same load on a fresh broker" in md.read_text()
     fanout = results["fanout"]
     assert fanout["subscribers"] == 20 and fanout["alert_changes"] > 0 and fanout["server_error_lines"] == []
     assert fanout["missed"] == 0 and fanout["duplicates"] == 0 and fanout["sql_queries"] > 0
