@@ -299,10 +299,15 @@ class Pipeline:
             sink = self._sink_process.alive()
         else:
             sink = self.sink is None or (self._sink_task is not None and not self._sink_task.done())
+        stalled = self.worker.ingest_stalled() if worker and self.worker is not None else None
+        worker = worker and stalled is None
         parts = {"broker": broker, "worker": worker, "sink": sink}
         if not broker:
             parts["reason"] = (f"the embedded broker has stopped (exit code {self.broker.process.returncode if self.broker.process else '?'})"
                                if self.broker is not None else f"cannot reach the Kafka broker at {self.bootstrap}")
+        elif stalled is not None:
+            parts["reason"] = stalled + ("; the embedded broker stops serving a partition under a sustained live "
+                                         "load (README: Tansu under a sustained live load)" if self.broker else "")
         return broker and worker and sink, parts
 
     async def serve_http(self, host: str, port: int) -> "HttpServer":

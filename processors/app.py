@@ -25,6 +25,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from faust.tables.manager import TableManager
+from faust.types import TP
 
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact, day_of_us, fact_row
@@ -32,7 +33,7 @@ from processors.faust_tuning import FETCH_MAX_WAIT_MS, LIVE_FETCH_MAX_WAIT_MS, a
 from processors.partitioning import partition_of
 from processors.rules import RuleSet
 from processors.sequencer import Sequencer, Verdict
-from processors.stats import WorkerStats, dead_letter_reason
+from processors.stats import Progress, WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
 from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
@@ -78,6 +79,8 @@ INGEST_BUFFER = 32
 # what one fetch may bring per partition to an app that runs one agent of a backfill: Faust's default, 1 MiB,
 # is ~4 ingest records (1M events, interleaved: 32.4 / 33.4 s against 29.8 / 31.6 s with 8 MiB)
 SPLIT_FETCH_BYTES = 8 * 1024 * 1024
+# seconds of ingest records waiting, almost none taken, before readiness says the sequencer is stuck
+STALL_SECONDS = 30.0
 
 
 def dead_letter_record(origin: str, raw: bytes, error: str) -> bytes:
@@ -130,6 +133,8 @@ class Worker:
         self.hold_until: int | None = None  # after a rollback, until the replay's backfill ends (see Engine.hold)
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
         self.stats = WorkerStats()
+        self.ingest_position: int | None = None  # the next ingest offset the sequencer will take
+        self.ingest_progress = Progress(STALL_SECONDS)
         self.producer: AIOKafkaProducer | None = None
         self.agents = agents
         both = set(agents) == {SEQUENCE, COMPANIES}
@@ -263,6 +268,7 @@ class Worker:
             before = self.sequencer.max_time_us
             for event in batch:
                 message = event.message
+                self.ingest_position = message.offset + 1  # progress, for readiness (a take of packs can be long)
                 headers = dict(message.headers or ())
                 batch_id = (headers.get(BATCH) or b"").decode()
                 if headers.get(CONTROL) == BARRIER:
@@ -277,6 +283,22 @@ class Worker:
                     await self._produce(out)
             self._facts_and_clock(out, facts, before)
             await self._produce(out)
+
+    def ingest_stalled(self) -> str | None:
+        """Why the sequencer is stuck, when ingest records have waited ``STALL_SECONDS`` on end and it took
+        almost none of them (``Progress``); None otherwise (and in a worker without the sequencer)."""
+        if SEQUENCE not in self.agents or not self.app.started:
+            return None
+        try:
+            high = self.app.consumer.highwater(TP(self.topics.ingest, 0))
+        except Exception:  # noqa: BLE001 - not assigned (yet), or the consumer is restarting: no verdict
+            return None
+        stuck = self.ingest_progress.stuck(time.monotonic(), self.ingest_position, high)
+        if stuck is None:
+            return None
+        seconds, taken, waiting = stuck
+        return (f"the sequencer took {taken:,} records of {self.topics.ingest} in {seconds:.0f} s with {waiting:,} "
+                f"waiting (offset {self.ingest_position} of {high})")
 
     def _admit(self, out: Outputs, facts: dict[int, list], items: list[tuple[str, bytes]], cut: dict, batch_id: str,
                sent: bytes | None) -> None:
