@@ -40,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.live_load import percentile
-from benchmarks.procfs import child_running, cpu_seconds, status_mb
+from benchmarks.procfs import child_running, cores_by_period, cpu_seconds, status_mb
 from streams.topics import CONTROL, SENT, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,8 +283,9 @@ async def measure(args, workdir: Path) -> dict:
                     broker_cpu.append(cpu_seconds(broker) if broker else None)
                 await asyncio.wait({waiting}, timeout=1.0)
             result["server_rss_mb_samples"] = samples
-            if None not in broker_cpu:
-                result["broker_cores_by_10s"] = [(b - a) / 10 for a, b in zip(broker_cpu, broker_cpu[1:])]
+            cores = cores_by_period(broker_cpu, 10)
+            if cores is not None:
+                result["broker_cores_by_10s"] = cores
             out, _ = waiting.result()
             if load.returncode != 0:
                 raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")

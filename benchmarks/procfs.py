@@ -48,3 +48,10 @@ def child_running(pid: int, word: str) -> int | None:
         except OSError:
             continue
     return None
+
+
+def cores_by_period(readings: list[float | None], period: float) -> list[float] | None:
+    """Cores used in each period from ``cpu_seconds`` read every ``period`` seconds; None if a read failed."""
+    if None in readings:
+        return None
+    return [(b - a) / period for a, b in zip(readings, readings[1:])]

@@ -26,7 +26,7 @@ import orjson
 
 from aisignals.pipeline import Pipeline
 from aisignals.runtime import quiet_logs
-from benchmarks.procfs import children, cpu_seconds, status_mb
+from benchmarks.procfs import children, cores_by_period, cpu_seconds, status_mb
 from processors.faust_tuning import LIVE_FETCH_MAX_WAIT_MS
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl
@@ -196,8 +196,9 @@ async def steady_load(bootstrap: str, topics: Topics, rate: int, seconds: float,
     if load.returncode != 0:
         raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
     result = json.loads(out.decode().strip().splitlines()[-1])
-    if None not in samples:
-        result["broker_cores_by_10s"] = [(b - a) / 10 for a, b in zip(samples, samples[1:])]
+    cores = cores_by_period(samples, 10)
+    if cores is not None:
+        result["broker_cores_by_10s"] = cores
     return result
 
 

@@ -20,6 +20,7 @@ from processors.stats import Progress
 from streams.settings import Settings
 from streams.synthetic import steady
 
+
 def test_progress_verdicts():
     p = Progress(after=10.0)
     assert p.stuck(0.0, None, 5) is None  # nothing taken yet: no verdict
