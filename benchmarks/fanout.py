@@ -39,7 +39,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.live_load import percentile
+from benchmarks.live_load import p99_by_period, percentile
 from benchmarks.procfs import child_running, cores_by_period, cpu_seconds, status_mb
 from streams.topics import CONTROL, SENT, Topics
 
@@ -111,8 +111,12 @@ class Server:
 
 
 class Subscriber:
+    """One SSE connection. While the run lasts it only timestamps what arrives, chunk by chunk as read off
+    the socket, and parses the events afterwards: 1,000 connections in one client process would otherwise
+    queue behind each other's parsing, and the delivery times would measure the client."""
+
     def __init__(self) -> None:
-        self.received: list[tuple[float, tuple]] = []
+        self.chunks: list[tuple[float, bytes]] = []
         self.ready = asyncio.Event()
         self.error: str | None = None
 
@@ -132,14 +136,31 @@ class Subscriber:
             self.ready.set()
 
     async def _read(self, response, stop: asyncio.Event) -> None:
-        event = None
-        async for line in response.content:
-            if line.startswith(b"event:"):
-                event = line[6:].strip()
-                if event == b"ready":
-                    self.ready.set()
-            elif line.startswith(b"data:") and event == b"alert":
-                self.received.append((time.time(), key(orjson.loads(line[5:]))))
+        async for chunk in response.content.iter_any():
+            self.chunks.append((time.time(), chunk))
+            if not self.ready.is_set() and b"event: ready" in b"".join(c for _, c in self.chunks):
+                self.ready.set()
+
+    @property
+    def last(self) -> float:
+        """When anything last arrived (0 if nothing has)."""
+        return self.chunks[-1][0] if self.chunks else 0.0
+
+    def received(self) -> list[tuple[float, tuple]]:
+        """(arrival, change key) of each alert event, in order; an event arrived with the chunk that completed it."""
+        out, rest = [], b""
+        for when, chunk in self.chunks:
+            *events, rest = re.split(rb"\r\n\r\n|\n\n", rest + chunk)
+            for block in events:
+                kind = data = None
+                for line in block.splitlines():
+                    if line.startswith(b"event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith(b"data:"):
+                        data = line[5:]
+                if kind == b"alert" and data is not None:
+                    out.append((when, key(orjson.loads(data))))
+        return out
 
 
 async def sql_client(session: aiohttp.ClientSession, url: str, stop: asyncio.Event, times: list[float],
@@ -217,10 +238,10 @@ async def reference(bootstrap: str, topics: Topics) -> dict[tuple, list[tuple[fl
 
 
 def tally(received: list[tuple[float, tuple]], expected: dict[tuple, list[tuple[float, float | None]]]
-          ) -> tuple[int, int, list[float], list[float]]:
-    """One subscriber's changes against the topic's: (missed, received twice, delivery latencies, end-to-end
-    latencies). An alert that flaps within a day announces the same change (the same key) again; the
-    n-th receipt of a key is its n-th record on the topic (one key stays in one partition, in order)."""
+          ) -> tuple[int, int, list[tuple[float, float]], list[float]]:
+    """One subscriber's changes against the topic's: (missed, received twice, (record time, delivery latency)
+    pairs, end-to-end latencies). An alert that flaps within a day announces the same change (the same key)
+    again; the n-th receipt of a key is its n-th record on the topic (one key stays in one partition, in order)."""
     seen: Counter = Counter()  # receipts of each key so far; at the end, all of them
     delivery, end_to_end = [], []
     for when, k in received:
@@ -228,7 +249,7 @@ def tally(received: list[tuple[float, tuple]], expected: dict[tuple, list[tuple[
         record_time, sent = occurrences[seen[k]] if seen[k] < len(occurrences) else (None, None)
         seen[k] += 1
         if record_time is not None:
-            delivery.append(when - record_time)
+            delivery.append((record_time, when - record_time))
         if sent is not None:
             end_to_end.append(when - sent)
     want = Counter({k: len(v) for k, v in expected.items()})
@@ -271,14 +292,14 @@ async def measure(args, workdir: Path) -> dict:
             drains = asyncio.create_task(post_drains(server.url, args.drains, args.seconds, str(os.getpid())))
             started = time.monotonic()
             waiting = asyncio.ensure_future(load.communicate())
-            samples = []  # (seconds into the load, server RSS MB), every 5 s
+            samples = []  # (seconds into the load, server RSS MB), every second
             broker = child_running(pid, "tansu")  # the embedded broker: its CPU over each 10 s
             broker_cpu = [cpu_seconds(broker) if broker else None]
             while not waiting.done():
                 now = rss_mb(pid) or 0.0
                 peak = max(peak, now)
-                if not samples or time.monotonic() - started >= samples[-1][0] + 5:
-                    samples.append((round(time.monotonic() - started), round(now)))
+                if not samples or time.monotonic() - started >= samples[-1][0] + 1:
+                    samples.append((round(time.monotonic() - started, 1), round(now, 1)))
                 if time.monotonic() - started >= 10 * len(broker_cpu):
                     broker_cpu.append(cpu_seconds(broker) if broker else None)
                 await asyncio.wait({waiting}, timeout=1.0)
@@ -305,7 +326,7 @@ async def measure(args, workdir: Path) -> dict:
             while time.monotonic() < deadline:
                 if stored < produced:
                     stored = await stored_events(session, server.url)
-                elif time.time() - max((s.received[-1][0] for s in subs if s.received), default=0) >= 3:
+                elif time.time() - max((s.last for s in subs), default=0.0) >= 3:
                     break
                 await asyncio.sleep(0.5)
             result["events_stored"] = stored
@@ -322,16 +343,18 @@ async def measure(args, workdir: Path) -> dict:
         server.stop()
     missed = duplicates = 0
     delivery, end_to_end = [], []
-    for s in subs:
-        m, d, lat, e2e = tally(s.received, expected)
+    received = [s.received() for s in subs]
+    for changes in received:
+        m, d, lat, e2e = tally(changes, expected)
         missed, duplicates = missed + m, duplicates + d
         delivery += lat
         end_to_end += e2e
-    result.update(alert_changes=total, deliveries=sum(len(s.received) for s in subs), missed=missed,
+    result.update(alert_changes=total, deliveries=sum(map(len, received)), missed=missed,
                   duplicates=duplicates, sql_queries=len(sql_times), sql_errors=dict(sql_errors))
     if delivery:
-        result.update(delivery_p50_ms=percentile(delivery, 0.5) * 1000, delivery_p99_ms=percentile(delivery, 0.99) * 1000,
-                      delivery_max_ms=max(delivery) * 1000)
+        latencies = [latency for _, latency in delivery]
+        result.update(delivery_p50_ms=percentile(latencies, 0.5) * 1000, delivery_p99_ms=percentile(latencies, 0.99) * 1000,
+                      delivery_max_ms=max(latencies) * 1000, delivery_p99_ms_by_10s=p99_by_period(delivery, 10.0))
     if end_to_end:
         result.update(end_to_end_p50_ms=percentile(end_to_end, 0.5) * 1000,
                       end_to_end_p99_ms=percentile(end_to_end, 0.99) * 1000)
@@ -340,14 +363,24 @@ async def measure(args, workdir: Path) -> dict:
     return result
 
 
-def rss_after_warm_up(samples: list[tuple[int, int]], warm_up: float = 20.0) -> str:
-    """How the server's RSS moved once warm (connections open, first queries and flushes done): from the
-    first sample at or after ``warm_up`` seconds to the last."""
+def rss_after_warm_up(samples: list[tuple[float, float]], warm_up: float = 20.0) -> str:
+    """How the server's RSS moved once warm (connections open, first queries and flushes done): its range
+    from ``warm_up`` seconds on, and the least-squares slope over those samples (one a second; the
+    first and last alone swing with each flush and query)."""
     warm = [(t, mb) for t, mb in samples if t >= warm_up]
     if len(warm) < 2:
         return ""
-    (t0, mb0), (t1, mb1) = warm[0], warm[-1]
-    return f"; after warm-up {mb0} → {mb1} MB from {t0} s to {t1} s ({(mb1 - mb0) / (t1 - t0):+.2f} MB/s)"
+    return (f"; after warm-up ({warm[0][0]:.0f}–{warm[-1][0]:.0f} s) {min(mb for _, mb in warm):.0f}–"
+            f"{max(mb for _, mb in warm):.0f} MB, slope {rss_slope(warm):+.2f} MB/s")
+
+
+def rss_slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope (MB/s) of (seconds, MB) samples."""
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_mb = sum(mb for _, mb in samples) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    return sum((t - mean_t) * (mb - mean_mb) for t, mb in samples) / spread if spread else 0.0
 
 
 def broker_growth(r: dict) -> str:
@@ -356,19 +389,33 @@ def broker_growth(r: dict) -> str:
     return f", the embedded broker {cores[0]:.2f} → {cores[-1]:.2f} (first → last 10 s)" if len(cores) > 1 else ""
 
 
+def by_period(p99s: list[float] | None) -> str:
+    """Delivery p99 in each 10 s of alert record time (from the first change)."""
+    return f" delivery p99 by 10 s: {' / '.join(f'{v:.0f}' for v in p99s)} ms;" if p99s else ""
+
+
 def render(r: dict) -> str:
     """One row for the benchmark table."""
     return (f"| (g) fan-out: {r['subscribers']:,} SSE subscribers + {r['sql_clients']} SQL clients, {r['rate']:,} events/s"
             f" for {r['seconds']:.0f} s | {r['alert_changes']:,} alert changes, missed {r['missed']}, duplicates"
             f" {r['duplicates']}; delivery p50 / p99 {r.get('delivery_p50_ms', float('nan')):.0f} /"
             f" {r.get('delivery_p99_ms', float('nan')):.0f} ms | none missed or twice, p99 ≤ 1 s, RSS flat |"
-            f" event sent → subscriber p50 / p99 {r.get('end_to_end_p50_ms', float('nan')):.0f} /"
+            f"{by_period(r.get('delivery_p99_ms_by_10s'))} event sent → subscriber p50 / p99 {r.get('end_to_end_p50_ms', float('nan')):.0f} /"
             f" {r.get('end_to_end_p99_ms', float('nan')):.0f} ms; server RSS {r['server_rss_mb_start']:.0f} →"
             f" {r['server_rss_mb_end']:.0f} MB (peak {r['server_rss_mb_peak']:.0f})"
             f"{rss_after_warm_up(r.get('server_rss_mb_samples', []))}; {r['sql_queries']:,} SQL queries,"
             f" p99 {r.get('sql_p99_ms', float('nan')):.0f} ms; CPU (cores) server {r.get('server_cpu_share', float('nan')):.2f},"
             f" subscribers + SQL clients {r.get('clients_cpu_share', float('nan')):.2f}{broker_growth(r)}; load average"
             f" {r.get('load_average_during', '?')} |")
+
+
+def render_baseline(r: dict) -> str:
+    """The row of the same load on one ``aisignals up`` with nobody subscribed or querying."""
+    return (f"| (g) baseline: the same load and drains on one `aisignals up`, no subscribers or SQL clients |"
+            f" server RSS {r['server_rss_mb_start']:.0f} → {r['server_rss_mb_end']:.0f} MB (peak"
+            f" {r['server_rss_mb_peak']:.0f}) | (the pipeline's own growth) | {r['alert_changes']:,} alert changes"
+            f"{rss_after_warm_up(r.get('server_rss_mb_samples', []))}; CPU (cores) server"
+            f" {r.get('server_cpu_share', float('nan')):.2f}{broker_growth(r)} |")
 
 
 def run(subscribers: int = 1000, sql_clients: int = 50, rate: int = 1000, seconds: float = 30.0, drains: int = 10,

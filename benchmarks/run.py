@@ -383,6 +383,9 @@ def main() -> None:
 
         results["fanout"] = fanout.run(args.fanout_subscribers, args.fanout_sql_clients, args.live_rate,
                                        args.live_seconds, drains=10)
+        # the same load and drains without subscribers or SQL clients: how the server's RSS moves on its own
+        # (the pipeline's state grows with every event it keeps)
+        results["fanout_baseline"] = fanout.run(0, 0, args.live_rate, args.live_seconds, drains=10)
     results["load_after"] = os.getloadavg()
     save()
     table = render(results)
@@ -455,6 +458,8 @@ def render(r: dict) -> str:
         from benchmarks import fanout
 
         lines.append(fanout.render(r["fanout"]))
+        if "fanout_baseline" in r:
+            lines.append(fanout.render_baseline(r["fanout_baseline"]))
     return "\n".join(lines)
 
 

@@ -39,7 +39,11 @@ def test_benchmark_suite_smoke(tmp_path):
     fanout = results["fanout"]
     assert fanout["subscribers"] == 20 and fanout["alert_changes"] > 0 and fanout["server_error_lines"] == []
     assert fanout["missed"] == 0 and fanout["duplicates"] == 0 and fanout["sql_queries"] > 0
-    assert "(g) fan-out" in md.read_text()
+    assert fanout["deliveries"] == 20 * fanout["alert_changes"] and fanout["delivery_p99_ms_by_10s"]
+    baseline = results["fanout_baseline"]  # the same load with nobody subscribed: the server's own RSS trend
+    assert baseline["subscribers"] == 0 and baseline["alert_changes"] > 0 and baseline["server_error_lines"] == []
+    assert len(baseline["server_rss_mb_samples"]) >= 5
+    assert "(g) fan-out" in md.read_text() and "(g) baseline" in md.read_text()
 
 
 def test_a_process_that_ends_while_it_is_named_is_not_an_error(monkeypatch):
