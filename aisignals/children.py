@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from aisignals.runtime import quiet_logs, tune_gc
+from aisignals.runtime import one_malloc_arena, quiet_logs, tune_gc
 from streams.broker import die_with_parent, name_process
 
 log = logging.getLogger("aisignals")
@@ -155,6 +155,7 @@ def _results(futures: list):
 
 
 def _child_main(name: str, warm: tuple[str, ...], parent) -> None:  # pragma: no cover - child
+    one_malloc_arena()
     die_with_parent()
     name_process(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us in order

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aisignals.runtime import one_malloc_arena
 from processors.alerts import alert_matches
 from processors.rules import RulesFileError, load_rules
 from sinks.database import SinkError
@@ -569,6 +570,7 @@ def fail(message: str, code: int) -> None:
 
 def main() -> None:
     """Entry point: turn every expected failure into one line on stderr."""
+    one_malloc_arena()  # before any thread allocates
     try:
         app(standalone_mode=False)
         if _without_teardown:

@@ -1,10 +1,16 @@
-"""Process-wide settings every part of the pipeline shares: quieter Kafka clients, tuned garbage collection."""
+"""Process-wide settings every part of the pipeline shares: quieter Kafka clients, tuned garbage collection,
+one malloc arena."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import os
+import sys
 import time
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 class _ClientNoise(logging.Filter):
@@ -48,3 +54,18 @@ def tune_gc() -> None:
     collections run a hundred times less often: ~10% less CPU per event (measured at 200k events)."""
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+
+
+def one_malloc_arena() -> bool:
+    """glibc gives each thread that allocates a heap of its own (an "arena", up to eight per core) and keeps
+    what those heaps once held: at the end of a 1M-event backfill the worker's producing threads had left
+    two of ~50 MB each (``/proc/PID/smaps``). One arena for the process: the worker's peak went from 300
+    and 293 MB to 265 and 259, the company engines' from 184 and 181 to 165 and 167, with the same CPU
+    (1M events, interleaved; the sink's memory is DuckDB's own allocator's). Called before the process
+    starts its threads; ``MALLOC_ARENA_MAX`` in the environment wins. True if the limit was set."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1) == 1
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
