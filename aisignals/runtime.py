@@ -61,8 +61,8 @@ def one_malloc_arena() -> bool:
     what those heaps once held: at the end of a 1M-event backfill the worker's producing threads had left
     two of ~50 MB each (``/proc/PID/smaps``). One arena for the process: the worker's peak went from 300
     and 293 MB to 265 and 259, the company engines' from 184 and 181 to 165 and 167, with the same CPU
-    (1M events, interleaved; the sink's memory is DuckDB's own allocator's). Called before the process
-    starts its threads; ``MALLOC_ARENA_MAX`` in the environment wins. True if the limit was set."""
+    (1M events, interleaved; the sink's peak did not move). Called before the process starts its
+    threads; ``MALLOC_ARENA_MAX`` in the environment wins. True if the limit was set."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False
     try:

@@ -8,9 +8,13 @@ alert change on the alerts topic is read once more, straight from Kafka, as the 
 
 - missed: changes on the topic a subscriber did not receive; duplicates: changes it received twice;
 - delivery: a subscriber's receipt time minus the alert record's timestamp (when the worker produced
-  it), over every (subscriber, change); end to end: receipt minus the send time of the newest event
-  behind the change (the ``aisignals-sent`` header: the load generator's send, or the POST);
-- the server's RSS (the ``aisignals up`` process) when the subscribers are connected, at the end, peak.
+  it), over every (subscriber, change); a change is received with the chunk that completes it, timed
+  as it is read off the socket (the events are parsed after the run); end to end: receipt minus the
+  send time of the newest event behind the change (the ``aisignals-sent`` header: the load
+  generator's send, or the POST);
+- the server's RSS (the ``aisignals up`` process) every second: when the subscribers are connected, at
+  the end, its peak, and its least-squares slope once warm (``--subscribers 0 --sql-clients 0`` gives
+  the same load's baseline, which ``benchmarks.run`` runs beside it).
 
     .venv/bin/python -m benchmarks.fanout                        # 1,000 subscribers, 50 SQL clients, 1k events/s, 30 s
     .venv/bin/python -m benchmarks.fanout --subscribers 50 --sql-clients 5 --seconds 10   # small
