@@ -43,8 +43,8 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.live_load import p99_by_period, percentile
-from benchmarks.procfs import child_running, cores_by_period, cpu_seconds, status_mb
+from benchmarks.live_load import p99_by_period, percentile, steady_load
+from benchmarks.procfs import child_running, cpu_seconds, status_mb
 from streams.topics import CONTROL, SENT, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,33 +288,22 @@ async def measure(args, workdir: Path) -> dict:
             sql_stop = asyncio.Event()
             sql = [asyncio.create_task(sql_client(session, server.url, sql_stop, sql_times, sql_errors, i))
                    for i in range(args.sql_clients)]
-            load = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "benchmarks.live_load", "--bootstrap", server.bootstrap, "--prefix", topics.prefix,
-                "--partitions", str(topics.partitions), "--rate", str(args.rate), "--seconds", str(args.seconds),
-                "--drain", "1", stdout=subprocess.PIPE, cwd=ROOT)
             cpu_start = (cpu_seconds(pid), cpu_seconds(os.getpid()))
             drains = asyncio.create_task(post_drains(server.url, args.drains, args.seconds, str(os.getpid())))
             started = time.monotonic()
-            waiting = asyncio.ensure_future(load.communicate())
             samples = []  # (seconds into the load, server RSS MB), every second
-            broker = child_running(pid, "tansu")  # the embedded broker: its CPU over each 10 s
-            broker_cpu = [cpu_seconds(broker) if broker else None]
-            while not waiting.done():
+
+            def sample_rss(elapsed: float) -> None:
+                nonlocal peak
                 now = rss_mb(pid) or 0.0
                 peak = max(peak, now)
-                if not samples or time.monotonic() - started >= samples[-1][0] + 1:
-                    samples.append((round(time.monotonic() - started, 1), round(now, 1)))
-                if time.monotonic() - started >= 10 * len(broker_cpu):
-                    broker_cpu.append(cpu_seconds(broker) if broker else None)
-                await asyncio.wait({waiting}, timeout=1.0)
+                samples.append((round(elapsed, 1), round(now, 1)))
+
+            result["load"] = await steady_load(server.bootstrap, topics, args.rate, args.seconds,
+                                               child_running(pid, "tansu"), "--drain", "1", each_second=sample_rss)
             result["server_rss_mb_samples"] = samples
-            cores = cores_by_period(broker_cpu, 10)
-            if cores is not None:
-                result["broker_cores_by_10s"] = cores
-            out, _ = waiting.result()
-            if load.returncode != 0:
-                raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
-            result["load"] = json.loads(out.decode().strip().splitlines()[-1])
+            if "broker_cores_by_10s" in result["load"]:  # the embedded broker's CPU over each 10 s
+                result["broker_cores_by_10s"] = result["load"].pop("broker_cores_by_10s")
             await drains
             result["load_seconds"] = time.monotonic() - started
             result["server_cpu_share"] = (cpu_seconds(pid) - cpu_start[0]) / result["load_seconds"]

@@ -17,14 +17,21 @@ import argparse
 import asyncio
 import json
 import math
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from benchmarks.procfs import cores_by_period, cpu_seconds
 from streams.synthetic import steady
 from streams.topics import SENT, Topics
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,6 +100,37 @@ async def run(bootstrap: str, topics: Topics, rate: int, seconds: float, drain: 
     if latencies:
         result.update(p50_ms=percentile(latencies, 0.5) * 1000, p99_ms=percentile(latencies, 0.99) * 1000,
                       max_ms=max(latencies) * 1000, p99_ms_by_10s=p99_by_period(samples, 10.0))
+    return result
+
+
+async def steady_load(bootstrap: str, topics: Topics, rate: int, seconds: float, broker_pid: int | None,
+                      *options: str, each_second: Callable[[float], None] | None = None) -> dict:
+    """This load in a process of its own against ``bootstrap``: its result, with the broker's CPU in cores
+    over each 10 s of it (Tansu's cost per fetch grows with the batches a partition holds: README,
+    "Capacity"). ``each_second(seconds into the load)`` is called once a second while it runs."""
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.live_load", "--bootstrap", bootstrap, "--prefix", topics.prefix,
+        "--partitions", str(topics.partitions), "--rate", str(rate), "--seconds", str(seconds), *options,
+        stdout=subprocess.PIPE, cwd=ROOT)
+    started = time.monotonic()
+    readings = [cpu_seconds(broker_pid) if broker_pid else None]  # every 10 s
+    called = -1.0
+    waiting = asyncio.ensure_future(load.communicate())
+    while not waiting.done():
+        elapsed = time.monotonic() - started
+        if elapsed >= 10 * len(readings):
+            readings.append(cpu_seconds(broker_pid) if broker_pid else None)
+        if each_second is not None and elapsed >= called + 1:
+            each_second(elapsed)
+            called = elapsed
+        await asyncio.wait({waiting}, timeout=max(0.01, min(called + 1, 10 * len(readings)) - elapsed))
+    out, _ = waiting.result()
+    if load.returncode != 0:
+        raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    cores = cores_by_period(readings, 10)
+    if cores is not None:
+        result["broker_cores_by_10s"] = cores
     return result
 
 

@@ -26,7 +26,8 @@ import orjson
 
 from aisignals.pipeline import Pipeline
 from aisignals.runtime import quiet_logs
-from benchmarks.procfs import children, cores_by_period, cpu_seconds, status_mb
+from benchmarks.live_load import steady_load
+from benchmarks.procfs import children, cpu_seconds, status_mb
 from processors.faust_tuning import LIVE_FETCH_MAX_WAIT_MS
 from sinks.duckdb_sink import DuckDBSink, EventRecords
 from sinks.schema import all_ddl
@@ -173,33 +174,6 @@ def quantile(hist, q: float) -> float:
             return prev_bound + (upper - prev_bound) * (rank - prev_count) / max(count - prev_count, 1)
         prev_bound, prev_count = upper, count
     return prev_bound
-
-
-async def steady_load(bootstrap: str, topics: Topics, rate: int, seconds: float, broker_pid: int | None,
-                      *options: str) -> dict:
-    """``benchmarks.live_load`` (another process) against ``bootstrap``, and the broker's CPU in cores over
-    each 10 s of it: Tansu's cost per fetch grows with the batches a partition holds (README, "Capacity")."""
-    load = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.live_load", "--bootstrap", bootstrap, "--prefix", topics.prefix,
-        "--partitions", str(topics.partitions), "--rate", str(rate), "--seconds", str(seconds), *options,
-        stdout=subprocess.PIPE, cwd=ROOT)
-    samples = [cpu_seconds(broker_pid) if broker_pid else None]
-
-    async def sample() -> None:
-        while True:
-            await asyncio.sleep(10)
-            samples.append(cpu_seconds(broker_pid) if broker_pid else None)
-
-    sampler = asyncio.create_task(sample())
-    out, _ = await load.communicate()
-    sampler.cancel()
-    if load.returncode != 0:
-        raise RuntimeError(f"benchmarks.live_load exited with {load.returncode}")
-    result = json.loads(out.decode().strip().splitlines()[-1])
-    cores = cores_by_period(samples, 10)
-    if cores is not None:
-        result["broker_cores_by_10s"] = cores
-    return result
 
 
 async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
