@@ -23,12 +23,14 @@ import time
 import tracemalloc
 from collections import defaultdict
 
+import duckdb
+
 from aisignals.runtime import tune_gc
 from processors.app import Outputs, Worker
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact
 from processors.rules import load_rules
-from sinks.duckdb_sink import EventRecords, events_table
+from sinks.duckdb_sink import EventRecords, drop_staged, stage_events
 from streams.companies import normalizer
 from streams.topics import Topics
 
@@ -78,10 +80,14 @@ def measure(lines: list[bytes], batch: int = 5000, state: bool = False) -> dict:
         parts.append(part := EventRecords())
         for value in wires[i : i + 20_000]:
             part.add(value, False, None)
+    con = duckdb.connect()
+    con.execute("SET threads = 1")  # as in a backfill's sink
     started = time.process_time()
-    for part in parts:
-        events_table(part, companies.company_id, 0)
+    for part in parts:  # DuckDB's parse of the records and the names' normalisation (the insert follows)
+        stage_events(part, companies.company_id, con)
+        drop_staged(con)
     sink = time.process_time() - started
+    con.close()
     n = len(lines)
     result = {"events": n, "batch": batch, "sequencer_us": sequencer / n * 1e6, "engine_us": engine_s / n * 1e6,
               "sink_events_rows_us": sink / n * 1e6, "indicator_rows": rows, "alert_changes": alerts}

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from array import array
 from collections import defaultdict
-from datetime import date, datetime, timezone
-from itertools import accumulate, repeat
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from itertools import accumulate, chain, repeat
+from operator import add
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Iterator, Sequence
 
 import duckdb
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.alerts import change_id
@@ -30,11 +32,10 @@ from sinks.database import Database
 from sinks.schema import columns
 from streams.companies import CompanyNormalizer
 from streams.events import COUNTERPARTY_FIELDS, EventBase
-from streams.records import EventRow, IndicatorRow
+from streams.records import AlertChangeRow, AlertRow, EventRow, IndicatorRow, SinkOffsetRow
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
-UTC_US = pa.timestamp("us", tz="UTC")
 # a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction) grows with the bytes of
 # its records: this bounds the sink's peak whatever the row count settings say. A sink process that holds
 # the file between flushes (HOLD_ROWS) pays nothing measurable for the smaller batches (1M events, measured:
@@ -56,31 +57,31 @@ HOLD_SECONDS = 5.0
 ROW_GROUP_ROWS = 20_480
 # what the consumer may hold fetched but not yet handed over (it keeps fetching while a flush runs)
 FETCH_BYTES, PARTITION_FETCH_BYTES = 8 * 1024 * 1024, 1024 * 1024
-EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-def _date32(iso: str | None):
-    return None if iso is None else date.fromisoformat(iso).toordinal() - EPOCH_ORDINAL
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class EventRecords:
-    """Records of the events and late topics, as they came (SPEC §2 JSON): parsed per batch, in C++.
+    """Records of the events and late topics, as they came (SPEC §2 JSON): parsed per batch by DuckDB.
 
-    Their bytes are copied into one buffer, as an Arrow binary column lays them out: a batch holds tens of
-    thousands of records, and as Python objects each would stay allocated (and fragment the heap) until
-    the batch is written. Each record's topic partition and offset are kept too, so that the last ones
-    can be held over to the next batch (``split_tail``)."""
+    Their bytes are copied into one buffer, a line each, which DuckDB's CSV reader takes as one file
+    (``stage_events``): a batch holds tens of thousands of records, and as Python objects each would stay
+    allocated (and fragment the heap) until the batch is written. A line is ``code``, 0x01, the record:
+    the code says whether it came late and its batch id (``batch_names``); the worker's JSON is compact
+    and a JSON text has no raw control character, so neither byte is in a record. Each record's topic
+    partition and offset are kept too, so that the last ones can be held over to the next batch
+    (``split_tail``)."""
 
-    __slots__ = ("data", "offsets", "late", "batch_ids", "positions", "runs", "_names")
+    __slots__ = ("data", "offsets", "late", "batch_ids", "positions", "runs", "_names", "batch_names")
 
     def __init__(self) -> None:
-        self.data = bytearray()
-        self.offsets = array("i", [0])
+        self.data = bytearray()  # a line per record
+        self.offsets = array("q", [0])  # where each line starts, and the end
         self.late: list[bool] = []
         self.batch_ids: list[str | None] = []
         self.positions = array("q")  # each record's offset in its topic partition
         self.runs: list[tuple[int, tuple[str, int]]] = []  # (first record, topic partition) of each extend
         self._names: dict[bytes, str] = {}  # one str per batch id, shared by its records
+        self.batch_names: list[str | None] = [None]  # a line's code is 2 × its batch id's index here + late
 
     def add(self, value: bytes, late: bool, batch_id: bytes | None, source: tuple[str, int] = ("", 0),
             position: int = 0) -> None:
@@ -90,19 +91,29 @@ class EventRecords:
                positions: list[int] | None = None) -> None:
         """Append records of one topic partition (``source``), in order (per call, not per record: a
         backfill's sink reads a million); ``positions``: their offsets in it."""
+        if not values:
+            return
         if not self.runs or self.runs[-1][1] != source:
             self.runs.append((len(self.late), source))
         self.positions.extend(positions if positions is not None else repeat(0, len(values)))
-        lengths = accumulate(map(len, values), initial=len(self.data))
-        next(lengths)
-        self.data += b"".join(values)
-        self.offsets.extend(lengths)
-        self.late.extend(repeat(late, len(values)))
         names = self._names
         for batch_id in batch_ids:
             if batch_id and batch_id not in names:
                 names[batch_id] = batch_id.decode()
-        self.batch_ids.extend([names[b] if b else None for b in batch_ids])
+                self.batch_names.append(names[batch_id])
+        ids = [names[b] if b else None for b in batch_ids]
+        present = set(ids)
+        codes = {name: b"%d\x01" % (2 * i + late) for i, name in enumerate(self.batch_names) if name in present}
+        prefixes = [codes[name] for name in ids]
+        widths = {len(code) for code in codes.values()}
+        sizes = map(len, values) if len(widths) == 1 else map(add, map(len, prefixes), map(len, values))
+        step = widths.pop() + 1 if len(widths) == 1 else 1  # the code and the line break
+        starts = accumulate(sizes, lambda at, size: at + size + step, initial=len(self.data))
+        next(starts)
+        self.data += b"".join(chain.from_iterable(zip(prefixes, values, repeat(b"\n"))))
+        self.offsets.extend(starts)
+        self.late.extend(repeat(late, len(values)))
+        self.batch_ids.extend(ids)
 
     def __len__(self) -> int:
         return len(self.late)
@@ -111,20 +122,21 @@ class EventRecords:
     def nbytes(self) -> int:
         return len(self.data)
 
-    def payload(self) -> pa.Array:
-        """The records' bytes as a string column (the worker's JSON: UTF-8), without copying them again."""
-        return pa.Array.from_buffers(pa.string(), len(self), [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)])
+    def values(self) -> list[bytes]:
+        """The records' bytes, one object each (for tests and tools; the sink passes ``data`` whole)."""
+        o = self.offsets
+        return [bytes(self.data[o[i]:o[i + 1] - 1]).split(b"\x01", 1)[1] for i in range(len(self))]
 
     def split_tail(self, count: int) -> tuple["EventRecords", dict[tuple[str, int], int]]:
         """Remove the last ``count`` records and return them as records of their own, with the offset of
         the first of them in each topic partition they come from (where reading them starts again)."""
         cut = len(self) - count
         tail = EventRecords()
-        tail._names = self._names
+        tail._names, tail.batch_names = self._names, self.batch_names  # the lines' codes stay valid
         start = self.offsets[cut]
         tail.data = self.data[start:]
         del self.data[start:]
-        tail.offsets = array("i", [o - start for o in self.offsets[cut:]])
+        tail.offsets = array("q", [o - start for o in self.offsets[cut:]])
         del self.offsets[cut + 1:]
         tail.late, tail.batch_ids = self.late[cut:], self.batch_ids[cut:]
         del self.late[cut:], self.batch_ids[cut:]
@@ -151,94 +163,154 @@ _FITS = {
     "INTEGER": "TRY_CAST(CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT') THEN {x}::VARCHAR END AS INTEGER)",
     "DOUBLE": "CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN {x}::DOUBLE END",
 }
+# the name a record's counterparty is read from: the field its kind defines; an empty one counts as absent
+_COUNTERPARTY = "CASE {kind} " + " ".join(f"WHEN '{kind}' THEN nullif({{at}}{field}, '')"
+                                          for kind, field in COUNTERPARTY_FIELDS.items()) + " END"
 
 
-def _wire_sql() -> str:
+def _read_lines(columns: str) -> str:
+    """DuckDB's CSV reader over a file of lines (``{PATH}``) whose fields are split by 0x01: a record is
+    the last field, whole (no quoting, no escapes)."""
+    return (f"read_csv('{{PATH}}', columns = {{{columns}}}, delim = '\x01', quote = '', escape = '', header = false,"
+            " auto_detect = false, new_line = '\\n', max_line_size = 67108864)")
+
+
+def _stage_sql() -> str:
     """One JSON parse per record (DuckDB, C++) into every column read from the wire, departures' reason
-    included."""
+    included, beside the record's late flag, batch id and bytes: the temp table ``incoming_events``, its
+    rows in the records' order. ``{PATH}``: the batch's lines (``EventRecords``)."""
     fields = [(name, sql_type) for name, sql_type, _ in columns(EventRow) if name not in SINK_COLUMNS]
     fields += [(name, "VARCHAR") for name in COUNTERPARTY_FIELDS.values()]
     shape = {name: sql_type if name in VALIDATED_FIELDS else "JSON" for name, sql_type in fields}
     select = [f"w.{name}" if name in VALIDATED_FIELDS else f"{_FITS[sql_type].format(x='w.' + name)} AS {name}"
               for name, sql_type in fields if name != "reason"]
     select.append("CASE WHEN w.kind = 'departure' THEN coalesce(w.reason, 'unknown') END AS reason")
-    return (f"SELECT {', '.join(select)} FROM (SELECT from_json(payload, '{orjson.dumps(shape).decode()}') AS w"
-            " FROM incoming_records)")
+    return ("CREATE OR REPLACE TEMP TABLE incoming_events AS SELECT code % 2 = 1 AS late,"
+            f" ($batch_names::VARCHAR[])[code // 2 + 1] AS batch_id, payload, {', '.join(select)}"
+            f" FROM (SELECT *, from_json(payload, '{orjson.dumps(shape).decode()}') AS w"
+            " FROM " + _read_lines("'code': 'INTEGER', 'payload': 'VARCHAR'") + ")")
 
 
-WIRE_SQL = _wire_sql()
-_NULL_TEXT = pa.scalar(None, pa.string())
+STAGE_SQL = _stage_sql()
+# the names to normalise (each once, in Python) and how many records repeat an event id of the batch
+NAMES_SQL = (f"SELECT list(DISTINCT company), list(DISTINCT {_COUNTERPARTY.format(kind='kind', at='')}),"
+             " count(*) - count(DISTINCT event_id), count(*) FROM incoming_events")
+
+
+def events_select(duplicates: bool) -> str:
+    """The staged records as ``events`` rows; ``duplicates``: the batch repeats an event id, and the first
+    record of it wins."""
+    sink = {"company_id": "c.id", "counterparty_id": "p.id", "ingested_at": "$now::TIMESTAMPTZ", "payload": "e.payload::JSON"}
+    select = ", ".join(f"{sink.get(name) or 'e.' + name} AS {name}" for name, _, _ in columns(EventRow))
+    counterparty = _COUNTERPARTY.format(kind="e.kind", at="e.")
+    return (f"SELECT {select}"
+            f" FROM incoming_events e LEFT JOIN incoming_names c ON c.name = e.company"
+            f" LEFT JOIN incoming_names p ON p.name = {counterparty}"
+            + (" QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY e.rowid) = 1" if duplicates else ""))
+
+
+def _scratch_dir() -> str:
+    """Where a batch's lines are written for DuckDB to read: memory (/dev/shm) where there is room."""
+    try:
+        shm = os.statvfs("/dev/shm")
+        if shm.f_bavail * shm.f_frsize >= 64 * 1024 * 1024 and os.access("/dev/shm", os.W_OK):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+SCRATCH_DIR = _scratch_dir()
+
+
+@contextmanager
+def scratch_file(data: bytes | bytearray) -> Iterator[str]:
+    """A path DuckDB can read ``data`` from, gone afterwards. On Linux the file is unlinked at once and read
+    through this process's descriptor: a process killed meanwhile leaves nothing behind."""
+    fd, path = tempfile.mkstemp(prefix="aisignals-batch-", dir=SCRATCH_DIR)
+    by_descriptor = os.path.isdir("/proc/self/fd")
+    try:
+        if by_descriptor:
+            os.unlink(path)
+        with os.fdopen(os.dup(fd), "wb") as f:
+            f.write(data)
+        yield f"/proc/self/fd/{fd}" if by_descriptor else path
+    finally:
+        os.close(fd)
+        if not by_descriptor:
+            os.unlink(path)
+
+
+def _quoted(path: str) -> str:
+    return path.replace("'", "''")
+
+
+def stage_events(records: EventRecords, company_id: Callable[[str], str], con: duckdb.DuckDBPyConnection) -> bool:
+    """Parse buffered records into ``incoming_events`` and their company names' ids into ``incoming_names``
+    (temp tables on ``con``: each name normalised once); whether an event id repeats in the batch."""
+    with scratch_file(records.data) as path:
+        con.execute(STAGE_SQL.replace("{PATH}", _quoted(path)), {"batch_names": records.batch_names})
+    names, counterparties, duplicates, count = con.execute(NAMES_SQL).fetchone()
+    if count != len(records):
+        raise ValueError(f"{len(records)} event records parsed into {count} rows")
+    names = list({*names, *counterparties} - {None})
+    con.execute("CREATE OR REPLACE TEMP TABLE incoming_names AS SELECT unnest($names::VARCHAR[]) AS name,"
+                " unnest($ids::VARCHAR[]) AS id", {"names": names, "ids": [company_id(name) for name in names]})
+    return duplicates > 0
+
+
+def drop_staged(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS incoming_events")
+    con.execute("DROP TABLE IF EXISTS incoming_names")
+
+
+def event_rows(records: EventRecords, company_id: Callable[[str], str], now: datetime) -> list[dict]:
+    """The ``events`` rows of buffered records, as the sink writes them (for tests and tools)."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        duplicates = stage_events(records, company_id, con)
+        cursor = con.execute(f"{events_select(duplicates)} ORDER BY e.rowid", {"now": now})
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _indicators_sql() -> str:
-    """Upsert the rows of indicator records, parsed by DuckDB; of rows with the same key the last one read
-    wins (one upsert cannot take a key twice)."""
+    """Upsert the rows of indicator records (``indicator_lines``), parsed by DuckDB; of rows with the same
+    key the last one read wins (one upsert cannot take a key twice)."""
     shape = [{name: sql_type for name, sql_type, _ in columns(IndicatorRow)}]
     key = ", ".join(f"r.{name}" for name in IndicatorRow.primary_key)
     return ("INSERT OR REPLACE INTO indicators BY NAME SELECT r.* FROM (SELECT seq, unnest(rows) AS r,"
             f" generate_subscripts(rows, 1) AS pos FROM (SELECT seq, from_json(value, '{orjson.dumps(shape).decode()}')"
-            f" AS rows FROM incoming_indicators)) QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC, pos DESC) = 1")
+            " AS rows FROM " + _read_lines("'seq': 'BIGINT', 'value': 'VARCHAR'") + "))"
+            f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC, pos DESC) = 1")
+
+
+def indicator_lines(records: list[bytes]) -> bytes:
+    """Records of the indicators topic (JSON lists of rows) as lines for ``INDICATORS_SQL``: their order
+    first, then the record."""
+    return b"".join(chain.from_iterable(zip(map(b"%d\x01".__mod__, range(len(records))), records, repeat(b"\n"))))
 
 
 INDICATORS_SQL = _indicators_sql()
 
 
-def events_table(records: EventRecords, company_id: Callable[[str], str], now_us: int,
-                 con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
-    """The ``events`` rows of buffered records, built column-wise: the wire JSON is parsed once per record
-    by DuckDB (on ``con`` if given), company names are normalised once per distinct name, and the payload
-    column is the records' bytes as they came. A second record of an event id in the batch is dropped
-    (first wins)."""
-    n = len(records)
-    payload = records.payload()
-    if con is None:
-        with duckdb.connect() as own:
-            own.execute("SET TimeZone = 'UTC'")
-            wire = _parse_wire(payload, own)
-    else:
-        wire = _parse_wire(payload, con)
-    if wire.num_rows != n:
-        raise ValueError(f"{n} event records parsed into {wire.num_rows} rows")
-
-    def normalised(names: pa.Array) -> pa.Array:
-        distinct = pc.unique(names).drop_null()
-        ids = pa.array([company_id(name) for name in distinct.to_pylist()], pa.string())
-        return pc.take(ids, pc.index_in(names, value_set=distinct))
-
-    def given(column: str) -> pa.ChunkedArray:  # `or` in Python: an empty string counts as absent
-        names = wire[column]
-        return pc.if_else(pc.equal(names, ""), _NULL_TEXT, names)
-
-    counterparty = _NULL_TEXT
-    for kind, name in COUNTERPARTY_FIELDS.items():
-        counterparty = pc.if_else(pc.equal(wire["kind"], kind), given(name), counterparty)
-    table = pa.table({
-        "event_id": wire["event_id"], "kind": wire["kind"],
-        "company_id": normalised(wire["company"].combine_chunks()), "company": wire["company"],
-        "counterparty_id": normalised(counterparty.combine_chunks()),
-        "occurred_at": wire["occurred_at"], "ingested_at": pa.repeat(pa.scalar(now_us, UTC_US), n),
-        "headcount": wire["headcount"], "seniority": wire["seniority"], "reason": wire["reason"],
-        "amount_usd": wire["amount_usd"], "model_name": wire["model_name"], "modality": wire["modality"],
-        "source": wire["source"], "region": wire["region"], "late": pa.array(records.late, pa.bool_()),
-        "payload": payload, "batch_id": pa.array(records.batch_ids, pa.string()),
-    })
-    if pc.count_distinct(table["event_id"]).as_py() < n:
-        first = pc.equal(pa.array(range(n), pa.int32()), pc.index_in(table["event_id"], value_set=table["event_id"]))
-        table = table.filter(first)
-    return table
+def _rows_sql(model: type, verb: str) -> str:
+    """``verb`` (INSERT OR REPLACE / OR IGNORE) the rows of one JSON list parameter (``$rows``) into the
+    model's table, parsed by DuckDB: a JSON column comes as its text, every timestamp is ``$now``."""
+    cols = columns(model)
+    shape = {name: "VARCHAR" if sql_type == "JSON" else sql_type for name, sql_type, _ in cols if sql_type != "TIMESTAMPTZ"}
+    select = [f"$now::TIMESTAMPTZ AS {name}" if sql_type == "TIMESTAMPTZ" else f"{name}::JSON AS {name}" if sql_type == "JSON"
+              else name for name, sql_type, _ in cols]
+    return (f"{verb} INTO {model.table} BY NAME SELECT {', '.join(select)} FROM (SELECT r.* FROM (SELECT"
+            f" unnest(from_json(decode($rows), '{orjson.dumps([shape]).decode()}')) AS r))")
 
 
-def _parse_wire(payload: pa.Array, con: duckdb.DuckDBPyConnection) -> pa.Table:
-    con.register("incoming_records", pa.table({"payload": _chunks(payload)}))
-    try:
-        return con.sql(WIRE_SQL).to_arrow_table()
-    finally:
-        con.unregister("incoming_records")
-
-
-def _chunks(array: pa.Array, size: int = 32_768) -> pa.ChunkedArray:
-    """Record batches DuckDB can scan on several threads."""
-    return pa.chunked_array([array.slice(i, size) for i in range(0, len(array), size)] or [array], array.type)
+ALERTS_SQL = _rows_sql(AlertRow, "INSERT OR REPLACE")
+HISTORY_SQL = _rows_sql(AlertChangeRow, "INSERT OR IGNORE")
+OFFSETS_SQL = _rows_sql(SinkOffsetRow, "INSERT OR REPLACE")
+GONE_SQL = ("DELETE FROM alerts USING (SELECT r.* FROM (SELECT unnest(from_json(decode($rows), '[{\"fingerprint\":\"VARCHAR\","
+            "\"starts_at\":\"DATE\"}]')) AS r)) gone WHERE alerts.fingerprint = gone.fingerprint"
+            " AND alerts.starts_at = gone.starts_at")
 
 
 class Batch:
@@ -512,7 +584,7 @@ class DuckDBSink:
 
     def write(self, b: Batch, done: list[tuple[str, dict]], keep: bool = False) -> None:
         """One transaction: the batch's rows, the backfills it finishes and the offsets it covers."""
-        now_us = int(time.time() * 1_000_000)
+        now = EPOCH + timedelta(microseconds=int(time.time() * 1_000_000))  # exact to the microsecond
         started = time.perf_counter()
         try:
             with self.db.writer(keep) as con:
@@ -522,11 +594,12 @@ class DuckDBSink:
                     con.execute("RESET memory_limit")  # a kept connection has the checkpoint's bound
                     if self.hold:  # beside a backfill's other processes on the same cores: threads add only contention
                         con.execute("SET threads = 1")
-                    events = events_table(b.events, self.companies.company_id, now_us, con) if b.events else None
+                    duplicates = stage_events(b.events, self.companies.company_id, con) if b.events else None
                     try:
-                        self._flush(b, done, events, con, now_us)
+                        self._flush(b, done, duplicates, now)
                     except duckdb.ConstraintException:
-                        self._flush(b, done, events, con, now_us, redelivered=True)
+                        self._flush(b, done, duplicates, now, redelivered=True)
+                    drop_staged(con)
                     con.execute(f"SET memory_limit = '{CHECKPOINT_MEMORY}'")  # for the checkpoint on close
                 finally:
                     self.con = None
@@ -534,96 +607,69 @@ class DuckDBSink:
             self.flush_failures += 1
             raise
         self.flush_duration.observe(time.perf_counter() - started)
-        pa.default_memory_pool().release_unused()  # its allocator keeps freed pages: the batch's tables were the peak
 
     def _written(self, b: Batch, done: list[tuple[str, dict]]) -> None:
         """After the commit: the offsets are stored, the finished backfills can be announced."""
         self.committed.update(b.offsets)
         self.finished.extend(done)
 
-    def _flush(self, b: Batch, done: list[tuple[str, dict]], events: pa.Table | None, con, now_us: int,
+    def _flush(self, b: Batch, done: list[tuple[str, dict]], duplicates: bool | None, now: datetime,
                redelivered: bool = False) -> None:
-        """One transaction. Events are appended as new rows (the bulk path); ``redelivered``: some are
-        stored already (a record read again after a crash), so those are skipped row by row."""
+        """One transaction. Events (staged, ``duplicates`` not None) are appended as new rows (the bulk
+        path); ``redelivered``: some are stored already (a record read again after a crash), so those are
+        skipped row by row."""
+        con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            if events is not None:
-                self._write_events(events, redelivered)
+            if duplicates is not None:
+                self._write_events(duplicates, redelivered, now)
             if b.indicators:
                 self._write_indicators(b.indicators)
             if b.alerts:
-                self._write_alerts(b.alerts, b.history, now_us)
+                self._write_alerts(b.alerts, b.history, now)
             if b.dead_letters:
                 self._write_dead_letters(list(b.dead_letters.values()))
             for batch_id, summary in done:
                 con.execute("INSERT OR REPLACE INTO backfills VALUES (?, ?, ?::JSON)",
                             [batch_id, datetime.now(timezone.utc), orjson.dumps(summary).decode()])
             if b.offsets:
-                offsets = pa.table({"run_id": pa.array([b.run_id] * len(b.offsets), pa.string()),
-                                    "topic": [t for t, _ in b.offsets], "partition": [p for _, p in b.offsets],
-                                    "next_offset": list(b.offsets.values())})
-                self._insert("INSERT OR REPLACE INTO sink_offsets BY NAME SELECT * FROM incoming_offsets", "incoming_offsets", offsets)
+                con.execute(OFFSETS_SQL, {"rows": orjson.dumps([{"run_id": b.run_id, "topic": t, "partition": p, "next_offset": o}
+                                                                for (t, p), o in b.offsets.items()])})
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
         self.flushes += 1
 
-    def _write_events(self, table: pa.Table, redelivered: bool) -> None:
+    def _write_events(self, duplicates: bool, redelivered: bool, now: datetime) -> None:
         """A plain INSERT checks the primary key anyway and fails on a stored id (then the transaction is
         run again with ``redelivered``); OR IGNORE costs more per row, so it is kept for that case."""
-        self._insert(f"INSERT {'OR IGNORE ' if redelivered else ''}INTO events BY NAME"
-                     " SELECT * REPLACE (payload::JSON AS payload) FROM incoming_events", "incoming_events", table)
-        self.rows_written["events"] += table.num_rows
+        written = self.con.execute(f"INSERT {'OR IGNORE ' if redelivered else ''}INTO events BY NAME {events_select(duplicates)}",
+                                   {"now": now}).fetchone()[0]
+        self.rows_written["events"] += written
 
     def _write_indicators(self, records: list[bytes]) -> None:
-        table = pa.table({"seq": pa.array(range(len(records)), pa.int64()),
-                          "value": pa.array(records, pa.binary()).view(pa.string())})  # the worker's JSON: UTF-8
-        self.rows_written["indicators"] += self._insert(INDICATORS_SQL, "incoming_indicators", table)
+        with scratch_file(indicator_lines(records)) as path:
+            self.rows_written["indicators"] += self.con.execute(INDICATORS_SQL.replace("{PATH}", _quoted(path))).fetchone()[0]
 
-    def _insert(self, sql: str, name: str, table: pa.Table) -> int:
-        """Run ``sql`` with ``name`` bound to an Arrow table (columnar: no per-row round trips); the rows it
-        wrote. After a failure the name stays bound (an aborted transaction refuses even that) until the
-        connection closes."""
-        self.con.register(name, table)
-        count = self.con.execute(sql).fetchall()[0][0]
-        self.con.unregister(name)
-        return count
-
-    def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now_us: int) -> None:
+    def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now: datetime) -> None:
+        """Alert rows and changes, a JSON list each (a flush has few); JSON columns go as their text."""
         dumps = orjson.dumps
-        deletes = [(fp, start) for (fp, start), a in alerts.items() if a is None]
+        con = self.con
+        deletes = [{"fingerprint": fp, "starts_at": start} for (fp, start), a in alerts.items() if a is None]
         upserts = [a for a in alerts.values() if a is not None]
         if deletes:
-            self._insert("DELETE FROM alerts USING gone WHERE alerts.fingerprint = gone.fingerprint"
-                         " AND alerts.starts_at = gone.starts_at", "gone",
-                         pa.table({"fingerprint": [d[0] for d in deletes],
-                                   "starts_at": pa.array([_date32(d[1]) for d in deletes], pa.date32())}))
+            con.execute(GONE_SQL, {"rows": dumps(deletes)})
         if upserts:
-            table = pa.table({
-                **{k: pa.array([a[k] for a in upserts], pa.string())
-                   for k in ("fingerprint", "rule", "company_id", "counterparty_id", "severity", "status")},
-                "starts_at": pa.array([_date32(a["starts_at"]) for a in upserts], pa.date32()),
-                "ends_at": pa.array([_date32(a["ends_at"]) for a in upserts], pa.date32()),
-                **{k: [dumps(a[k]).decode() for a in upserts] for k in ("evidence", "labels", "annotations")},
-                "updated_at": pa.array([now_us] * len(upserts), UTC_US),
-            })
-            self._insert("INSERT OR REPLACE INTO alerts SELECT fingerprint, rule, company_id, counterparty_id, severity,"
-                         " status, starts_at, ends_at, evidence::JSON, labels::JSON, annotations::JSON, updated_at"
-                         " FROM incoming_alerts", "incoming_alerts", table)
+            rows = [{**{k: a[k] for k in ("fingerprint", "rule", "company_id", "counterparty_id", "severity", "status",
+                                          "starts_at", "ends_at")},
+                     **{k: dumps(a[k]).decode() for k in ("evidence", "labels", "annotations")}} for a in upserts]
+            con.execute(ALERTS_SQL, {"rows": dumps(rows), "now": now})
         if history:
-            table = pa.table({
-                "change_id": pa.array([change_id(a) for a in history], pa.string()),
-                **{k: pa.array([a[k] for a in history], pa.string())
-                   for k in ("fingerprint", "change", "severity", "status")},
-                **{k: pa.array([_date32(a.get(k)) for a in history], pa.date32())
-                   for k in ("starts_at", "ends_at", "previous_starts_at")},
-                "recorded_at": pa.array([now_us] * len(history), UTC_US),
-                "message": [dumps(a).decode() for a in history],
-            })
-            self._insert("INSERT OR IGNORE INTO alert_history SELECT change_id, fingerprint, starts_at, change, severity, status,"
-                         " ends_at, previous_starts_at, recorded_at, message::JSON FROM incoming_history",
-                         "incoming_history", table)
+            rows = [{"change_id": change_id(a), **{k: a[k] for k in ("fingerprint", "change", "severity", "status")},
+                     **{k: a.get(k) for k in ("starts_at", "ends_at", "previous_starts_at")}, "message": dumps(a).decode()}
+                    for a in history]
+            con.execute(HISTORY_SQL, {"rows": dumps(rows), "now": now})
         self.rows_written["alerts"] += len(upserts)
 
     def _write_dead_letters(self, rows: list[dict]) -> None:

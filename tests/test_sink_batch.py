@@ -1,13 +1,16 @@
-"""The sink builds ``events`` rows per batch in Arrow; each row must be what the SPEC says of its record."""
+"""The sink builds ``events`` rows per batch in DuckDB; each row must be what the SPEC says of its record."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from sinks.duckdb_sink import EventRecords, events_table
+from sinks.database import Database
+from sinks.duckdb_sink import EPOCH, EventRecords, event_rows
 from streams.companies import CompanyNormalizer
 from streams.events import parse_event, to_wire
 
@@ -70,7 +73,7 @@ def test_events_table_matches_the_row_by_row_definition():
     for i, wire in enumerate(wires):
         records.add(wire, i % 3 == 1, b"b1" if i % 2 else None)  # the batch header, as it comes
     now_us = 1_700_000_000_123_456
-    rows = events_table(records, companies.company_id, now_us).to_pylist()
+    rows = event_rows(records, companies.company_id, EPOCH + timedelta(microseconds=now_us))
     expected = [expected_row(w, i % 3 == 1, "b1" if i % 2 else None, companies, now_us)
                 for i, w in enumerate(wires[:-1])]
     for row in rows:
@@ -119,8 +122,81 @@ def test_event_records_hold_one_buffer_not_an_object_per_record():
     for i in range(10_000):
         records.add(wire + b" " * (i % 7), i % 5 == 0, b"b1" if i % 2 else None)  # a new object each, as consumed
     assert sys.getallocatedblocks() - before < 1_000
-    payload = records.payload()
-    assert len(records) == len(payload) == 10_000
-    assert payload[3].as_py() == (wire + b"   ").decode() and payload[9_999].as_py() == (wire + b"   ").decode()
+    values = records.values()
+    assert len(records) == len(values) == 10_000
+    assert values[3] == wire + b"   " and values[9_999] == wire + b"   " and values[7] == wire
     assert records.late[:6] == [True, False, False, False, False, True]
     assert records.batch_ids[:3] == [None, "b1", None] and records.batch_ids[1] is records.batch_ids[3]
+
+
+def test_each_record_keeps_its_late_flag_and_batch_id_whatever_their_mix():
+    """A line's code holds both (two digits from the fifth batch id on): a batch mixing a dozen batch ids,
+    late and on time, within one extend and across extends, gives each row its own."""
+    companies = CompanyNormalizer()
+    records = EventRecords()
+    expected = []
+    for chunk in range(6):
+        late = chunk % 2 == 1
+        ids = [None if i % 5 == 0 else f"batch-{(chunk * 7 + i) % 12}".encode() for i in range(9)]
+        wires = [to_wire(parse_event(b'{"event_id":"%d-%d","kind":"hiring","company":"X","occurred_at":"2024-01-01"}'
+                                     % (chunk, i))) for i in range(9)]
+        records.extend(wires, late, ids, ("t", chunk % 2), list(range(9)))
+        expected += [(f"{chunk}-{i}", late, b.decode() if b else None) for i, b in enumerate(ids)]
+    assert len(records.batch_names) == 13 and records.values()[10].startswith(b'{"')
+    rows = event_rows(records, companies.company_id, datetime.now(timezone.utc))
+    assert [(r["event_id"], r["late"], r["batch_id"]) for r in rows] == expected
+    tail, _ = records.split_tail(20)  # held over: the codes still name the same batch ids
+    assert [(r["event_id"], r["late"], r["batch_id"]) for r in event_rows(tail, companies.company_id,
+                                                                           datetime.now(timezone.utc))] == expected[-20:]
+
+
+def test_a_batch_is_read_from_a_file_that_is_gone_at_once(tmp_path):
+    """DuckDB reads a batch's lines from a scratch file that is unlinked before it is read (through this
+    process's descriptor): a sink killed in the middle of a write leaves nothing behind."""
+    import duckdb
+
+    from sinks.duckdb_sink import SCRATCH_DIR, scratch_file
+
+    before = set(os.listdir(SCRATCH_DIR))
+    with scratch_file(b"1\x01a\n2\x01b\n") as path:
+        assert set(os.listdir(SCRATCH_DIR)) == before
+        got = duckdb.connect().execute(f"SELECT * FROM read_csv('{path}', delim = '\x01', header = false,"
+                                       " columns = {'n': 'INTEGER', 'v': 'VARCHAR'})").fetchall()
+    assert got == [(1, "a"), (2, "b")] and not os.path.exists(path)
+
+
+def test_the_sink_writes_every_table_without_arrow(tmp_path):
+    """The sink's process never imports pyarrow (~35 MB of modules, and its allocator's pool): events,
+    indicators, alerts and their history, dead letters and offsets all go to DuckDB as text it parses."""
+    script = f"""
+import sys, orjson
+from pathlib import Path
+from sinks.duckdb_sink import DuckDBSink
+from streams.companies import CompanyNormalizer
+from streams.events import parse_event, to_wire
+from streams.topics import Topics
+sink = DuckDBSink(Path({str(tmp_path / "s.duckdb")!r}), Topics(), CompanyNormalizer(), "run")
+b = sink.batch
+for line in {LINES[:3]!r}:
+    b.events.add(to_wire(parse_event(line)), False, b"b1")
+b.indicators.append(orjson.dumps([{{"company_id": "x", "window_days": 30, "window_end": "2024-01-01", "hires": 1,
+    "departures": 0, "layoffs": 0, "attrition": 0, "key_departures": 0, "net_talent_flow": 1, "talent_drain_ratio": 0.0,
+    "funding_usd": 0.0, "funding_rounds": 0, "model_releases": 0}}]))
+alert = {{"fingerprint": "f", "rule": "r", "company_id": "x", "counterparty_id": None, "severity": "warning",
+    "status": "firing", "starts_at": "2024-01-01", "ends_at": None, "evidence": {{"event_ids": ["a"]}}, "labels": {{}},
+    "annotations": {{}}, "change": "fired"}}
+b.alerts[("f", "2024-01-01")] = alert
+b.history.append(alert)
+b.dead_letters["d"] = {{"dead_letter_id": "d", "received_at": "2024-01-01T00:00:00Z", "origin": "o", "raw": "x", "error": "e"}}
+b.offsets[("aisignals.events", 0)] = 3
+b.records = 3
+sink.flush()
+print(dict(sink.rows_written), "pyarrow" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["{'events':", "3,", "'indicators':", "1,", "'alerts':", "1,", "'dead_letters':", "1}", "False"]
+    with Database(tmp_path / "s.duckdb").reader() as con:
+        counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("events", "indicators", "alerts", "alert_history", "dead_letters", "sink_offsets")]
+    assert counts == [3, 1, 1, 1, 1, 1]

@@ -162,9 +162,9 @@ def test_split_tail_hands_over_the_last_records_with_where_each_partition_resume
     records.extend([b"c0", b"c1"], True, [b"y", b"y"], p0, [13, 14])
     tail, first = records.split_tail(5)
     assert first == {p0: 12, p1: 50}  # p0 resumes at its first record held over, not at its later run
-    assert records.payload().to_pylist() == ["a0", "a1"] and records.positions.tolist() == [10, 11]
+    assert records.values() == [b"a0", b"a1"] and records.positions.tolist() == [10, 11]
     assert records.late == [False, False] and records.batch_ids == ["x", None] and records.runs == [(0, p0)]
-    assert tail.payload().to_pylist() == ["a2", "b0", "b1", "c0", "c1"]
+    assert tail.values() == [b"a2", b"b0", b"b1", b"c0", b"c1"]
     assert tail.positions.tolist() == [12, 50, 51, 13, 14] and tail.late == [False, False, False, True, True]
     assert tail.batch_ids == ["x", None, None, "y", "y"] and tail.runs == [(0, p0), (1, p1), (3, p0)]
     assert records.split_tail(2)[1] == {p0: 10} and len(records) == 0
