@@ -36,7 +36,7 @@ from streams.records import AlertChangeRow, AlertRow, EventRow, IndicatorRow, Si
 from streams.topics import BARRIER, BATCH, CONTROL, Topics
 
 log = logging.getLogger("aisignals.sink")
-# a flush's memory (the parsed records, their Arrow tables, DuckDB's transaction) grows with the bytes of
+# a flush's memory (the buffered lines, the staged rows, DuckDB's transaction) grows with the bytes of
 # its records: this bounds the sink's peak whatever the row count settings say. A sink process that holds
 # the file between flushes (HOLD_ROWS) pays nothing measurable for the smaller batches (1M events, measured:
 # 480 MB peak at 16 MiB, 449 at 8 MiB with one DuckDB thread, the same backfill time)
@@ -71,17 +71,15 @@ class EventRecords:
     partition and offset are kept too, so that the last ones can be held over to the next batch
     (``split_tail``)."""
 
-    __slots__ = ("data", "offsets", "late", "batch_ids", "positions", "runs", "_names", "batch_names")
+    __slots__ = ("data", "offsets", "positions", "runs", "_names", "batch_names")
 
     def __init__(self) -> None:
         self.data = bytearray()  # a line per record
         self.offsets = array("q", [0])  # where each line starts, and the end
-        self.late: list[bool] = []
-        self.batch_ids: list[str | None] = []
         self.positions = array("q")  # each record's offset in its topic partition
         self.runs: list[tuple[int, tuple[str, int]]] = []  # (first record, topic partition) of each extend
-        self._names: dict[bytes, str] = {}  # one str per batch id, shared by its records
         self.batch_names: list[str | None] = [None]  # a line's code is 2 × its batch id's index here + late
+        self._names: dict[bytes, int] = {}  # a batch id's index in batch_names
 
     def add(self, value: bytes, late: bool, batch_id: bytes | None, source: tuple[str, int] = ("", 0),
             position: int = 0) -> None:
@@ -94,38 +92,54 @@ class EventRecords:
         if not values:
             return
         if not self.runs or self.runs[-1][1] != source:
-            self.runs.append((len(self.late), source))
+            self.runs.append((len(self), source))
         self.positions.extend(positions if positions is not None else repeat(0, len(values)))
-        names = self._names
-        for batch_id in batch_ids:
-            if batch_id and batch_id not in names:
-                names[batch_id] = batch_id.decode()
-                self.batch_names.append(names[batch_id])
-        ids = [names[b] if b else None for b in batch_ids]
-        present = set(ids)
-        codes = {name: b"%d\x01" % (2 * i + late) for i, name in enumerate(self.batch_names) if name in present}
-        prefixes = [codes[name] for name in ids]
-        widths = {len(code) for code in codes.values()}
-        sizes = map(len, values) if len(widths) == 1 else map(add, map(len, prefixes), map(len, values))
-        step = widths.pop() + 1 if len(widths) == 1 else 1  # the code and the line break
-        starts = accumulate(sizes, lambda at, size: at + size + step, initial=len(self.data))
+        index = self._names
+        present = set(batch_ids)
+        for batch_id in present:
+            if batch_id and batch_id not in index:
+                index[batch_id] = len(self.batch_names)
+                self.batch_names.append(batch_id.decode())
+        codes = {b: b"%d\x01" % (2 * (index[b] if b else 0) + late) for b in present}
+        at = len(self.data)
+        if len(codes) == 1:  # the usual case: one code for all, joined in one call
+            (code,) = codes.values()
+            self.data += code
+            self.data += (b"\n" + code).join(values)
+            self.data += b"\n"
+            step, sizes = len(code) + 1, map(len, values)
+        else:
+            prefixes = list(map(codes.__getitem__, batch_ids))
+            self.data += b"".join(chain.from_iterable(zip(prefixes, values, repeat(b"\n"))))
+            step, sizes = 1, map(add, map(len, prefixes), map(len, values))  # a size holds its code's length
+        starts = accumulate(sizes, lambda start, size: start + size + step, initial=at)
         next(starts)
-        self.data += b"".join(chain.from_iterable(zip(prefixes, values, repeat(b"\n"))))
         self.offsets.extend(starts)
-        self.late.extend(repeat(late, len(values)))
-        self.batch_ids.extend(ids)
 
     def __len__(self) -> int:
-        return len(self.late)
+        return len(self.offsets) - 1
 
     @property
     def nbytes(self) -> int:
         return len(self.data)
 
-    def values(self) -> list[bytes]:
-        """The records' bytes, one object each (for tests and tools; the sink passes ``data`` whole)."""
+    def _lines(self) -> list[tuple[int, bytes]]:
         o = self.offsets
-        return [bytes(self.data[o[i]:o[i + 1] - 1]).split(b"\x01", 1)[1] for i in range(len(self))]
+        return [(int(code), value) for code, value in
+                (bytes(self.data[o[i]:o[i + 1] - 1]).split(b"\x01", 1) for i in range(len(self)))]
+
+    # each record's bytes, late flag and batch id, read back from the lines (for tests and tools; the
+    # sink hands DuckDB ``data`` whole)
+    def values(self) -> list[bytes]:
+        return [value for _, value in self._lines()]
+
+    @property
+    def late(self) -> list[bool]:
+        return [code % 2 == 1 for code, _ in self._lines()]
+
+    @property
+    def batch_ids(self) -> list[str | None]:
+        return [self.batch_names[code // 2] for code, _ in self._lines()]
 
     def split_tail(self, count: int) -> tuple["EventRecords", dict[tuple[str, int], int]]:
         """Remove the last ``count`` records and return them as records of their own, with the offset of
@@ -138,8 +152,6 @@ class EventRecords:
         del self.data[start:]
         tail.offsets = array("q", [o - start for o in self.offsets[cut:]])
         del self.offsets[cut + 1:]
-        tail.late, tail.batch_ids = self.late[cut:], self.batch_ids[cut:]
-        del self.late[cut:], self.batch_ids[cut:]
         tail.positions = self.positions[cut:]
         del self.positions[cut:]
         later = [run for run in self.runs if run[0] >= cut]
