@@ -37,7 +37,7 @@ from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 
-if TYPE_CHECKING:  # imported where the sink runs in this process: a backfill's own process does without Arrow
+if TYPE_CHECKING:  # imported only where the sink runs in this process (a backfill's own process runs none)
     from sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("aisignals")

@@ -6,7 +6,8 @@ The sequencer validates, de-duplicates, applies the watermark and writes the wir
 each event (as ``Worker._admit`` does for a packed ingest record); the company engine turns those
 facts into indicator rows and alert changes, one flush per batch (as the ``companies`` agent does per
 take, with all partitions in one engine: per-partition cost is the same work split by company); the
-sink builds the ``events`` rows of the batch's records in Arrow. Process CPU time, so a machine
+sink stages the ``events`` rows of the batch's records in DuckDB (``stage_events``: the parse and the
+names' normalisation; the insert follows). Process CPU time, so a machine
 shared with other work slows these figures less than wall-clock ones; with the garbage-collector
 settings the pipeline's processes run with (``aisignals.runtime.tune_gc``).
 

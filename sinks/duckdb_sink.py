@@ -235,17 +235,38 @@ def _scratch_dir() -> str:
 SCRATCH_DIR = _scratch_dir()
 
 
-@contextmanager
-def scratch_file(data: bytes | bytearray) -> Iterator[str]:
-    """A path DuckDB can read ``data`` from, gone afterwards. On Linux the file is unlinked at once and read
-    through this process's descriptor: a process killed meanwhile leaves nothing behind."""
-    fd, path = tempfile.mkstemp(prefix="aisignals-batch-", dir=SCRATCH_DIR)
+def _write_scratch(data: bytes | bytearray, directory: str) -> tuple[int, str, bool]:
+    """A new file in ``directory`` holding ``data``: its descriptor, its path, and whether it is already
+    unlinked (Linux: read through ``/proc/self/fd``)."""
+    fd, path = tempfile.mkstemp(prefix="aisignals-batch-", dir=directory)
     by_descriptor = os.path.isdir("/proc/self/fd")
     try:
         if by_descriptor:
             os.unlink(path)
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(data)
+    except BaseException:
+        os.close(fd)
+        if not by_descriptor:
+            os.unlink(path)
+        raise
+    return fd, path, by_descriptor
+
+
+@contextmanager
+def scratch_file(data: bytes | bytearray) -> Iterator[str]:
+    """A path DuckDB can read ``data`` from, gone afterwards. On Linux the file is unlinked at once and read
+    through this process's descriptor: a process killed meanwhile leaves nothing behind. Where memory
+    (``SCRATCH_DIR``) has no room left, the temp directory serves."""
+    directories = list(dict.fromkeys((SCRATCH_DIR, tempfile.gettempdir())))
+    for directory in directories:
+        try:
+            fd, path, by_descriptor = _write_scratch(data, directory)
+            break
+        except OSError:
+            if directory == directories[-1]:
+                raise
+    try:
         yield f"/proc/self/fd/{fd}" if by_descriptor else path
     finally:
         os.close(fd)

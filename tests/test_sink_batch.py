@@ -200,3 +200,18 @@ print(dict(sink.rows_written), "pyarrow" in sys.modules)
         counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                   for t in ("events", "indicators", "alerts", "alert_history", "dead_letters", "sink_offsets")]
     assert counts == [3, 1, 1, 1, 1, 1]
+
+
+def test_a_scratch_directory_without_room_gives_way_to_the_temp_directory(tmp_path, monkeypatch):
+    """Where the memory-backed directory cannot take a batch (full, or not writable), the batch is written
+    to the temp directory instead: the write goes on."""
+    import duckdb
+
+    import sinks.duckdb_sink as sink_module
+
+    monkeypatch.setattr(sink_module, "SCRATCH_DIR", str(tmp_path / "missing"))  # mkstemp fails there
+    monkeypatch.setattr(sink_module.tempfile, "tempdir", str(tmp_path))
+    with sink_module.scratch_file(b"7\x01x\n") as path:
+        got = duckdb.connect().execute(f"SELECT * FROM read_csv('{path}', delim = '\x01', header = false,"
+                                       " columns = {'n': 'INTEGER', 'v': 'VARCHAR'})").fetchall()
+    assert got == [(7, "x")] and os.listdir(tmp_path) == []
