@@ -91,9 +91,6 @@ class EventRecords:
         backfill's sink reads a million); ``positions``: their offsets in it."""
         if not values:
             return
-        if not self.runs or self.runs[-1][1] != source:
-            self.runs.append((len(self), source))
-        self.positions.extend(positions if positions is not None else repeat(0, len(values)))
         index = self._names
         present = set(batch_ids)
         for batch_id in present:
@@ -112,6 +109,9 @@ class EventRecords:
             prefixes = list(map(codes.__getitem__, batch_ids))
             self.data += b"".join(chain.from_iterable(zip(prefixes, values, repeat(b"\n"))))
             step, sizes = 1, map(add, map(len, prefixes), map(len, values))  # a size holds its code's length
+        if not self.runs or self.runs[-1][1] != source:
+            self.runs.append((len(self), source))
+        self.positions.extend(positions if positions is not None else repeat(0, len(values)))
         starts = accumulate(sizes, lambda start, size: start + size + step, initial=at)
         next(starts)
         self.offsets.extend(starts)
@@ -127,6 +127,19 @@ class EventRecords:
         o = self.offsets
         return [(int(code), value) for code, value in
                 (bytes(self.data[o[i]:o[i + 1] - 1]).split(b"\x01", 1) for i in range(len(self)))]
+
+    def one_line_each(self) -> bool:
+        """Lay out again, a line each, records whose JSON spans lines (not the worker's compact JSON: the
+        parse then finds more lines than records); whether there was any."""
+        lines = self._lines()
+        if not any(b"\n" in value for _, value in lines):
+            return False
+        self.data = bytearray()
+        self.offsets = array("q", [0])
+        for code, value in lines:
+            self.data += b"%d\x01%s\n" % (code, _one_line(value))
+            self.offsets.append(len(self.data))
+        return True
 
     # each record's bytes, late flag and batch id, read back from the lines (for tests and tools; the
     # sink hands DuckDB ``data`` whole)
@@ -163,6 +176,17 @@ class EventRecords:
         for at, source in tail.runs:
             first.setdefault(source, tail.positions[at])
         return tail, first
+
+
+def _one_line(value: bytes) -> bytes:
+    """A record as one line: JSON whitespace between tokens may be a line break (a string's is escaped);
+    what is not JSON keeps its bytes, line breaks escaped, and fails the parse as it would have."""
+    if b"\n" not in value:
+        return value
+    try:
+        return orjson.dumps(orjson.loads(value))
+    except orjson.JSONDecodeError:
+        return value.replace(b"\n", b"\\n")
 
 
 # the columns of ``events`` the sink fills itself; every other one is a field of the record's JSON
@@ -281,11 +305,18 @@ def _quoted(path: str) -> str:
 def stage_events(records: EventRecords, company_id: Callable[[str], str], con: duckdb.DuckDBPyConnection) -> bool:
     """Parse buffered records into ``incoming_events`` and their company names' ids into ``incoming_names``
     (temp tables on ``con``: each name normalised once); whether an event id repeats in the batch."""
-    with scratch_file(records.data) as path:
-        con.execute(STAGE_SQL.replace("{PATH}", _quoted(path)), {"batch_names": records.batch_names})
-    names, counterparties, duplicates, count = con.execute(NAMES_SQL).fetchone()
-    if count != len(records):
-        raise ValueError(f"{len(records)} event records parsed into {count} rows")
+    while True:
+        try:
+            with scratch_file(records.data) as path:
+                con.execute(STAGE_SQL.replace("{PATH}", _quoted(path)), {"batch_names": records.batch_names})
+            names, counterparties, duplicates, count = con.execute(NAMES_SQL).fetchone()
+            if count == len(records):
+                break
+            problem: Exception = ValueError(f"{len(records)} event records parsed into {count} rows")
+        except duckdb.Error as exc:
+            problem = exc
+        if not records.one_line_each():  # else a record spanned lines: staged again, a line each
+            raise problem
     names = list({*names, *counterparties} - {None})
     con.execute("CREATE OR REPLACE TEMP TABLE incoming_names AS SELECT unnest($names::VARCHAR[]) AS name,"
                 " unnest($ids::VARCHAR[]) AS id", {"names": names, "ids": [company_id(name) for name in names]})

@@ -215,3 +215,16 @@ def test_a_scratch_directory_without_room_gives_way_to_the_temp_directory(tmp_pa
         got = duckdb.connect().execute(f"SELECT * FROM read_csv('{path}', delim = '\x01', header = false,"
                                        " columns = {'n': 'INTEGER', 'v': 'VARCHAR'})").fetchall()
     assert got == [(7, "x")] and os.listdir(tmp_path) == []
+
+
+def test_a_record_laid_out_over_lines_is_stored_whole():
+    """The buffer holds a record a line; JSON written over several lines (not the worker's compact JSON, but
+    valid on the wire) is stored as the same event."""
+    companies = CompanyNormalizer()
+    records = EventRecords()
+    spread = b'{\n  "event_id": "m",\n  "kind": "hiring",\n  "company": "X",\n  "occurred_at": "2024-01-01T00:00:00Z"\n}'
+    records.extend([to_wire(parse_event(LINES[2])), spread], False, [None, b"b1"])
+    rows = event_rows(records, companies.company_id, datetime.now(timezone.utc))
+    assert [(r["event_id"], r["kind"], r["company_id"], r["batch_id"]) for r in rows] == [("c", "funding", "x", None),
+                                                                                       ("m", "hiring", "x", "b1")]
+    assert orjson.loads(rows[1]["payload"]) == orjson.loads(spread) and len(records.values()) == 2
