@@ -18,6 +18,9 @@ from streams.sources.config import SourcesConfig
 from streams.sources.runner import Report, SourceStats, Watcher
 
 
+STOP_GRACE_SECONDS = 10.0
+
+
 def state_dir(settings: Settings, config: SourcesConfig) -> Path:
     """Where the sources' cursors live: ``[watch].state_dir``, else beside the DuckDB file."""
     return config.watch.state_dir or Path(f"{settings.db}.sources")
@@ -78,9 +81,10 @@ async def run_watch(settings: Settings, config: SourcesConfig, once: bool, conso
         stop.set()
         if task.done() and task.exception() is not None:
             raise task.exception()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # a poll under way finishes first (its events may be stored already: its report is said and its
+        # cursor kept), within STOP_GRACE_SECONDS
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=STOP_GRACE_SECONDS)
         return []
     finally:
         await pipeline.stop()
