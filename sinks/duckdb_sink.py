@@ -16,7 +16,7 @@ import time
 from array import array
 from collections import defaultdict
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from itertools import accumulate, chain, repeat
 from operator import add
 from pathlib import Path
@@ -57,7 +57,6 @@ HOLD_SECONDS = 5.0
 ROW_GROUP_ROWS = 20_480
 # what the consumer may hold fetched but not yet handed over (it keeps fetching while a flush runs)
 FETCH_BYTES, PARTITION_FETCH_BYTES = 8 * 1024 * 1024, 1024 * 1024
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class EventRecords:
@@ -71,7 +70,7 @@ class EventRecords:
     partition and offset are kept too, so that the last ones can be held over to the next batch
     (``split_tail``)."""
 
-    __slots__ = ("data", "offsets", "positions", "runs", "_names", "batch_names")
+    __slots__ = ("data", "offsets", "positions", "runs", "_index", "batch_names")
 
     def __init__(self) -> None:
         self.data = bytearray()  # a line per record
@@ -79,7 +78,7 @@ class EventRecords:
         self.positions = array("q")  # each record's offset in its topic partition
         self.runs: list[tuple[int, tuple[str, int]]] = []  # (first record, topic partition) of each extend
         self.batch_names: list[str | None] = [None]  # a line's code is 2 × its batch id's index here + late
-        self._names: dict[bytes, int] = {}  # a batch id's index in batch_names
+        self._index: dict[bytes, int] = {}  # a batch id's index in batch_names
 
     def add(self, value: bytes, late: bool, batch_id: bytes | None, source: tuple[str, int] = ("", 0),
             position: int = 0) -> None:
@@ -91,7 +90,7 @@ class EventRecords:
         backfill's sink reads a million); ``positions``: their offsets in it."""
         if not values:
             return
-        index = self._names
+        index = self._index
         present = set(batch_ids)
         for batch_id in present:
             if batch_id and batch_id not in index:
@@ -159,7 +158,7 @@ class EventRecords:
         the first of them in each topic partition they come from (where reading them starts again)."""
         cut = len(self) - count
         tail = EventRecords()
-        tail._names, tail.batch_names = self._names, self.batch_names  # the lines' codes stay valid
+        tail._index, tail.batch_names = self._index, self.batch_names  # the lines' codes stay valid
         start = self.offsets[cut]
         tail.data = self.data[start:]
         del self.data[start:]
@@ -257,24 +256,24 @@ def _scratch_dir() -> str:
 
 
 SCRATCH_DIR = _scratch_dir()
+BY_DESCRIPTOR = os.path.isdir("/proc/self/fd")  # Linux: a file unlinked at once is read through its descriptor
 
 
-def _write_scratch(data: bytes | bytearray, directory: str) -> tuple[int, str, bool]:
-    """A new file in ``directory`` holding ``data``: its descriptor, its path, and whether it is already
-    unlinked (Linux: read through ``/proc/self/fd``)."""
+def _write_scratch(data: bytes | bytearray, directory: str) -> tuple[int, str]:
+    """A new file in ``directory`` holding ``data`` (unlinked already where ``BY_DESCRIPTOR``): its
+    descriptor and its path."""
     fd, path = tempfile.mkstemp(prefix="aisignals-batch-", dir=directory)
-    by_descriptor = os.path.isdir("/proc/self/fd")
     try:
-        if by_descriptor:
+        if BY_DESCRIPTOR:
             os.unlink(path)
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(data)
     except BaseException:
         os.close(fd)
-        if not by_descriptor:
+        if not BY_DESCRIPTOR:
             os.unlink(path)
         raise
-    return fd, path, by_descriptor
+    return fd, path
 
 
 @contextmanager
@@ -285,21 +284,23 @@ def scratch_file(data: bytes | bytearray) -> Iterator[str]:
     directories = list(dict.fromkeys((SCRATCH_DIR, tempfile.gettempdir())))
     for directory in directories:
         try:
-            fd, path, by_descriptor = _write_scratch(data, directory)
+            fd, path = _write_scratch(data, directory)
             break
         except OSError:
             if directory == directories[-1]:
                 raise
     try:
-        yield f"/proc/self/fd/{fd}" if by_descriptor else path
+        yield f"/proc/self/fd/{fd}" if BY_DESCRIPTOR else path
     finally:
         os.close(fd)
-        if not by_descriptor:
+        if not BY_DESCRIPTOR:
             os.unlink(path)
 
 
-def _quoted(path: str) -> str:
-    return path.replace("'", "''")
+def execute_on_lines(con: duckdb.DuckDBPyConnection, sql: str, lines: bytes | bytearray, params: dict | None = None):
+    """Run ``sql``, whose ``{PATH}`` is read with ``_read_lines``, over ``lines`` in a scratch file."""
+    with scratch_file(lines) as path:
+        return con.execute(sql.replace("{PATH}", path.replace("'", "''")), params)
 
 
 def stage_events(records: EventRecords, company_id: Callable[[str], str], con: duckdb.DuckDBPyConnection) -> bool:
@@ -307,8 +308,7 @@ def stage_events(records: EventRecords, company_id: Callable[[str], str], con: d
     (temp tables on ``con``: each name normalised once); whether an event id repeats in the batch."""
     while True:
         try:
-            with scratch_file(records.data) as path:
-                con.execute(STAGE_SQL.replace("{PATH}", _quoted(path)), {"batch_names": records.batch_names})
+            execute_on_lines(con, STAGE_SQL, records.data, {"batch_names": records.batch_names})
             names, counterparties, duplicates, count = con.execute(NAMES_SQL).fetchone()
             if count == len(records):
                 break
@@ -648,7 +648,7 @@ class DuckDBSink:
 
     def write(self, b: Batch, done: list[tuple[str, dict]], keep: bool = False) -> None:
         """One transaction: the batch's rows, the backfills it finishes and the offsets it covers."""
-        now = EPOCH + timedelta(microseconds=int(time.time() * 1_000_000))  # exact to the microsecond
+        now = datetime.now(timezone.utc)
         started = time.perf_counter()
         try:
             with self.db.writer(keep) as con:
@@ -713,8 +713,7 @@ class DuckDBSink:
         self.rows_written["events"] += written
 
     def _write_indicators(self, records: list[bytes]) -> None:
-        with scratch_file(indicator_lines(records)) as path:
-            self.rows_written["indicators"] += self.con.execute(INDICATORS_SQL.replace("{PATH}", _quoted(path))).fetchone()[0]
+        self.rows_written["indicators"] += execute_on_lines(self.con, INDICATORS_SQL, indicator_lines(records)).fetchone()[0]
 
     def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now: datetime) -> None:
         """Alert rows and changes, a JSON list each (a flush has few); JSON columns go as their text."""

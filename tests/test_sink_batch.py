@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from sinks.database import Database
-from sinks.duckdb_sink import EPOCH, EventRecords, event_rows
+from sinks.duckdb_sink import EventRecords, event_rows
 from streams.companies import CompanyNormalizer
 from streams.events import parse_event, to_wire
 
@@ -73,7 +73,7 @@ def test_events_table_matches_the_row_by_row_definition():
     for i, wire in enumerate(wires):
         records.add(wire, i % 3 == 1, b"b1" if i % 2 else None)  # the batch header, as it comes
     now_us = 1_700_000_000_123_456
-    rows = event_rows(records, companies.company_id, EPOCH + timedelta(microseconds=now_us))
+    rows = event_rows(records, companies.company_id, datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=now_us))
     expected = [expected_row(w, i % 3 == 1, "b1" if i % 2 else None, companies, now_us)
                 for i, w in enumerate(wires[:-1])]
     for row in rows:
