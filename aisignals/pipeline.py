@@ -202,7 +202,8 @@ class Pipeline:
                                  s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
                                  session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
                                  live=self.live, client_kwargs=aiokafka_kwargs(s),
-                                 agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES))
+                                 agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
+                                 pack_events=split)  # a private broker: its one reader of events is the sink
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
             rolled_back_until = rollback_unfinished(database) if sink else None
             seen, max_time_us, facts, published = load_worker_state(database)

@@ -17,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
+from itertools import accumulate, repeat
+from operator import add
 from typing import Iterable
 
 import faust
@@ -36,7 +39,7 @@ from processors.sequencer import Sequencer, Verdict
 from processors.stats import Progress, WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
-from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
+from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
 log = logging.getLogger("aisignals.worker")
 
@@ -79,6 +82,9 @@ INGEST_BUFFER = 32
 # what one fetch may bring per partition to an app that runs one agent of a backfill: Faust's default, 1 MiB,
 # is ~4 ingest records (1M events, interleaved: 32.4 / 33.4 s against 29.8 / 31.6 s with 8 MiB)
 SPLIT_FETCH_BYTES = 8 * 1024 * 1024
+# the most bytes of events lines in one record of a backfill's private broker (``pack_lines``): a few
+# fit the producer's 1 MiB batches and the sink's 1 MiB fetch per partition
+LINES_BYTES = 256 * 1024
 # seconds of ingest records waiting, almost none taken, before readiness says the sequencer is stuck
 STALL_SECONDS = 30.0
 
@@ -95,15 +101,40 @@ def dead_letter_record(origin: str, raw: bytes, error: str) -> bytes:
     })
 
 
+def pack_lines(values: list[bytes], limit: int = LINES_BYTES) -> list[bytes]:
+    """Values joined by line breaks into as few of at most ``limit`` bytes as they fit (a longer one
+    alone), in order: C-level work per value, Python per pack."""
+    ends = list(accumulate(map(add, map(len, values), repeat(1)), initial=0))  # ends[k]: k values and their breaks
+    packs, start = [], 0
+    while start < len(values):
+        stop = max(bisect_right(ends, ends[start] + limit + 1, start + 1) - 1, start + 1)
+        packs.append(b"\n".join(values[start:stop]))
+        start = stop
+    return packs
+
+
 class Outputs:
     """Records produced while handling one batch, grouped by topic and partition, sent in order."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes, int | None, list | None]]] = defaultdict(list)
         self.size = 0
+        # events to send as records of many, a line each (``Worker.pack_events``), by partition, and their
+        # batch's headers; packed before any other record is added, so the order holds
+        self.lines: dict[int, list[bytes]] = defaultdict(list)
+        self.lines_topic, self.lines_tag = "", None
+
+    def pack(self) -> None:
+        """The pending lines into their topic's records (FORMAT ``LINES``)."""
+        headers = [(FORMAT, LINES), *(self.lines_tag or ())]
+        for partition, values in self.lines.items():
+            self.records[(self.lines_topic, partition)].extend((None, value, None, headers) for value in pack_lines(values))
+        self.lines.clear()
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None = None,
             headers: list | None = None) -> None:
+        if self.lines:
+            self.pack()
         self.records[(topic, partition)].append((key, value, timestamp_ms, headers))
         self.size += 1
 
@@ -120,8 +151,9 @@ class Worker:
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
                  live: bool = False, client_kwargs: dict | None = None, session_timeout: float = 10.0,
-                 agents: tuple[str, ...] = (SEQUENCE, COMPANIES)):
+                 agents: tuple[str, ...] = (SEQUENCE, COMPANIES), pack_events: bool = False):
         self.bootstrap = bootstrap
+        self.pack_events = pack_events  # events records hold many events a line each (``pack_lines``)
         self.client_kwargs = client_kwargs or {}
         self.topics = topics
         self.rules = rules
@@ -229,6 +261,8 @@ class Worker:
     # ---- producing ---------------------------------------------------------------------
     async def _produce(self, out: Outputs) -> None:
         """Send buffered records: per partition, in record batches, in the order they were added."""
+        if out.lines:
+            out.pack()
         producer = self.producer
         for (topic, partition), records in out.records.items():
             batch = producer.create_batch()
@@ -313,6 +347,12 @@ class Worker:
         events_topic, partitions = topics.events, topics.partitions
         accepted, duplicate = Verdict.ACCEPTED, Verdict.DUPLICATE
         n_accepted = n_duplicate = n_late = 0
+        pack = self.pack_events
+        if pack and (out.lines_tag != tag or out.lines_topic != events_topic):
+            if out.lines:
+                out.pack()
+            out.lines_topic, out.lines_tag = events_topic, tag
+        lines = out.lines
         for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
             if parsed.__class__ is InvalidEvent:
                 reason = too_long(cut[origin], truncated=True) if origin in cut else str(parsed)
@@ -334,7 +374,10 @@ class Worker:
             if verdict is accepted:
                 n_accepted += 1
                 accepted_kinds[parsed["kind"]] += 1
-                records[(events_topic, partition)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
+                if pack:
+                    lines[partition].append(dict_to_wire(parsed))
+                else:
+                    records[(events_topic, partition)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
                 facts[partition].append(row)
             else:
                 n_late += 1

@@ -33,7 +33,7 @@ from sinks.schema import columns
 from streams.companies import CompanyNormalizer
 from streams.events import COUNTERPARTY_FIELDS, EventBase
 from streams.records import AlertChangeRow, AlertRow, EventRow, IndicatorRow, SinkOffsetRow
-from streams.topics import BARRIER, BATCH, CONTROL, Topics
+from streams.topics import BARRIER, BATCH, CONTROL, FORMAT, LINES, Topics
 
 log = logging.getLogger("aisignals.sink")
 # a flush's memory (the buffered lines, the staged rows, DuckDB's transaction) grows with the bytes of
@@ -552,9 +552,16 @@ class DuckDBSink:
                     info = orjson.loads(value)
                     self.barriers[info["batch_id"]][(topic, partition)] = info
             elif is_events:
-                values.append(value)
-                batch_ids.append(headers.get(BATCH))
-                positions.append(message.offset)
+                if headers.get(FORMAT) == LINES:  # many events, a line each (a backfill's private broker)
+                    lines = value.split(b"\n")
+                    values += lines
+                    batch_ids += repeat(headers.get(BATCH), len(lines))
+                    positions += repeat(message.offset, len(lines))
+                    b.records += len(lines) - 1
+                else:
+                    values.append(value)
+                    batch_ids.append(headers.get(BATCH))
+                    positions.append(message.offset)
             elif topic == t.indicators:
                 b.indicators.append(value)
             elif topic == t.alerts:

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records, not events
 ORIGIN = "aisignals-origin"  # where a raw line came from, e.g. "file.jsonl:12" or "http"
 BATCH = "aisignals-batch"  # id of the backfill a record belongs to
-FORMAT = "aisignals-format"  # b"batch": the record holds many raw events (bulk replay)
+FORMAT = "aisignals-format"  # b"batch": the record holds many raw events (bulk replay); b"lines": see LINES
 SENT = "aisignals-sent"  # wall-clock ms when the producer sent the event (for latency metrics)
 CUT = "aisignals-cut"  # the length of a raw line sent cut short (streams.events.RAW_LIMIT)
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # the largest produce request of our producers (a pack, a cut line, a batch)
 CLOCK, BARRIER = b"clock", b"barrier"
+# FORMAT of an events record that holds many accepted events, one SPEC §2 JSON line each: only on a
+# backfill's private broker, whose one reader is the sink (on a shared cluster a record is one event)
+LINES = b"lines"
 
 
 @dataclass(frozen=True)

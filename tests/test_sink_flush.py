@@ -12,7 +12,8 @@ from sinks.duckdb_sink import ROW_GROUP_ROWS, DuckDBSink, EventRecords
 from streams.adapters import Accounting
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_event, parse_lines, to_wire
-from streams.topics import BATCH, Topics
+from streams.topics import BATCH, FORMAT, Topics
+from streams.topics import LINES as MANY_EVENTS
 from tests.conftest import fetch
 from tests.test_sink_batch import LINES, expected_row
 
@@ -208,3 +209,44 @@ def test_a_live_sink_adds_rows_in_duckdbs_own_row_groups(tmp_path):
     sink.flush()
     assert fetch(db, "SELECT row_group_id, max(count) FROM pragma_storage_info('events') WHERE column_name = 'event_id'"
                      " GROUP BY ALL") == [(0, 25_000)]
+
+
+def lines_record(offset: int, values: list[bytes], batch: str | None = None) -> SimpleNamespace:
+    """A record of many events, a line each, as the worker sends them on a backfill's private broker."""
+    headers = [(FORMAT, MANY_EVENTS)] + ([(BATCH, batch.encode())] if batch else [])
+    return SimpleNamespace(offset=offset, value=b"\n".join(values), headers=headers)
+
+
+def test_records_of_many_events_store_what_one_event_a_record_does(tmp_path):
+    values = [wire(f"e{i}", company=f"Lab {i % 3}", day=1 + i % 5) for i in range(10)]
+    one = DuckDBSink(tmp_path / "one.duckdb", TOPICS, CompanyNormalizer(), "run")
+    one.add(TOPICS.events, 0, [record(i, value, "b1") for i, value in enumerate(values[:7])])
+    one.add(TOPICS.events, 1, [record(i, value) for i, value in enumerate(values[7:])])
+    many = DuckDBSink(tmp_path / "many.duckdb", TOPICS, CompanyNormalizer(), "run")
+    many.add(TOPICS.events, 0, [lines_record(0, values[:4], "b1"), lines_record(1, values[4:7], "b1")])
+    many.add(TOPICS.events, 1, [lines_record(0, values[7:])])
+    assert len(many.batch) == len(one.batch) == 10  # a flush's size counts events, not records
+    for sink in (one, many):
+        sink.flush()
+    query = "SELECT * EXCLUDE (ingested_at) FROM events ORDER BY event_id"
+    assert fetch(tmp_path / "many.duckdb", query) == fetch(tmp_path / "one.duckdb", query)
+    assert fetch(tmp_path / "many.duckdb", "SELECT count(*) FILTER (batch_id = 'b1'), count(*) FROM events") == [(7, 10)]
+    assert fetch(tmp_path / "many.duckdb", "SELECT partition, next_offset FROM sink_offsets ORDER BY 1") == [(0, 2), (1, 1)]
+
+
+def test_rows_held_over_from_inside_a_record_of_many_are_read_again_from_that_record(tmp_path):
+    """The cut of whole row groups may fall inside a record of many events: the batch written stores
+    that record's offset (a sink that stops then reads it again, its stored rows skipped as redelivered)."""
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run", hold=True)
+    values = [wire(f"e{i}") for i in range(30_000)]
+    sink.add(TOPICS.events, 0, [lines_record(offset, values[offset * 10_000:(offset + 1) * 10_000]) for offset in range(3)])
+    batch, done = sink.take(whole_row_groups=True)
+    assert len(batch.events) == ROW_GROUP_ROWS and batch.offsets == {(TOPICS.events, 0): 2}
+    assert len(sink.batch) == 30_000 - ROW_GROUP_ROWS and sink.batch.offsets == {(TOPICS.events, 0): 3}
+    sink.write(batch, done)
+    again = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")  # stopped here: reads from the stored offset
+    assert again.stored_offsets() == {(TOPICS.events, 0): 2}
+    again.add(TOPICS.events, 0, [lines_record(2, values[20_000:])])
+    again.flush()
+    assert fetch(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(30_000, 30_000)]
