@@ -53,20 +53,27 @@ EMBEDDED_SESSION_TIMEOUT = 2.0
 
 
 class ReadinessReport:
-    """Says once when a process stops being ready (and why), and once when it is ready again."""
+    """Says once when a process stops being ready (and why), again only if the reason changes while it is
+    not, and once when it is ready again."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
         self.down_since: float | None = None
+        self.reason: object = None
 
     def update(self, ready: bool, parts: dict) -> bool:
         """True when the process has just become ready again."""
-        if not ready and self.down_since is None:
-            self.down_since = time.monotonic()
-            self.say(f"not ready: {parts.get('reason') or parts}")
-        elif ready and self.down_since is not None:
+        if not ready:
+            reason = parts.get("reason") or {k: v for k, v in parts.items() if not v}
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self.say(f"not ready: {reason}")
+            elif reason != self.reason:
+                self.say(f"still not ready: {reason}")
+            self.reason = reason
+        elif self.down_since is not None:
             self.say(f"ready again after {time.monotonic() - self.down_since:.0f} s")
-            self.down_since = None
+            self.down_since = self.reason = None
             return True
         return False
 
