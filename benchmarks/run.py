@@ -337,6 +337,9 @@ def main() -> None:
             save()
             path.unlink()
         lines = synthetic_lines(min(sizes[0], 200_000))
+        # untimed first: DuckDB's first large allocation in a process costs both paths ~0.5 s more (its staging
+        # took 0.86-0.95 s in the first run of a process, 0.30 s after), and the raw insert, run second, had it warm
+        sink_vs_raw(lines, workdir)
         sink_runs = [sink_vs_raw(lines, workdir) for _ in range(args.repeat)]
         results["sink"] = {"sink_rows_per_s": statistics.median(r[0] for r in sink_runs),
                            "raw_rows_per_s": statistics.median(r[1] for r in sink_runs),
