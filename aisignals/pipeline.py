@@ -543,6 +543,7 @@ async def run_parts(settings: Settings, worker: bool, sink: bool, console) -> No
                 next_check = time.monotonic() + TOPIC_CHECK_SECONDS
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+        report.update(*await asyncio.to_thread(pipeline.readiness))  # a change since the last look is said too
     finally:
         await pipeline.stop()
         pipeline.stop_broker()
