@@ -145,7 +145,6 @@ async def run_up(settings: Settings, demo: bool, seconds: float | None, rate: fl
                     live.update(await asyncio.to_thread(view, pipeline, started))
                 except Exception as exc:  # noqa: BLE001 - the view must not take the service down
                     console.print(f"view not updated: {exc}", soft_wrap=True)
-            report.update(*await asyncio.to_thread(pipeline.readiness))  # a change since the last look is said too
         stop.set()
         feeder.cancel()
         if sources is not None:

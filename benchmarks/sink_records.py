@@ -3,7 +3,8 @@ records of many events, a line each (as the worker packs them on a backfill's pr
 
     .venv/bin/python -m benchmarks.sink_records --events 300000 --repeat 2
 
-Each run fills a fresh embedded broker's events topic (its 4 partitions, as the worker would), then
+Each run fills a fresh embedded broker's events topic with the records the worker sends for the same
+synthetic events (``Worker._admit``, packed or not; its 4 partitions), then
 times ``DuckDBSink.run`` in this process (a backfill's sink: ``hold``, 200k-record flushes) until every
 row is committed: its process CPU time (user + system, DuckDB's threads included) and wall time. The
 two layouts alternate run by run.
@@ -17,37 +18,40 @@ import json
 import resource
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.run import synthetic_lines
-from processors.app import pack_lines
-from processors.partitioning import partition_of
+from processors.app import Outputs, Worker, send_records
+from processors.rules import load_rules
 from sinks.duckdb_sink import DuckDBSink
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker
 from streams.companies import normalizer
-from streams.events import parse_event, to_wire
-from streams.topics import BATCH, FORMAT, LINES, MAX_REQUEST_BYTES, Topics
-
-TAG = [(BATCH, b"bench")]
+from streams.topics import MAX_REQUEST_BYTES, Topics
 
 
-async def fill(bootstrap: str, topics: Topics, by_partition: dict[int, list[bytes]], packed: bool) -> None:
+def worker_records(lines: list[bytes], topics: Topics, packed: bool) -> tuple[dict, int]:
+    """The events records the worker sends for ``lines`` (``Worker._admit``, packed or one a record),
+    and how many events they hold."""
+    worker = Worker("127.0.0.1:1", topics, load_rules(None), normalizer(), pack_events=packed)
+    out = Outputs()
+    items = [(f"bench:{i}", line) for i, line in enumerate(lines, 1)]
+    for i in range(0, len(items), 1000):
+        worker._admit(out, defaultdict(list), items[i : i + 1000], {}, "bench", None)
+    out.pack()
+    records = {tp: records for tp, records in out.records.items() if tp[0] == topics.events}
+    return records, worker.counts["bench"]["accepted"]
+
+
+async def fill(bootstrap: str, records: dict) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1024 * 1024,
                                 max_request_size=MAX_REQUEST_BYTES, linger_ms=5)
     await producer.start()
     try:
-        for partition, values in by_partition.items():
-            records = [(value, [(FORMAT, LINES), *TAG]) for value in pack_lines(values)] if packed else \
-                [(value, TAG) for value in values]
-            batch = producer.create_batch()
-            for value, headers in records:
-                while batch.append(key=None, value=value, timestamp=None, headers=headers) is None:
-                    await producer.send_batch(batch, topics.events, partition=partition)
-                    batch = producer.create_batch()
-            await producer.send_batch(batch, topics.events, partition=partition)
+        await send_records(producer, records)
         await producer.flush()
     finally:
         await producer.stop()
@@ -71,13 +75,15 @@ async def drain(bootstrap: str, topics: Topics, db: Path, n: int) -> tuple[float
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, time.perf_counter() - started
 
 
-def run(by_partition: dict[int, list[bytes]], n: int, packed: bool, workdir: Path) -> tuple[float, float]:
+def run(lines: list[bytes], packed: bool, workdir: Path) -> tuple[float, float]:
     topics = Topics()
+    records, n = worker_records(lines, topics, packed)
     broker = EmbeddedBroker(workdir / "broker.log")
     bootstrap = broker.start()
     try:
         ensure_topics(bootstrap, topics)
-        asyncio.run(fill(bootstrap, topics, by_partition, packed))
+        asyncio.run(fill(bootstrap, records))
+        del records
         return asyncio.run(drain(bootstrap, topics, workdir / f"sink-{packed}.duckdb", n))
     finally:
         broker.stop()
@@ -88,16 +94,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    companies, topics = normalizer(), Topics()
-    by_partition: dict[int, list[bytes]] = {p: [] for p in range(topics.partitions)}
-    for line in synthetic_lines(args.events):
-        event = parse_event(line)
-        by_partition[partition_of(companies.company_id(event.company), topics.partitions)].append(to_wire(event))
+    lines = synthetic_lines(args.events)
     results: dict[str, list] = {"one event a record": [], "records of many events": []}
     for _ in range(args.repeat):
         for packed, name in ((False, "one event a record"), (True, "records of many events")):
             with tempfile.TemporaryDirectory(prefix="aisignals-sink-records-") as tmp:
-                cpu, wall = run(by_partition, args.events, packed, Path(tmp))
+                cpu, wall = run(lines, packed, Path(tmp))
             results[name].append({"cpu_s": round(cpu, 2), "wall_s": round(wall, 2)})
             print(f"{name}: {args.events:,} events, sink CPU {cpu:.2f} s, wall {wall:.2f} s", flush=True)
     print(json.dumps(results))

@@ -119,24 +119,39 @@ class Outputs:
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes, int | None, list | None]]] = defaultdict(list)
         self.size = 0
-        # events to send as records of many, a line each (``Worker.pack_events``), by partition, and their
-        # batch's headers; packed before any other record is added, so the order holds
-        self.lines: dict[int, list[bytes]] = defaultdict(list)
-        self.lines_topic, self.lines_tag = "", None
+        # events to send as records of many, a line each (``Worker.pack_events``), by topic and partition,
+        # and their batch's headers; packed before any other record is added, so the order holds
+        self.lines: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        self.lines_tag: list | None = None
 
     def pack(self) -> None:
-        """The pending lines into their topic's records (FORMAT ``LINES``)."""
+        """The pending lines into records (FORMAT ``LINES``)."""
+        if not self.lines:
+            return
         headers = [(FORMAT, LINES), *(self.lines_tag or ())]
-        for partition, values in self.lines.items():
-            self.records[(self.lines_topic, partition)].extend((None, value, None, headers) for value in pack_lines(values))
+        for tp, values in self.lines.items():
+            self.records[tp].extend((None, value, None, headers) for value in pack_lines(values))
         self.lines.clear()
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None = None,
             headers: list | None = None) -> None:
-        if self.lines:
-            self.pack()
+        self.pack()
         self.records[(topic, partition)].append((key, value, timestamp_ms, headers))
         self.size += 1
+
+
+async def send_records(producer: AIOKafkaProducer, records: dict[tuple[str, int], list]) -> None:
+    """Send ``(key, value, timestamp, headers)`` records: per partition, in record batches, in order."""
+    for (topic, partition), items in records.items():
+        batch = producer.create_batch()
+        for key, value, ts, headers in items:
+            while batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
+                if batch.record_count() == 0:
+                    raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+                await producer.send_batch(batch, topic, partition=partition)
+                batch = producer.create_batch()
+        if batch.record_count():
+            await producer.send_batch(batch, topic, partition=partition)
 
 
 SEQUENCE, COMPANIES = "sequence", "companies"  # the agents; a worker runs both or one of them
@@ -261,19 +276,8 @@ class Worker:
     # ---- producing ---------------------------------------------------------------------
     async def _produce(self, out: Outputs) -> None:
         """Send buffered records: per partition, in record batches, in the order they were added."""
-        if out.lines:
-            out.pack()
-        producer = self.producer
-        for (topic, partition), records in out.records.items():
-            batch = producer.create_batch()
-            for key, value, ts, headers in records:
-                while batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
-                    if batch.record_count() == 0:
-                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
-                    await producer.send_batch(batch, topic, partition=partition)
-                    batch = producer.create_batch()
-            if batch.record_count():
-                await producer.send_batch(batch, topic, partition=partition)
+        out.pack()
+        await send_records(self.producer, out.records)
         out.records.clear()
         out.size = 0
 
@@ -348,10 +352,9 @@ class Worker:
         accepted, duplicate = Verdict.ACCEPTED, Verdict.DUPLICATE
         n_accepted = n_duplicate = n_late = 0
         pack = self.pack_events
-        if pack and (out.lines_tag != tag or out.lines_topic != events_topic):
-            if out.lines:
-                out.pack()
-            out.lines_topic, out.lines_tag = events_topic, tag
+        if pack and out.lines_tag != tag:
+            out.pack()
+            out.lines_tag = tag
         lines = out.lines
         for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
             if parsed.__class__ is InvalidEvent:
@@ -375,7 +378,7 @@ class Worker:
                 n_accepted += 1
                 accepted_kinds[parsed["kind"]] += 1
                 if pack:
-                    lines[partition].append(dict_to_wire(parsed))
+                    lines[(events_topic, partition)].append(dict_to_wire(parsed))
                 else:
                     records[(events_topic, partition)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
                 facts[partition].append(row)

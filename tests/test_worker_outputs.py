@@ -39,9 +39,9 @@ def test_pack_lines_against_a_greedy_reference(seed):
 
 def test_packed_events_keep_their_place_before_a_control_record():
     out = Outputs()
-    out.lines_topic, out.lines_tag = "ev", [(BATCH, b"b1")]
-    out.lines[0] += [b"a", b"b"]
-    out.lines[1].append(b"c")
+    out.lines_tag = [(BATCH, b"b1")]
+    out.lines[("ev", 0)] += [b"a", b"b"]
+    out.lines[("ev", 1)].append(b"c")
     barrier = [(CONTROL, BARRIER), (BATCH, b"b1")]
     out.add("ev", 0, None, b"end", headers=barrier)
     packed = [(FORMAT, LINES), (BATCH, b"b1")]
