@@ -210,7 +210,8 @@ class Pipeline:
                                  session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
                                  live=self.live, client_kwargs=aiokafka_kwargs(s),
                                  agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
-                                 pack_events=split)  # a private broker: its one reader of events is the sink
+                                 pack_events=split,  # a private broker: its one reader of events is the sink
+                                 local_facts=self.broker is not None and not split)  # up: nobody else reads facts
             # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
             rolled_back_until = rollback_unfinished(database) if sink else None
             seen, max_time_us, facts, published = load_worker_state(database)

@@ -14,6 +14,7 @@ producer in per-partition record batches (one producer, so records of a partitio
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -166,9 +167,15 @@ class Worker:
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
                  live: bool = False, client_kwargs: dict | None = None, session_timeout: float = 10.0,
-                 agents: tuple[str, ...] = (SEQUENCE, COMPANIES), pack_events: bool = False):
+                 agents: tuple[str, ...] = (SEQUENCE, COMPANIES), pack_events: bool = False,
+                 local_facts: bool = False):
         self.bootstrap = bootstrap
         self.pack_events = pack_events  # events records hold many events a line each (``pack_lines``)
+        # the sequencer hands its facts to this process's company engines itself, not through the facts
+        # topic: one process runs both on its own embedded broker (``aisignals up``), so that topic is a
+        # hop with a reader on the same interpreter (README: Performance, "Live latency")
+        self.local_facts = local_facts and set(agents) == {SEQUENCE, COMPANIES}
+        self._sending = asyncio.Lock()  # local facts: engines run and their outputs are sent in order
         self.client_kwargs = client_kwargs or {}
         self.topics = topics
         self.rules = rules
@@ -209,7 +216,7 @@ class Worker:
         facts = self.app.topic(topics.facts, partitions=topics.partitions, key_serializer="raw", value_serializer="raw")
         if SEQUENCE in agents:
             self.app.agent(ingest, name="sequence")(self._sequence)
-        if COMPANIES in agents:
+        if COMPANIES in agents and not self.local_facts:
             self.app.agent(facts, name="companies")(self._companies)
         self.wall_clock_day: int | None = None
         if live and SEQUENCE in agents:
@@ -275,9 +282,19 @@ class Worker:
 
     # ---- producing ---------------------------------------------------------------------
     async def _produce(self, out: Outputs) -> None:
-        """Send buffered records: per partition, in record batches, in the order they were added."""
+        """Send buffered records: per partition, in record batches, in the order they were added. With
+        ``local_facts`` the records for the facts topic go to the company engines here, and what they
+        emit is sent with the rest (one at a time, so that a partition's outputs keep their order)."""
         out.pack()
-        await send_records(self.producer, out.records)
+        if not self.local_facts:
+            await send_records(self.producer, out.records)
+        else:
+            async with self._sending:
+                facts = self.topics.facts
+                handed = {tp[1]: out.records.pop(tp) for tp in [tp for tp in out.records if tp[0] == facts]}
+                if handed:
+                    self._run_engines(out, handed)
+                await send_records(self.producer, out.records)
         out.records.clear()
         out.size = 0
 
@@ -394,8 +411,8 @@ class Worker:
 
     def _facts_and_clock(self, out: Outputs, facts: dict[int, list], before: int | None) -> None:
         """Facts of this batch per partition, then a clock record to every partition if stream time moved."""
-        for partition, items in facts.items():
-            out.add(self.topics.facts, partition, None, orjson.dumps(items))
+        for partition, items in facts.items():  # handed over in memory (``local_facts``): the rows themselves
+            out.add(self.topics.facts, partition, None, items if self.local_facts else orjson.dumps(items))
         facts.clear()
         now = self.sequencer.max_time_us
         if now is None or (before is not None and day_of_us(now) == day_of_us(before)):
@@ -438,31 +455,38 @@ class Worker:
             out = Outputs()
             by_partition: dict[int, list] = defaultdict(list)
             for event in batch:
-                by_partition[event.message.partition].append(event.message)
-            for partition, messages in by_partition.items():
-                engine = self.engine(partition)
-                sent: dict[str, float] = {}
-                for message in messages:
-                    control = dict(message.headers).get(CONTROL) if message.headers else None
-                    if control is None:
-                        for item in orjson.loads(message.value):
-                            engine.add(Fact(*item[:FACT_WIDTH]))
-                            if item[FACT_WIDTH]:
-                                sent[item[2]] = item[FACT_WIDTH] / 1000
-                    elif control == CLOCK:
-                        clock = orjson.loads(message.value)
-                        engine.advance(clock["stream_day"] if "stream_day" in clock else day_of_us(clock["stream_time_us"]))
-                    elif control == BARRIER:
-                        info = orjson.loads(message.value)
-                        if info.get("stream_time_us") is not None:
-                            engine.advance(day_of_us(info["stream_time_us"]))
-                        self._emit(out, partition, engine, sent, end_of_input=True)
-                        self.hold_until = None
-                        sent = {}
-                        for topic in (self.topics.indicators, self.topics.alerts):
-                            out.add(topic, partition, None, message.value, headers=list(message.headers))
-                self._emit(out, partition, engine, sent)
+                message = event.message
+                by_partition[message.partition].append((message.key, message.value, None, message.headers))
+            self._run_engines(out, by_partition)
             await self._produce(out)
+
+    def _run_engines(self, out: Outputs, by_partition: dict[int, list]) -> None:
+        """The facts topic's records of one take, ``(key, value, timestamp, headers)`` by partition, through
+        the partitions' engines; their rows and alert changes into ``out``. A facts record's value is its
+        JSON list of fact rows, or the list itself when handed over in memory (``local_facts``)."""
+        for partition, messages in by_partition.items():
+            engine = self.engine(partition)
+            sent: dict[str, float] = {}
+            for _, value, _, headers in messages:
+                control = dict(headers).get(CONTROL) if headers else None
+                if control is None:
+                    for item in orjson.loads(value) if value.__class__ is bytes else value:
+                        engine.add(Fact(*item[:FACT_WIDTH]))
+                        if item[FACT_WIDTH]:
+                            sent[item[2]] = item[FACT_WIDTH] / 1000
+                elif control == CLOCK:
+                    clock = orjson.loads(value)
+                    engine.advance(clock["stream_day"] if "stream_day" in clock else day_of_us(clock["stream_time_us"]))
+                elif control == BARRIER:
+                    info = orjson.loads(value)
+                    if info.get("stream_time_us") is not None:
+                        engine.advance(day_of_us(info["stream_time_us"]))
+                    self._emit(out, partition, engine, sent, end_of_input=True)
+                    self.hold_until = None
+                    sent = {}
+                    for topic in (self.topics.indicators, self.topics.alerts):
+                        out.add(topic, partition, None, value, headers=list(headers))
+            self._emit(out, partition, engine, sent)
 
     def _emit(self, out: Outputs, partition: int, engine: Engine, sent: dict[str, float],
               end_of_input: bool = False) -> None:

@@ -12,7 +12,7 @@ from aisignals.pipeline import Pipeline
 from processors.rules import load_rules
 from sinks.database import SinkError
 from streams.events import parse_event
-from streams.reader import RawLine, replay_order
+from streams.reader import RawLine, replay_files, replay_order
 from streams.settings import Settings
 from streams.synthetic import generate
 from tests import reference
@@ -94,6 +94,34 @@ def test_partitions_1_and_4_identical_and_equal_reference(tmp_path, mixed_file):
                          "firing" if a["ends_at"] is None else "resolved", a["starts_at"], a["ends_at"] or "")
                         for a in reference.alerts(accepted, load_rules(), stream_day))
     assert alerts == ref_alerts and len(alerts) > 0
+
+
+def test_facts_handed_over_in_memory_give_the_same_tables(tmp_path, mixed_file):
+    """`up`'s shape (worker, engines and sink in one process on its own embedded broker) hands the
+    sequencer's facts to the engines in memory; a backfill's engines read them off the facts topic in a
+    process of their own. Same input, same tables."""
+    tables = []
+    db = tmp_path / "topic.duckdb"
+    aisignals("backfill", str(mixed_file), "--db", str(db))
+
+    async def in_one_process(db) -> bool:
+        pipeline = Pipeline(Settings(db=db, log_dir=tmp_path))
+        pipeline.start_broker()
+        try:
+            await pipeline.start()
+            await pipeline.replay(replay_files([mixed_file]))
+            local = pipeline.worker.local_facts
+            await pipeline.stop()
+            return local
+        finally:
+            pipeline.stop_broker()
+
+    assert asyncio.run(in_one_process(tmp_path / "memory.duckdb"))
+    for db in (tmp_path / "topic.duckdb", tmp_path / "memory.duckdb"):
+        tables.append((indicator_table(db), alert_table(db), fetch(db, "SELECT event_id, late FROM events ORDER BY event_id"),
+                       fetch(db, "SELECT fingerprint, change, severity, status, starts_at, ends_at FROM alert_history"
+                                 " ORDER BY ALL")))
+    assert tables[0] == tables[1] and len(tables[0][1]) > 0 and len(tables[0][3]) > len(tables[0][1])
 
 
 def test_other_client_reads_spec_events(tmp_path, broker):
