@@ -199,7 +199,8 @@ async def live_latency(rate: int, seconds: float, workdir: Path) -> dict:
 async def bare_hop_latency(rate: int, seconds: float, workdir: Path) -> dict:
     """(c)'s baseline: the same load on a fresh embedded broker, its events read back off the ingest topic
     by a bare aiokafka consumer with the live worker's fetch wait. One hop, nothing computed; the
-    pipeline's alerts take three (ingest → sequencer, facts → company engines, alerts → subscriber)."""
+    pipeline's alerts take two (ingest → the sequencer, which hands the facts to the company engines in the
+    same process, then alerts → subscriber)."""
     broker = EmbeddedBroker(workdir / "hop-tansu.log")
     bootstrap = broker.start()
     try:
