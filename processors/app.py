@@ -6,6 +6,8 @@ JSON, keyed by company). For the company agents it also writes one compact recor
 and batch to the internal facts topic, followed by an in-band clock record that carries stream
 time to every partition (the way Flink propagates watermarks). ``companies`` (facts, N
 partitions) keeps one ``Engine`` per partition and emits indicator rows and alert state changes.
+Where one process runs both on its own embedded broker (``aisignals up``), the sequencer hands those
+records to the engines itself (``local_facts``): the topic would be a round trip to the same process.
 
 Faust's per-record cost (~0.1 ms here) is what to design around: bulk replays arrive many events
 per ingest record, the company agents read batches, and every output goes through one aiokafka
