@@ -100,9 +100,8 @@ def test_facts_handed_over_in_memory_give_the_same_tables(tmp_path, mixed_file):
     """`up`'s shape (worker, engines and sink in one process on its own embedded broker) hands the
     sequencer's facts to the engines in memory; a backfill's engines read them off the facts topic in a
     process of their own. Same input, same tables."""
-    tables = []
-    db = tmp_path / "topic.duckdb"
-    aisignals("backfill", str(mixed_file), "--db", str(db))
+    topic_db, memory_db = tmp_path / "topic.duckdb", tmp_path / "memory.duckdb"
+    aisignals("backfill", str(mixed_file), "--db", str(topic_db))
 
     async def in_one_process(db) -> bool:
         pipeline = Pipeline(Settings(db=db, log_dir=tmp_path))
@@ -116,11 +115,10 @@ def test_facts_handed_over_in_memory_give_the_same_tables(tmp_path, mixed_file):
         finally:
             pipeline.stop_broker()
 
-    assert asyncio.run(in_one_process(tmp_path / "memory.duckdb"))
-    for db in (tmp_path / "topic.duckdb", tmp_path / "memory.duckdb"):
-        tables.append((indicator_table(db), alert_table(db), fetch(db, "SELECT event_id, late FROM events ORDER BY event_id"),
-                       fetch(db, "SELECT fingerprint, change, severity, status, starts_at, ends_at FROM alert_history"
-                                 " ORDER BY ALL")))
+    assert asyncio.run(in_one_process(memory_db))
+    tables = [(indicator_table(db), alert_table(db), fetch(db, "SELECT event_id, late FROM events ORDER BY event_id"),
+               fetch(db, "SELECT fingerprint, change, severity, status, starts_at, ends_at FROM alert_history ORDER BY ALL"))
+              for db in (topic_db, memory_db)]
     assert tables[0] == tables[1] and len(tables[0][1]) > 0 and len(tables[0][3]) > len(tables[0][1])
 
 
