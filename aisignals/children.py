@@ -195,16 +195,17 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
     from streams.security import aiokafka_kwargs, faust_kwargs
     from streams.topics import Topics
 
-    max_time_us, facts, published, rolled_back_until = state
     topics = Topics(settings.topic_prefix, settings.partitions)
     with tempfile.TemporaryDirectory(prefix="aisignals-engines-") as scratch:
         worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
                         settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
                         session_timeout=session_timeout, client_kwargs=aiokafka_kwargs(settings),
                         agents=(COMPANIES,))
-        pending = worker.restore([], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
-        del facts, state
-        await worker.start()
+        max_time_us, facts, published, rolled_back_until = state
+        del state
+        pending, starting = await worker.start_restoring(
+            lambda: worker.restore([], max_time_us, facts, published, rolled_back_until_us=rolled_back_until))
+        await starting
         try:
             for partition, rows, alerts in pending:
                 if rows or alerts:

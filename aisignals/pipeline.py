@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 from aisignals.children import ENGINES_IMPORTS, SINK_IMPORTS, ChildProcess, run_engines, run_sink
 from aisignals.runtime import tune_gc
-from processors.app import COMPANIES, SEQUENCE, Worker
+from processors.app import COMPANIES, SEQUENCE, Worker, cancelled
 from processors.rules import RuleSet, load_rules
 from sinks.delivery import Delivery, delivered, start_delivery
 from sinks.database import Database, SinkError
@@ -186,9 +186,59 @@ class Pipeline:
         return f"kafka:{self.bootstrap}:{self.topics.prefix}" + (f":{known}" if known else "")
 
     async def start(self, worker: bool = True, sink: bool = True) -> None:
-        """Open the sink, restore the worker from what it committed, start both (or one of them)."""
+        """Open the sink, restore the worker from what it committed, start both (or one of them).
+
+        The worker's app starts first: its group join (a second on the embedded broker) goes on while
+        DuckDB is opened and the state restored, in a thread, and its agents wait for the restore."""
         s = self.settings
         check_db_writable(s.db)
+        split = self.engines_process and self.broker is not None
+        starting: asyncio.Future | None = None
+        state: tuple | None = None
+        if worker:
+            # Faust wants a data directory even with the memory store: a temporary one, never the cwd
+            self._scratch = tempfile.TemporaryDirectory(prefix="aisignals-worker-")
+            self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
+                                 s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
+                                 session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
+                                 live=self.live, client_kwargs=aiokafka_kwargs(s),
+                                 agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
+                                 pack_events=split,  # a private broker: its one reader of events is the sink
+                                 local_facts=self.broker is not None and not split)  # up: nobody else reads facts
+            (pending, state), starting = await self.worker.start_restoring(lambda: self._open(worker, sink))
+        else:
+            await asyncio.to_thread(self._open, worker, sink)
+        try:
+            if split:  # it restores and joins while this process does the same
+                self._engines_process = self._engines_process or ChildProcess("company engines", ENGINES_IMPORTS)
+                self._engines_process.start(run_engines, s, self.bootstrap, self.rules, state, EMBEDDED_SESSION_TIMEOUT)
+            del state
+            if sink and self.sink_process:  # it opens DuckDB while the worker joins its group
+                self._sink_process = self._sink_process or ChildProcess("sink", SINK_IMPORTS)
+                self._sink_process.start(run_sink, s, self.run_id, self.bootstrap, on_backfill=self._backfill_done)
+        except BaseException:
+            if starting is not None:
+                await cancelled(starting)
+            raise
+        if worker:
+            self.joining.set()
+            await starting
+            for partition, rows, alerts in pending:
+                if rows or alerts:
+                    await self.worker.publish_now(partition, rows, alerts)
+        if sink and not self.sink_process:
+            self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink, aiokafka_kwargs(s)),
+                                                  name="sink")
+            self.delivery, self._delivery_task = start_delivery(self.sink, s, self.companies, self._stop_sink)
+        tune_gc()  # after the restore: restored state is frozen out of collection too
+        role = "all" if worker and sink else ("worker" if worker else "sink")
+        register(role, self.worker, self.sink, self.delivery, self.readiness)
+
+    def _open(self, worker: bool, sink: bool) -> tuple[list, tuple] | None:
+        """Open (create) DuckDB and take the writer's lock; with the worker, restore it from what was committed
+        (an interrupted backfill is rolled back first). Returns the worker's pending outputs and the state
+        the company engines restore from."""
+        s = self.settings
         database = Database(s.db)
         if sink and not self.sink_process:
             from sinks.duckdb_sink import DuckDBSink
@@ -201,42 +251,13 @@ class Pipeline:
             database.create()
         if sink:
             self._writer_lock = hold_writer_lock(s.db)
-        if worker:
-            # Faust wants a data directory even with the memory store: a temporary one, never the cwd
-            self._scratch = tempfile.TemporaryDirectory(prefix="aisignals-worker-")
-            split = self.engines_process and self.broker is not None
-            self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
-                                 s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
-                                 session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
-                                 live=self.live, client_kwargs=aiokafka_kwargs(s),
-                                 agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
-                                 pack_events=split,  # a private broker: its one reader of events is the sink
-                                 local_facts=self.broker is not None and not split)  # up: nobody else reads facts
-            # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
-            rolled_back_until = rollback_unfinished(database) if sink else None
-            seen, max_time_us, facts, published = load_worker_state(database)
-            pending = self.worker.restore(seen, max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
-            if split:  # it restores and joins while this process does the same
-                self._engines_process = self._engines_process or ChildProcess("company engines", ENGINES_IMPORTS)
-                self._engines_process.start(run_engines, s, self.bootstrap, self.rules,
-                                            (max_time_us, facts, published, rolled_back_until), EMBEDDED_SESSION_TIMEOUT)
-            del facts, published
-        if sink and self.sink_process:  # it opens DuckDB while the worker joins its group
-            self._sink_process = self._sink_process or ChildProcess("sink", SINK_IMPORTS)
-            self._sink_process.start(run_sink, s, self.run_id, self.bootstrap, on_backfill=self._backfill_done)
-        if worker:
-            self.joining.set()
-            await self.worker.start()
-            for partition, rows, alerts in pending:
-                if rows or alerts:
-                    await self.worker.publish_now(partition, rows, alerts)
-        if sink and not self.sink_process:
-            self._sink_task = asyncio.create_task(self.sink.run(self.bootstrap, self._stop_sink, aiokafka_kwargs(s)),
-                                                  name="sink")
-            self.delivery, self._delivery_task = start_delivery(self.sink, s, self.companies, self._stop_sink)
-        tune_gc()  # after the restore: restored state is frozen out of collection too
-        role = "all" if worker and sink else ("worker" if worker else "sink")
-        register(role, self.worker, self.sink, self.delivery, self.readiness)
+        if not worker:
+            return None
+        # an interrupted backfill is rolled back, so that replaying it gives exactly a clean run's tables
+        rolled_back_until = rollback_unfinished(database) if sink else None
+        seen, max_time_us, facts, published = load_worker_state(database)
+        pending = self.worker.restore(seen, max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
+        return pending, (max_time_us, facts, published, rolled_back_until)
 
     async def stop(self, grace: float = 20.0) -> None:
         """Stop every part; each gets ``grace`` seconds (a dead broker must not hang the shutdown)."""

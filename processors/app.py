@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from itertools import accumulate, repeat
 from operator import add
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 import faust
 import orjson
@@ -159,6 +159,17 @@ async def send_records(producer: AIOKafkaProducer, records: dict[tuple[str, int]
             await producer.send_batch(batch, topic, partition=partition)
 
 
+T = TypeVar("T")
+
+
+async def cancelled(task: asyncio.Future) -> None:
+    """Cancel ``task`` and wait for it to end, whatever it raises."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()
+
+
 SEQUENCE, COMPANIES = "sequence", "companies"  # the agents; a worker runs both or one of them
 
 
@@ -193,6 +204,9 @@ class Worker:
         self.stats = WorkerStats()
         self.ingest_position: int | None = None  # the next ingest offset the sequencer will take
         self.ingest_progress = Progress(STALL_SECONDS)
+        # the agents wait for this: a restore may run (in a thread) while the app starts and joins its group
+        self.restored = asyncio.Event()
+        self.restored.set()
         self.producer: AIOKafkaProducer | None = None
         self.agents = agents
         both = set(agents) == {SEQUENCE, COMPANIES}
@@ -321,6 +335,7 @@ class Worker:
         return [(origin, raw)], {origin: int(length)} if length and length.isdigit() else {}
 
     async def _sequence(self, stream):
+        await self.restored.wait()
         async for batch in stream.take_events(TAKE, within=self.within):
             out = Outputs()
             facts: dict[int, list] = defaultdict(list)
@@ -441,6 +456,8 @@ class Worker:
         out.add(self.topics.dead_letters, 0, None, value, headers=headers)
 
     async def _wall_clock(self) -> None:
+        if not self.restored.is_set():
+            return
         today = datetime.now(timezone.utc).date().toordinal()
         known = self.sequencer.max_time_us
         if known is not None and day_of_us(known) >= today:
@@ -455,6 +472,7 @@ class Worker:
 
     # ---- company agents ----------------------------------------------------------------
     async def _companies(self, stream):
+        await self.restored.wait()
         async for batch in stream.take_events(TAKE, within=self.within):
             out = Outputs()
             by_partition: dict[int, list] = defaultdict(list)
@@ -524,6 +542,20 @@ class Worker:
         await self._produce(out)
 
     # ---- lifecycle ---------------------------------------------------------------------
+    async def start_restoring(self, restore: Callable[[], T]) -> tuple[T, asyncio.Future]:
+        """Start the app while ``restore`` (which calls :meth:`restore`) runs in a thread: the group join
+        takes a second on the embedded broker (README: Performance, "Start-up"), and the agents wait for
+        the restore. Returns what ``restore`` returned and the start, still under way."""
+        self.restored.clear()
+        starting = asyncio.ensure_future(self.start())
+        try:
+            restored = await asyncio.to_thread(restore)
+        except BaseException:
+            await cancelled(starting)
+            raise
+        self.restored.set()
+        return restored, starting
+
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="aisignals-worker",
                                          linger_ms=self.linger_ms, max_batch_size=1024 * 1024, max_request_size=MAX_REQUEST_BYTES,
