@@ -389,6 +389,15 @@ def median_run(runs: list[dict]) -> dict:
     return merged
 
 
+def _pairs(b: dict) -> str:
+    """Each backfill run against the (a) run just before it: the ratio of the medians hides how far apart
+    they were when the machine's speed moved within the run."""
+    runs, base = b.get("runs", []), b.get("baseline_runs", [])
+    if len(runs) < 2 or len(runs) != len(base):
+        return ""
+    return " (run by run: " + " / ".join(f"{x / y:.2f}" for x, y in zip(runs, base)) + ")"
+
+
 def _runs(run: dict) -> str:
     """Each run's p50 / p99, when there were several."""
     runs = run.get("runs") or []
@@ -419,7 +428,7 @@ def render(r: dict) -> str:
         lines.append(f"| (a) bare aiokafka produce→consume, N={int(n):,} | {b['baseline_events_per_s']:,.0f} events/s | the ceiling | |")
         cpu = ", ".join(f"{role} {secs:.1f}" for role, secs in sorted(b.get("cpu_s", {}).items()))
         lines.append(f"| (b) `aisignals backfill`, whole command (start-up included), N={int(n):,} | "
-                     f"{b['backfill_events_per_s']:,.0f} events/s | ≥ 0.5 × (a) | {b['ratio']:.2f} × (a); "
+                     f"{b['backfill_events_per_s']:,.0f} events/s | ≥ 0.5 × (a) | {b['ratio']:.2f} × (a){_pairs(b)}; "
                      f"{int(n) / b['backfill_events_per_s']:.1f} s, CPU s by process: {cpu} |")
         if "peer_events_per_s" in b:
             lines.append(f"| (h) peer: 30/90-day indicators only, plain Quix Streams job (whole job), N={int(n):,} | "
