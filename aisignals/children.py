@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -202,9 +203,10 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
                         session_timeout=session_timeout, client_kwargs=aiokafka_kwargs(settings),
                         agents=(COMPANIES,))
         max_time_us, facts, published, rolled_back_until = state
-        del state
-        pending, starting = await worker.start_restoring(
-            lambda: worker.restore([], max_time_us, facts, published, rolled_back_until_us=rolled_back_until))
+        restore = partial(worker.restore, [], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
+        del facts, published, state  # the restored engines hold what they need: the rest goes once restored
+        pending, starting = await worker.start_restoring(restore)
+        del restore
         await starting
         try:
             for partition, rows, alerts in pending:
