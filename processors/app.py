@@ -201,6 +201,8 @@ class Worker:
         self._keys: dict[str, tuple[bytes, int]] = {}  # company_id -> (record key, events/facts partition)
         self.hold_until: int | None = None  # after a rollback, until the replay's backfill ends (see Engine.hold)
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
+        self.clock_day: int | None = None  # the last day the sequencer's clock records announced
+        self._live_admitted = False  # events outside a backfill since the last clock (see ``_facts_and_clock``)
         self.stats = WorkerStats()
         self.ingest_position: int | None = None  # the next ingest offset the sequencer will take
         self.ingest_progress = Progress(STALL_SECONDS)
@@ -339,23 +341,20 @@ class Worker:
         async for batch in stream.take_events(TAKE, within=self.within):
             out = Outputs()
             facts: dict[int, list] = defaultdict(list)
-            before = self.sequencer.max_time_us
             for event in batch:
                 message = event.message
                 self.ingest_position = message.offset + 1  # progress, for readiness (a take of packs can be long)
                 headers = dict(message.headers or ())
                 batch_id = (headers.get(BATCH) or b"").decode()
                 if headers.get(CONTROL) == BARRIER:
-                    self._facts_and_clock(out, facts, before)
-                    before = self.sequencer.max_time_us
+                    self._facts_and_clock(out, facts)
                     self._barrier(out, batch_id)
                     continue
                 self._admit(out, facts, *self._raw_items(message, headers), batch_id, headers.get(SENT))
                 if out.size >= FLUSH_RECORDS:  # a take may hold thousands of packed records: bound the memory
-                    self._facts_and_clock(out, facts, before)
-                    before = self.sequencer.max_time_us
+                    self._facts_and_clock(out, facts)
                     await self._produce(out)
-            self._facts_and_clock(out, facts, before)
+            self._facts_and_clock(out, facts)
             await self._produce(out)
 
     def ingest_stalled(self) -> str | None:
@@ -381,6 +380,8 @@ class Worker:
         topics = self.topics
         tag = [(BATCH, batch_id.encode())] if batch_id else None
         counts = self.counts[batch_id] if batch_id else Counter()
+        if not batch_id:
+            self._live_admitted = True
         stats, admit, companies = self.stats, self.sequencer.admit, self.companies
         sent_ms = int(sent) if sent else None
         keys, records, accepted_kinds = self._keys, out.records, stats.accepted
@@ -428,15 +429,27 @@ class Worker:
         stats.duplicates += n_duplicate
         stats.late += n_late
 
-    def _facts_and_clock(self, out: Outputs, facts: dict[int, list], before: int | None) -> None:
-        """Facts of this batch per partition, then a clock record to every partition if stream time moved."""
+    def _facts_and_clock(self, out: Outputs, facts: dict[int, list]) -> None:
+        """Facts of this batch per partition, then a clock record to every partition if the day the engines
+        evaluate alerts through moved.
+
+        A backfill replays its input sorted by ``occurred_at``, so the latest day of a batch may have more
+        events to come: its clock stops at the day before, and its barrier brings the last day. The alerts a
+        backfill announces (``alert_history``) are then the same whatever its batch boundaries: none fires
+        on half a day's events to be retracted by the other half. Live events move the clock to their own
+        day: alerts fire as soon as the day's data says so."""
         for partition, items in facts.items():  # handed over in memory (``local_facts``): the rows themselves
             out.add(self.topics.facts, partition, None, items if self.local_facts else orjson.dumps(items))
         facts.clear()
         now = self.sequencer.max_time_us
-        if now is None or (before is not None and day_of_us(now) == day_of_us(before)):
+        if now is None:
             return
-        value = orjson.dumps({"stream_time_us": now})
+        day = day_of_us(now) - (0 if self._live_admitted else 1)
+        self._live_admitted = False
+        if self.clock_day is not None and day <= self.clock_day:
+            return
+        self.clock_day = day
+        value = orjson.dumps({"stream_day": day})
         for partition in range(self.topics.partitions):
             out.add(self.topics.facts, partition, None, value, headers=[(CONTROL, CLOCK)])
 
