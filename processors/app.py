@@ -201,7 +201,7 @@ class Worker:
         self._keys: dict[str, tuple[bytes, int]] = {}  # company_id -> (record key, events/facts partition)
         self.hold_until: int | None = None  # after a rollback, until the replay's backfill ends (see Engine.hold)
         self.counts: dict[str, Counter] = defaultdict(Counter)  # batch id -> verdict counts
-        self.clock_day: int | None = None  # the last day the sequencer's clock records announced
+        self.clock_day: int | None = None  # the last day clock records announced (see ``_clock``)
         self._live_admitted = False  # events outside a backfill since the last clock (see ``_facts_and_clock``)
         self.stats = WorkerStats()
         self.ingest_position: int | None = None  # the next ingest offset the sequencer will take
@@ -238,7 +238,6 @@ class Worker:
             self.app.agent(ingest, name="sequence")(self._sequence)
         if COMPANIES in agents and not self.local_facts:
             self.app.agent(facts, name="companies")(self._companies)
-        self.wall_clock_day: int | None = None
         if live and SEQUENCE in agents:
             # live mode: stream time also follows the wall clock, so alerts resolve as real days pass
             self.app.timer(interval=30.0, name="wall_clock")(self._wall_clock)
@@ -442,10 +441,13 @@ class Worker:
             out.add(self.topics.facts, partition, None, items if self.local_facts else orjson.dumps(items))
         facts.clear()
         now = self.sequencer.max_time_us
-        if now is None:
-            return
-        day = day_of_us(now) - (0 if self._live_admitted else 1)
-        self._live_admitted = False
+        if now is not None:
+            self._clock(out, day_of_us(now) - (0 if self._live_admitted else 1))
+            self._live_admitted = False
+
+    def _clock(self, out: Outputs, day: int) -> None:
+        """A clock record to every facts partition, if ``day`` is later than the last one announced: the
+        engines read alerts through it."""
         if self.clock_day is not None and day <= self.clock_day:
             return
         self.clock_day = day
@@ -475,12 +477,9 @@ class Worker:
         known = self.sequencer.max_time_us
         if known is not None and day_of_us(known) >= today:
             return
-        if self.wall_clock_day != today:
-            self.wall_clock_day = today
-            out = Outputs()
-            value = orjson.dumps({"stream_day": today})
-            for partition in range(self.topics.partitions):
-                out.add(self.topics.facts, partition, None, value, headers=[(CONTROL, CLOCK)])
+        out = Outputs()
+        self._clock(out, today)
+        if out.size:
             await self._produce(out)
 
     # ---- company agents ----------------------------------------------------------------
@@ -511,6 +510,7 @@ class Worker:
                             sent[item[2]] = item[FACT_WIDTH] / 1000
                 elif control == CLOCK:
                     clock = orjson.loads(value)
+                    # a cluster's facts topic may still hold clock records of earlier versions, with the time
                     engine.advance(clock["stream_day"] if "stream_day" in clock else day_of_us(clock["stream_time_us"]))
                 elif control == BARRIER:
                     info = orjson.loads(value)

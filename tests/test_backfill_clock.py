@@ -7,8 +7,9 @@ change they publish is collected. Cut anywhere, each alert's changes are the sam
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from datetime import date
+from datetime import date, datetime, timezone
 
 import orjson
 import pytest
@@ -92,3 +93,29 @@ def test_live_events_move_the_clock_to_their_own_day(replay):
                     for _, v, _, h in records if h == [(CONTROL, CLOCK)]}
         latest = max(orjson.loads(raw)["occurred_at"] for _, raw in replay[:500])
         assert clock == date.fromisoformat(latest[:10]).toordinal() - expected_lag
+
+
+def test_the_wall_clock_moves_stream_time_to_today_once_a_day(replay):
+    """Live, stream time also follows the wall clock (alerts resolve as real days pass): one clock record
+    of today to every partition while the events known are older, none again that day, none when an
+    event of today is known."""
+    worker = Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer(), live=True)
+    sent: list[Outputs] = []
+
+    async def produce(out: Outputs) -> None:  # instead of the Kafka producer: what would be sent
+        sent.append(out)
+
+    worker._produce = produce
+    worker._admit(Outputs(), defaultdict(list), replay[:500], {}, "", None)  # events of 2024
+    worker._facts_and_clock(Outputs(), defaultdict(list))
+    today = datetime.now(timezone.utc).date().toordinal()
+    for _ in range(2):
+        asyncio.run(worker._wall_clock())
+    (out,) = sent
+    assert {p: [orjson.loads(v)["stream_day"] for _, v, _, h in records if h == [(CONTROL, CLOCK)]]
+            for (t, p), records in out.records.items() if t == TOPICS.facts} == {p: [today] for p in range(4)}
+    fresh = Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer(), live=True)
+    fresh._produce = produce
+    fresh.sequencer.max_time_us = int(datetime.now(timezone.utc).timestamp() * 1_000_000)
+    asyncio.run(fresh._wall_clock())
+    assert len(sent) == 1
