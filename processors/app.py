@@ -188,7 +188,7 @@ class Worker:
         self.pack_events = pack_events  # events records hold many events a line each (``pack_lines``)
         # the sequencer hands its facts to this process's company engines itself, not through the facts
         # topic: one process runs both on its own embedded broker (``aisignals up``), so that topic is a
-        # hop with a reader on the same interpreter (README: Performance, "Live latency")
+        # hop with a reader on the same interpreter (docs/performance.md, "Live latency")
         self.local_facts = local_facts and set(agents) == {SEQUENCE, COMPANIES}
         self._sending = asyncio.Lock()  # local facts: engines run and their outputs are sent in order
         self.client_kwargs = client_kwargs or {}
@@ -557,7 +557,7 @@ class Worker:
     # ---- lifecycle ---------------------------------------------------------------------
     async def start_restoring(self, restore: Callable[[], T]) -> tuple[T, asyncio.Future]:
         """Start the app while ``restore`` (which calls :meth:`restore`) runs in a thread: the group join
-        takes a second on the embedded broker (README: Performance, "Start-up"), and the agents wait for
+        takes a second on the embedded broker (docs/performance.md, "Start-up"), and the agents wait for
         the restore. Returns what ``restore`` returned and the start, still under way."""
         self.restored.clear()
         starting = asyncio.ensure_future(self.start())
