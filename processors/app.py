@@ -44,6 +44,7 @@ from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
 from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
+T = TypeVar("T")  # what a restore returns (``Worker.start_restoring``)
 log = logging.getLogger("aisignals.worker")
 
 apply_faust_tuning()
@@ -157,9 +158,6 @@ async def send_records(producer: AIOKafkaProducer, records: dict[tuple[str, int]
                 batch = producer.create_batch()
         if batch.record_count():
             await producer.send_batch(batch, topic, partition=partition)
-
-
-T = TypeVar("T")
 
 
 async def cancelled(task: asyncio.Future) -> None:

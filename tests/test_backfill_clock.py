@@ -24,6 +24,11 @@ from streams.topics import CLOCK, CONTROL, Topics
 TOPICS = Topics("clock", 4)
 
 
+def worker_without_kafka(live: bool = False) -> Worker:
+    """A worker whose sequencer and engines are driven by hand: its app is built, never started."""
+    return Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer(), live=live)
+
+
 @pytest.fixture(scope="module")
 def replay() -> list[tuple[str, bytes]]:
     lines = [orjson.dumps(e) for e in generate("conformance-mix", 3000, 11, date(2024, 1, 1), 240)]
@@ -33,7 +38,7 @@ def replay() -> list[tuple[str, bytes]]:
 def announced(items: list[tuple[str, bytes]], batch: int, batch_id: str = "b1") -> tuple[list[dict], list[int]]:
     """The alert changes a backfill of ``items`` in batches of ``batch`` publishes, in order (without
     ``stream_time``, the day each was announced on), and the clock days the engines were sent."""
-    worker = Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer())
+    worker = worker_without_kafka()
     alerts: list[dict] = []
     clocks: list[int] = []
 
@@ -83,7 +88,7 @@ def test_the_alert_changes_of_a_backfill_do_not_depend_on_its_batches(replay):
 def test_live_events_move_the_clock_to_their_own_day(replay):
     """Outside a backfill (no batch id) alerts fire as soon as the day's data says so: the clock is the
     latest event's own day, not the day before."""
-    worker = Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer())
+    worker = worker_without_kafka()
     for batch_id, expected_lag in (("b1", 1), ("", 0)):
         out, facts = Outputs(), defaultdict(list)
         worker.clock_day = None
@@ -99,7 +104,7 @@ def test_the_wall_clock_moves_stream_time_to_today_once_a_day(replay):
     """Live, stream time also follows the wall clock (alerts resolve as real days pass): one clock record
     of today to every partition while the events known are older, none again that day, none when an
     event of today is known."""
-    worker = Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer(), live=True)
+    worker = worker_without_kafka(live=True)
     sent: list[Outputs] = []
 
     async def produce(out: Outputs) -> None:  # instead of the Kafka producer: what would be sent
@@ -114,7 +119,7 @@ def test_the_wall_clock_moves_stream_time_to_today_once_a_day(replay):
     (out,) = sent
     assert {p: [orjson.loads(v)["stream_day"] for _, v, _, h in records if h == [(CONTROL, CLOCK)]]
             for (t, p), records in out.records.items() if t == TOPICS.facts} == {p: [today] for p in range(4)}
-    fresh = Worker("127.0.0.1:1", TOPICS, load_rules(None), normalizer(), live=True)
+    fresh = worker_without_kafka(live=True)
     fresh._produce = produce
     fresh.sequencer.max_time_us = int(datetime.now(timezone.utc).timestamp() * 1_000_000)
     asyncio.run(fresh._wall_clock())
