@@ -200,7 +200,8 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
     with tempfile.TemporaryDirectory(prefix="aisignals-engines-") as scratch:
         worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
                         settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
-                        session_timeout=session_timeout, client_kwargs=aiokafka_kwargs(settings),
+                        session_timeout=session_timeout,
+                        client_kwargs={**aiokafka_kwargs(settings), **settings.producer_kwargs()},
                         agents=(COMPANIES,))
         max_time_us, facts, published, rolled_back_until = state
         restore = partial(worker.restore, [], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)

@@ -201,7 +201,7 @@ class Pipeline:
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
                                  s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
                                  session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
-                                 live=self.live, client_kwargs=aiokafka_kwargs(s),
+                                 live=self.live, client_kwargs={**aiokafka_kwargs(s), **s.producer_kwargs()},
                                  agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
                                  pack_events=split,  # a private broker: its one reader of events is the sink
                                  local_facts=self.broker is not None and not split)  # up: nobody else reads facts
@@ -404,7 +404,8 @@ class Pipeline:
                 progress(n)
 
         def produce() -> None:
-            producer = EventProducer(self.bootstrap, self.topics, self.companies, **kafka_python_kwargs(self.settings))
+            producer = EventProducer(self.bootstrap, self.topics, self.companies, **kafka_python_kwargs(self.settings),
+                                     **self.settings.producer_kwargs())
             try:
                 producer.send_packed(items, batch_id, step)
                 producer.barrier(batch_id)

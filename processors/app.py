@@ -189,7 +189,7 @@ class Worker:
         # hop with a reader on the same interpreter (docs/performance.md, "Live latency")
         self.local_facts = local_facts and set(agents) == {SEQUENCE, COMPANIES}
         self._sending = asyncio.Lock()  # local facts: engines run and their outputs are sent in order
-        self.client_kwargs = client_kwargs or {}
+        self.client_kwargs = client_kwargs or {}  # for its producer: security, compression
         self.topics = topics
         self.rules = rules
         self.windows = windows

@@ -56,7 +56,14 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers")
     kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
     kafka_ssl_keyfile: Path | None = Field(default=None, repr=False, description="client key (mutual TLS)")
+    kafka_compression: Literal["none", "snappy", "lz4", "zstd", "gzip"] = Field(
+        default="snappy", description="codec of the record batches every producer sends (snappy: the cheapest"
+        " for the broker and the clients together, docs/performance.md, \"Compression\")")
     log_dir: Path | None = Field(default=None, description="where the embedded broker log goes; unset = beside the DB")
+
+    def producer_kwargs(self) -> dict:
+        """What every producer (kafka-python and aiokafka alike) adds to its client keyword arguments."""
+        return {} if self.kafka_compression == "none" else {"compression_type": self.kafka_compression}
 
     def log_path(self) -> Path:
         base = self.log_dir if self.log_dir is not None else self.db.parent

@@ -95,6 +95,42 @@ def read_topic(bootstrap: str, topic: str, include_control: bool = False) -> lis
     return asyncio.run(run())
 
 
+def batch_codecs(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
+    """How many record batches of each codec (``none``, ``snappy`` …) a topic's log holds, read off the
+    wire with a raw Fetch: the consumers' records do not say how their batch was compressed."""
+    from aiokafka import TopicPartition
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.fetch import FetchRequest
+    from aiokafka.record.memory_records import MemoryRecords
+
+    names = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+    async def run():
+        client = AIOKafkaClient(bootstrap_servers=bootstrap)
+        await client.bootstrap()
+        try:
+            await client.force_metadata_update()
+            counts: dict[str, int] = {}
+            for p in range(partitions):
+                offset = 0
+                while True:
+                    node = client.cluster.leader_for_partition(TopicPartition(topic, p))
+                    response = await client.send(node, FetchRequest(100, 1, 64 << 20, 0, [(topic, [(p, offset, 64 << 20)])]))
+                    raw = response.topics[0][1][0][-1]
+                    records, last = MemoryRecords(raw), None
+                    while (batch := records.next_batch()) is not None:
+                        counts[names[batch.compression_type]] = counts.get(names[batch.compression_type], 0) + 1
+                        last = batch
+                    if last is None:
+                        break
+                    offset = last.base_offset + last.last_offset_delta + 1
+            return counts
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
 @pytest.fixture
 def broker(tmp_path):
     """A real Tansu broker for the test, stopped afterwards."""

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from tests.conftest import CONFORMANCE, ROOT, aisignals, assert_conformance_tables, conformance_instances, conformance_rows, fetch
+from streams.topics import Topics
+from tests.conftest import (CONFORMANCE, ROOT, aisignals, assert_conformance_tables, batch_codecs, conformance_instances,
+                            conformance_rows, fetch)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +46,8 @@ def wait_for(db, sql, expected, timeout=120):
 
 
 def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
+    """The parts on their own end with the conformance tables; every producer among them (the input's,
+    the sequencer's, the company engines') sends snappy-compressed batches (Settings.kafka_compression)."""
     db = tmp_path / "parts.duckdb"
     common = ["--bootstrap", broker.bootstrap]
     sink = start("sink", *common, "--db", str(db), "--metrics-port", "0")
@@ -59,6 +63,10 @@ def test_produce_worker_sink_as_separate_processes(tmp_path, broker):
         stop(sink)
     assert fetch(db, "SELECT count(*) FROM events")[0][0] == 47
     assert_conformance_tables(db)
+    layout = Topics().layout()
+    for topic in (Topics().ingest, Topics().facts, Topics().events, Topics().indicators, Topics().alerts):
+        codecs = batch_codecs(broker.bootstrap, topic, layout[topic])
+        assert set(codecs) == {"snappy"}, (topic, codecs)
 
 
 def assigned(port: int) -> dict[str, int]:
