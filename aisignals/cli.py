@@ -284,8 +284,7 @@ def produce(
     settings = settings_from(bootstrap=bootstrap, partitions=partitions)
     items = load_input(files, fmt, maps, kind, date_format, mapping_file, sets)
     topics = pipeline_topics(bootstrap, settings)
-    producer = EventProducer(bootstrap, topics, normalizer(settings.aliases_file), **kafka_python_kwargs(settings),
-                             **settings.producer_kwargs())
+    producer = EventProducer(bootstrap, topics, normalizer(settings.aliases_file), **kafka_python_kwargs(settings))
     try:
         sent = producer.send_all(items)
         producer.flush()

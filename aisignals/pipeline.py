@@ -404,8 +404,7 @@ class Pipeline:
                 progress(n)
 
         def produce() -> None:
-            producer = EventProducer(self.bootstrap, self.topics, self.companies, **kafka_python_kwargs(self.settings),
-                                     **self.settings.producer_kwargs())
+            producer = EventProducer(self.bootstrap, self.topics, self.companies, **kafka_python_kwargs(self.settings))
             try:
                 producer.send_packed(items, batch_id, step)
                 producer.barrier(batch_id)

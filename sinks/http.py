@@ -108,8 +108,7 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics, database: Dat
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         """The ingest producer and the alert broadcaster live as long as the server."""
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="aisignals-http", linger_ms=2,
-                                    max_request_size=MAX_REQUEST_BYTES, **(client_kwargs or {}),
-                                    **settings.producer_kwargs())
+                                    max_request_size=MAX_REQUEST_BYTES, **(client_kwargs or {}))
         await producer.start()
         state["producer"] = producer
         try:

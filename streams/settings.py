@@ -57,12 +57,12 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
     kafka_ssl_keyfile: Path | None = Field(default=None, repr=False, description="client key (mutual TLS)")
     kafka_compression: Literal["none", "snappy", "lz4", "zstd", "gzip"] = Field(
-        default="snappy", description="codec of the record batches every producer sends (snappy: the cheapest"
-        " for the broker and the clients together, docs/performance.md, \"Compression\")")
+        default="snappy", description="codec of the record batches the pipeline's stages produce (not the input"
+        " sent to the ingest topic): docs/performance.md, \"Compression\"")
     log_dir: Path | None = Field(default=None, description="where the embedded broker log goes; unset = beside the DB")
 
     def producer_kwargs(self) -> dict:
-        """What every producer (kafka-python and aiokafka alike) adds to its client keyword arguments."""
+        """What the stages' producers (aiokafka) add to their client keyword arguments."""
         return {} if self.kafka_compression == "none" else {"compression_type": self.kafka_compression}
 
     def log_path(self) -> Path:
