@@ -193,15 +193,14 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
     from ``state`` (what the parent read from DuckDB)."""
     from processors.app import COMPANIES, Worker
     from streams.companies import normalizer
-    from streams.security import aiokafka_kwargs, faust_kwargs
+    from streams.security import faust_kwargs, stage_producer_kwargs
     from streams.topics import Topics
 
     topics = Topics(settings.topic_prefix, settings.partitions)
     with tempfile.TemporaryDirectory(prefix="aisignals-engines-") as scratch:
         worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
                         settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
-                        session_timeout=session_timeout,
-                        client_kwargs={**aiokafka_kwargs(settings), **settings.producer_kwargs()},
+                        session_timeout=session_timeout, client_kwargs=stage_producer_kwargs(settings),
                         agents=(COMPANIES,))
         max_time_us, facts, published, rolled_back_until = state
         restore = partial(worker.restore, [], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)

@@ -33,7 +33,7 @@ from streams.broker import EmbeddedBroker, check_reachable, wait_for_port
 from streams.companies import CompanyNormalizer, normalizer
 from streams.producer import EventProducer, new_batch_id
 from streams.reader import ReplayPlan
-from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs
+from streams.security import aiokafka_kwargs, faust_kwargs, kafka_python_kwargs, stage_producer_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -201,7 +201,7 @@ class Pipeline:
             self.worker = Worker(self.bootstrap, self.topics, self.rules, self.companies, tuple(s.windows),
                                  s.lateness_days, broker_kwargs={**faust_kwargs(s), "datadir": self._scratch.name},
                                  session_timeout=EMBEDDED_SESSION_TIMEOUT if self.broker is not None else SESSION_TIMEOUT,
-                                 live=self.live, client_kwargs={**aiokafka_kwargs(s), **s.producer_kwargs()},
+                                 live=self.live, client_kwargs=stage_producer_kwargs(s),
                                  agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
                                  pack_events=split,  # a private broker: its one reader of events is the sink
                                  local_facts=self.broker is not None and not split)  # up: nobody else reads facts

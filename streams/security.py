@@ -1,4 +1,5 @@
-"""Kafka connection security (SASL and TLS) from the settings, in each client library's own terms.
+"""Kafka client keyword arguments from the settings, in each client library's own terms: connection
+security (SASL and TLS), and the codec of the stages' producers.
 
 Secrets are read from the settings (``AISIGNALS_KAFKA_SASL_PASSWORD`` …) and never logged: the
 settings object hides them from its repr.
@@ -46,6 +47,12 @@ def aiokafka_kwargs(settings: Settings) -> dict:
     not auto-create topics (``streams.autocreate``)."""
     refuse_auto_create()
     return client_kwargs(settings)
+
+
+def stage_producer_kwargs(settings: Settings) -> dict:
+    """For the stages' own aiokafka producers (the sequencer's, the company engines'): the connection and
+    the codec of what they send (``Settings.kafka_compression``)."""
+    return {**aiokafka_kwargs(settings), **settings.producer_kwargs()}
 
 
 def faust_kwargs(settings: Settings) -> dict:

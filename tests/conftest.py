@@ -4,6 +4,7 @@ import asyncio
 import csv
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def batch_codecs(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
         await client.bootstrap()
         try:
             await client.force_metadata_update()
-            counts: dict[str, int] = {}
+            counts: Counter[str] = Counter()
             for p in range(partitions):
                 offset = 0
                 while True:
@@ -119,12 +120,12 @@ def batch_codecs(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
                     raw = response.topics[0][1][0][-1]
                     records, last = MemoryRecords(raw), None
                     while (batch := records.next_batch()) is not None:
-                        counts[names[batch.compression_type]] = counts.get(names[batch.compression_type], 0) + 1
+                        counts[names[batch.compression_type]] += 1
                         last = batch
                     if last is None:
                         break
                     offset = last.base_offset + last.last_offset_delta + 1
-            return counts
+            return dict(counts)
         finally:
             await client.close()
 
