@@ -201,7 +201,7 @@ async def run_engines(settings, bootstrap: str, rules, state: tuple, session_tim
         worker = Worker(bootstrap, topics, rules, normalizer(settings.aliases_file), tuple(settings.windows),
                         settings.lateness_days, broker_kwargs={**faust_kwargs(settings), "datadir": scratch},
                         session_timeout=session_timeout, client_kwargs=stage_producer_kwargs(settings),
-                        agents=(COMPANIES,))
+                        agents=(COMPANIES,), sole_member=True)
         max_time_us, facts, published, rolled_back_until = state
         restore = partial(worker.restore, [], max_time_us, facts, published, rolled_back_until_us=rolled_back_until)
         del facts, published, state  # the restored engines hold what they need: the rest goes once restored

@@ -44,7 +44,9 @@ log = logging.getLogger("aisignals")
 TOPIC_CHECK_SECONDS = 10.0  # how often `worker`/`sink` check that the topics are still the ones they read
 # the worker's consumer-group session (s). A fresh join on the embedded broker (Tansu) waits about half of
 # it, rounded up to whole seconds (a bare aiokafka join: 3.0 s at 6 s, 2.0 s at 3 s, 1.0 s at 2 s and at
-# anything shorter; measured): at 2 s the backfill's join takes 1.0 s instead of 3. Heartbeats go every
+# anything shorter; measured): at 2 s a join takes 1.0 s instead of 3 (``up``; a backfill's stages, each the
+# only member of its group on a private broker, take their partitions without one: see
+# processors/faust_tuning.py). Heartbeats go every
 # third of a second from the consumer's own thread; a session expiring mid-replay would move partitions
 # and redeliver records, and none did in the end-to-end suite. A Kafka cluster refuses less than 6 s by default
 # (group.min.session.timeout.ms): there the session is 10 s.
@@ -188,8 +190,9 @@ class Pipeline:
     async def start(self, worker: bool = True, sink: bool = True) -> None:
         """Open the sink, restore the worker from what it committed, start both (or one of them).
 
-        The worker's app starts first: its group join (a second on the embedded broker) goes on while
-        DuckDB is opened and the state restored, in a thread, and its agents wait for the restore."""
+        The worker's app starts first: its group join (a second on the embedded broker, none for a
+        backfill's sole members) goes on while DuckDB is opened and the state restored, in a thread, and
+        its agents wait for the restore."""
         s = self.settings
         check_db_writable(s.db)
         split = self.engines_process and self.broker is not None
@@ -204,7 +207,8 @@ class Pipeline:
                                  live=self.live, client_kwargs=stage_producer_kwargs(s),
                                  agents=(SEQUENCE,) if split else (SEQUENCE, COMPANIES),
                                  pack_events=split,  # a private broker: its one reader of events is the sink
-                                 local_facts=self.broker is not None and not split)  # up: nobody else reads facts
+                                 local_facts=self.broker is not None and not split,  # up: nobody else reads facts
+                                 sole_member=split)
             (pending, state), starting = await self.worker.start_restoring(lambda: self._open(worker, sink))
         else:
             await asyncio.to_thread(self._open, worker, sink)

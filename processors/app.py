@@ -175,13 +175,14 @@ class Worker:
     """The stream processors: one Faust app, a sequencer, and an engine per facts partition.
 
     ``agents``: both, or one of them when the other runs in another process (as another Faust app:
-    its own consumer group)."""
+    its own consumer group). ``sole_member``: nothing else will ever join that group (a backfill's
+    private broker), so the app takes every partition without a join."""
 
     def __init__(self, bootstrap: str, topics: Topics, rules: RuleSet, companies: CompanyNormalizer,
                  windows: tuple[int, ...] = (30, 90), lateness_days: float = 7.0, broker_kwargs: dict | None = None,
                  live: bool = False, client_kwargs: dict | None = None, session_timeout: float = 10.0,
                  agents: tuple[str, ...] = (SEQUENCE, COMPANIES), pack_events: bool = False,
-                 local_facts: bool = False):
+                 local_facts: bool = False, sole_member: bool = False):
         self.bootstrap = bootstrap
         self.pack_events = pack_events  # events records hold many events a line each (``pack_lines``)
         # the sequencer hands its facts to this process's company engines itself, not through the facts
@@ -228,6 +229,8 @@ class Worker:
             **(broker_kwargs or {}),
         )
         self.app.aisignals_fetch_wait_ms = LIVE_FETCH_MAX_WAIT_MS if live else FETCH_MAX_WAIT_MS
+        if sole_member:  # the only member its group will ever have: it takes every partition, no join
+            self.app.aisignals_sole_member = {topics.ingest: 1, topics.facts: topics.partitions}
         self.within = LIVE_WITHIN if live else WITHIN
         self.linger_ms = LIVE_LINGER_MS if live else LINGER_MS
         ingest = self.app.topic(topics.ingest, partitions=1, key_serializer="raw", value_serializer="raw")

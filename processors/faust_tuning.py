@@ -8,10 +8,15 @@ once, when the Faust side is imported.
   started and three cancelled per record, ~115 µs here. Handing a record over almost never waits
   (a full stream buffer or a suspended flow does), so the hand-over's first step runs at once, and
   only one that has to wait goes through ``wait_first`` as before.
+* Sole members take their partitions. An app that is by construction the only member of its group
+  (a backfill's stage on its private broker) is given every partition of its topics at once, as if a
+  rebalance had assigned them, instead of joining the group: the embedded broker answers a join only
+  after a second (docs/performance.md, "Start-up"). Its records, offsets and commits are the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any, Generator
 
@@ -103,6 +108,35 @@ def eager_delivery() -> None:
     Consumer._aisignals_eager = True
 
 
+def sole_member_assignment() -> None:
+    """An app with ``aisignals_sole_member`` (topic name -> partitions) assigns itself every partition of
+    the topics it subscribes to and runs Faust's on-assigned chain, as a rebalance would, without a join."""
+    from aiokafka import TopicPartition
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread, "_aisignals_sole", False):
+        return
+    subscribe = thread.subscribe
+
+    async def subscribe_or_assign(self, topics):
+        partitions = getattr(self.app, "aisignals_sole_member", None)
+        if not partitions:
+            return await subscribe(self, topics)
+        assigned = [TopicPartition(topic, p) for topic in sorted(set(topics)) for p in range(partitions[topic])]
+        await self.call_thread(assign, self, assigned)
+
+    def assign(self, assigned) -> None:
+        """In the consumer's thread: take the partitions, then run the chain as a task of that thread's loop,
+        where aiokafka runs it after a join (the chain waits for the subscription this is part of)."""
+        self._ensure_consumer().assign(assigned)
+        self._aisignals_assigning = asyncio.ensure_future(self._rebalance_listener.on_partitions_assigned(assigned))
+
+    thread.subscribe = subscribe_or_assign
+    thread._aisignals_sole = True
+
+
 def apply() -> None:
     short_fetch_wait()
     eager_delivery()
+    sole_member_assignment()
