@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import date, datetime, time, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import orjson
@@ -19,14 +19,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from pydantic_core import SchemaSerializer, SchemaValidator, core_schema
 
 from streams.companies import slugify
+from streams.lines import MAX_LINE_BYTES, to_utc
 
-MAX_LINE_BYTES = 64 * 1024
 # the longest raw line sent on whole. A longer one cannot be an event, and may not fit a Kafka record (a
 # file of one 30 MB line): its first RAW_LIMIT bytes go on, with its length, so that its dead letter says
 # what it was
 RAW_LIMIT = 1024 * 1024
 _ASCII_ALNUM = re.compile(r"[A-Za-z0-9]")
-MIN_YEAR, MAX_YEAR = 1900, 2100
 
 Seniority = Literal[
     "intern", "junior", "mid", "senior", "staff", "principal", "manager", "director", "vp", "c_level", "founder", "unknown"
@@ -40,30 +39,7 @@ class InvalidEvent(ValueError):
     """A line that breaks SPEC §2; its message is the one-line dead-letter reason."""
 
 
-def _to_utc(value: Any) -> datetime:
-    """ISO 8601 date or date-time → aware UTC datetime. A date is 00:00 UTC; no zone means UTC."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) == 10:
-                parsed = datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
-            else:
-                parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"not an ISO 8601 date or date-time: {value[:40]!r}") from None
-    elif isinstance(value, datetime):
-        parsed = value
-    else:
-        raise ValueError("must be an ISO 8601 date or date-time string")
-    zone = parsed.tzinfo
-    if zone is not timezone.utc:  # this runs for every event: a time already in UTC is kept as it is
-        parsed = parsed.replace(tzinfo=timezone.utc) if zone is None else parsed.astimezone(timezone.utc)
-    if not MIN_YEAR <= parsed.year < MAX_YEAR:
-        raise ValueError(f"year {parsed.year} is outside {MIN_YEAR}..{MAX_YEAR - 1}")
-    return parsed
-
-
-UtcDateTime = Annotated[datetime, BeforeValidator(_to_utc)]
+UtcDateTime = Annotated[datetime, BeforeValidator(to_utc)]
 Text = Annotated[str, Field(max_length=10_000)]
 
 

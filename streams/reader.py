@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterable, Iterator
 import msgspec
 import orjson
 
-from streams.events import MAX_LINE_BYTES, _to_utc
+from streams.lines import MAX_LINE_BYTES, to_utc
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -223,7 +223,7 @@ def replay_time_us(raw: bytes) -> int | None:
         return None
     try:
         value = _occurred_at(raw).occurred_at if raw.isascii() else orjson.loads(raw)["occurred_at"]
-        return (_to_utc(value) - _EPOCH) // _MICROSECOND
+        return (to_utc(value) - _EPOCH) // _MICROSECOND
     except (ValueError, TypeError, KeyError, IndexError, RecursionError, msgspec.DecodeError):
         return None  # orjson.JSONDecodeError is a ValueError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.events import MAX_LINE_BYTES, _to_utc
+from streams.lines import MAX_LINE_BYTES, to_utc
 from streams.reader import RawLine, replay_order, replay_time_us
 
 
@@ -158,12 +158,24 @@ def test_read_jsonl_reads_a_large_file_in_other_processes_into_the_same_plan(tmp
     assert [(i.origin, i.value, i.time_ms) for i in plan] == [(i.origin, i.value, i.time_ms) for i in whole]
 
 
+def test_the_input_readers_import_no_event_models():
+    """The processes that read a backfill's input start on the command's critical path: what they import
+    (the reader, the line limits, the time parser) leaves out pydantic and the event models."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, streams.reader; print(sorted("
+                             "m for m in ('pydantic', 'streams.events') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent).stdout
+    assert loaded.strip() == "[]"
+
+
 def _time_read_whole(raw: bytes) -> int | None:
     """The reference: the whole line parsed by orjson, its ``occurred_at`` read as the validator reads it."""
     if len(raw) > MAX_LINE_BYTES:
         return None
     try:
-        delta = _to_utc(orjson.loads(raw)["occurred_at"]) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        delta = to_utc(orjson.loads(raw)["occurred_at"]) - datetime(1970, 1, 1, tzinfo=timezone.utc)
     except (ValueError, TypeError, KeyError, IndexError):
         return None
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
