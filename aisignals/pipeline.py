@@ -156,7 +156,7 @@ class Pipeline:
         self._delivery_task: asyncio.Task | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._writer_lock: int | None = None
-        self.joining = asyncio.Event()  # set once the start has only the group join left to wait for
+        self.joining = asyncio.Event()  # set once the start has only the app's start (its group join, if any) left to wait for
 
     # ---- lifecycle ---------------------------------------------------------------------
     def spawn_children(self) -> None:
