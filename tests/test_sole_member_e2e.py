@@ -69,23 +69,17 @@ async def consume_each_partition(bootstrap: str, datadir, topic_name: str, sole_
     return sorted(got), generation, assignment, committed
 
 
-def test_a_sole_member_takes_every_partition_without_a_join(tmp_path, broker):
+@pytest.mark.parametrize("sole_member", [True, False], ids=["sole member", "member of a group (the control)"])
+def test_a_sole_member_takes_every_partition_without_a_join(tmp_path, broker, sole_member):
+    """Without the setting (``up``, or a Kafka cluster) the same app joins its group: a generation."""
     topics = Topics(partitions=PARTITIONS)
     ensure_topics(broker.bootstrap, topics)
     got, generation, assignment, committed = asyncio.run(
-        consume_each_partition(broker.bootstrap, tmp_path, topics.facts, sole_member=True))
+        consume_each_partition(broker.bootstrap, tmp_path, topics.facts, sole_member))
     assert got == [(p, f"record {p}".encode()) for p in range(PARTITIONS)]
     assert assignment == {TopicPartition(topics.facts, p) for p in range(PARTITIONS)}
-    assert generation == -1  # it never joined the group
     assert committed == {p: 1 for p in range(PARTITIONS)}
-
-
-def test_a_member_of_a_group_still_joins(tmp_path, broker):
-    """The control: the same app without the setting joins its group (``up``, or a Kafka cluster)."""
-    topics = Topics(partitions=PARTITIONS)
-    ensure_topics(broker.bootstrap, topics)
-    got, generation, assignment, _ = asyncio.run(
-        consume_each_partition(broker.bootstrap, tmp_path, topics.facts, sole_member=False))
-    assert got == [(p, f"record {p}".encode()) for p in range(PARTITIONS)]
-    assert assignment == {TopicPartition(topics.facts, p) for p in range(PARTITIONS)}
-    assert generation >= 0
+    if sole_member:
+        assert generation == -1  # it never joined the group
+    else:
+        assert generation >= 0
