@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
+from aisignals.children import spawn_early  # imports little
+
+spawn_early(sys.argv[1:])  # a backfill's child processes import their parts beside this module's imports
+# everything below is imported after that spawn
 import asyncio
 import os
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from aisignals.children import ENGINES_IMPORTS, SINK_IMPORTS, ChildProcess, run_engines, run_sink
+from aisignals.children import (ENGINES_IMPORTS, SINK_IMPORTS, ChildProcess, dismiss_early, run_engines, run_sink,
+                                take_early)
 from aisignals.runtime import tune_gc
 from processors.app import COMPANIES, SEQUENCE, Worker, cancelled
 from processors.rules import RuleSet, load_rules
@@ -160,14 +161,16 @@ class Pipeline:
 
     # ---- lifecycle ---------------------------------------------------------------------
     def spawn_children(self) -> None:
-        """Start the child processes' interpreters before anything else: they import their parts (~0.6 s
-        each) while this process starts the broker and restores, instead of after."""
+        """Start the child processes' interpreters before anything else (or take those the command spawned
+        before its own imports): they import their parts (~0.6 s each) while this process starts the broker
+        and restores, instead of after."""
         if self.sink_process and self._sink_process is None:
-            self._sink_process = ChildProcess("sink", SINK_IMPORTS)
+            self._sink_process = take_early("sink", SINK_IMPORTS)
             self._sink_process.spawn()
         if self.engines_process and not self.bootstrap and self._engines_process is None:
-            self._engines_process = ChildProcess("company engines", ENGINES_IMPORTS)
+            self._engines_process = take_early("company engines", ENGINES_IMPORTS)
             self._engines_process.spawn()
+        dismiss_early()
 
     def start_broker(self) -> str:
         if self.bootstrap:

@@ -102,3 +102,28 @@ def test_worker_apps_start_without_the_table_managers_second(agents):
 
     asyncio.run(scenario())
     assert slept == [] and len(started) == 2
+
+
+def test_a_backfill_spawns_its_children_before_its_own_imports_and_the_pipeline_takes_them(tmp_path):
+    """``aisignals backfill`` spawns the sink's and the engines' interpreters before the CLI's imports; the
+    pipeline takes them, and one it does not need (on a Kafka cluster the engines run in its process) ends."""
+    from aisignals import children
+    from aisignals.pipeline import Pipeline
+    from streams.settings import Settings
+
+    children.spawn_early(["query", "SELECT 1"])
+    children.spawn_early(["backfill", "--help"])
+    assert not children._EARLY  # other commands, and help, spawn nothing
+    children.spawn_early(["backfill", "events.jsonl", "--db", "x.duckdb"])
+    early = dict(children._EARLY)
+    assert set(early) == {"sink", "company engines"} and all(c.process.pid for c in early.values())
+    pipeline = Pipeline(Settings(db=tmp_path / "x.duckdb", bootstrap="127.0.0.1:9"), sink_process=True,
+                        engines_process=True)
+    pipeline.spawn_children()
+    assert pipeline._sink_process is early["sink"] and pipeline._engines_process is None
+    assert not children._EARLY
+    unused = early["company engines"].process
+    unused.join(30)
+    assert unused.exitcode == 0
+    asyncio.run(pipeline._sink_process.stop(10))
+    assert early["sink"].process.exitcode == 0
