@@ -27,6 +27,7 @@ log = logging.getLogger("aisignals")
 # what each part imports, loaded while its child waits for the part (see ChildProcess.spawn)
 ENGINES_IMPORTS = ("processors.app", "streams.security")
 SINK_IMPORTS = ("sinks.duckdb_sink", "sinks.delivery", "streams.security")
+PARTS = {"sink": SINK_IMPORTS, "company engines": ENGINES_IMPORTS}  # each part's child, and what it imports
 
 
 class ChildProcess:
@@ -90,12 +91,17 @@ class ChildProcess:
             return SinkError(f"the {self.what} process exited with code {code}")
         return None
 
-    async def stop(self, grace: float) -> None:
+    def tell_to_stop(self) -> None:
+        """Send "stop": a child still waiting for its part ends, one running it stops it in order."""
         self.stopping = True
+        if self.process.pid is not None:
+            with contextlib.suppress(OSError):
+                self.messages.send(("stop",))
+
+    async def stop(self, grace: float) -> None:
+        self.tell_to_stop()
         if self.process.pid is None:
             return
-        with contextlib.suppress(OSError):
-            self.messages.send(("stop",))
         await asyncio.to_thread(self.process.join, grace)
         if self.process.is_alive():
             log.warning("the %s process did not stop within %.0f s; killed", self.what, grace)
@@ -111,24 +117,21 @@ def spawn_early(args: list[str]) -> None:
     for a backfill, spawn the sink's and the company engines' interpreters now, so that they import their
     parts beside those imports. The pipeline takes them (``take_early``); ``dismiss_early`` ends the rest."""
     if args[:1] == ["backfill"] and not {"--help", "-h"} & set(args):
-        for what, warm in (("sink", SINK_IMPORTS), ("company engines", ENGINES_IMPORTS)):
+        for what, warm in PARTS.items():
             _EARLY[what] = child = ChildProcess(what, warm)
             child.spawn()
 
 
-def take_early(what: str, warm: tuple[str, ...]) -> ChildProcess:
-    """The child spawned early for ``what``, or a new one."""
-    return _EARLY.pop(what, None) or ChildProcess(what, warm)
+def take_early(what: str) -> ChildProcess:
+    """The child of part ``what`` (a key of ``PARTS``) spawned early, or a new one."""
+    return _EARLY.pop(what, None) or ChildProcess(what, PARTS[what])
 
 
 def dismiss_early() -> None:
     """Children spawned early that the pipeline does not need (a backfill on a Kafka cluster runs its
     company engines in this process) are told to stop, and end."""
     while _EARLY:
-        _, child = _EARLY.popitem()
-        child.stopping = True
-        with contextlib.suppress(OSError):
-            child.messages.send(("stop",))
+        _EARLY.popitem()[1].tell_to_stop()
 
 
 _HIDING = threading.Lock()  # one thread at a time hides the main script (the reading spawns from a thread)

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from aisignals.children import (ENGINES_IMPORTS, SINK_IMPORTS, ChildProcess, dismiss_early, run_engines, run_sink,
-                                take_early)
+from aisignals.children import ChildProcess, dismiss_early, run_engines, run_sink, take_early
 from aisignals.runtime import tune_gc
 from processors.app import COMPANIES, SEQUENCE, Worker, cancelled
 from processors.rules import RuleSet, load_rules
@@ -157,7 +156,7 @@ class Pipeline:
         self._delivery_task: asyncio.Task | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._writer_lock: int | None = None
-        self.joining = asyncio.Event()  # set once the start has only the app's start (its group join, if any) left to wait for
+        self.joining = asyncio.Event()  # set once only the app's start (a group join, if any) is left
 
     # ---- lifecycle ---------------------------------------------------------------------
     def spawn_children(self) -> None:
@@ -165,10 +164,10 @@ class Pipeline:
         before its own imports): they import their parts (~0.6 s each) while this process starts the broker
         and restores, instead of after."""
         if self.sink_process and self._sink_process is None:
-            self._sink_process = take_early("sink", SINK_IMPORTS)
+            self._sink_process = take_early("sink")
             self._sink_process.spawn()
         if self.engines_process and not self.bootstrap and self._engines_process is None:
-            self._engines_process = take_early("company engines", ENGINES_IMPORTS)
+            self._engines_process = take_early("company engines")
             self._engines_process.spawn()
         dismiss_early()
 
@@ -217,11 +216,11 @@ class Pipeline:
             await asyncio.to_thread(self._open, worker, sink)
         try:
             if split:  # it restores and joins while this process does the same
-                self._engines_process = self._engines_process or ChildProcess("company engines", ENGINES_IMPORTS)
+                self._engines_process = self._engines_process or take_early("company engines")
                 self._engines_process.start(run_engines, s, self.bootstrap, self.rules, state, EMBEDDED_SESSION_TIMEOUT)
             del state
             if sink and self.sink_process:  # it opens DuckDB while the worker joins its group
-                self._sink_process = self._sink_process or ChildProcess("sink", SINK_IMPORTS)
+                self._sink_process = self._sink_process or take_early("sink")
                 self._sink_process.start(run_sink, s, self.run_id, self.bootstrap, on_backfill=self._backfill_done)
         except BaseException:
             if starting is not None:

@@ -230,7 +230,7 @@ class Worker:
         )
         self.app.aisignals_fetch_wait_ms = LIVE_FETCH_MAX_WAIT_MS if live else FETCH_MAX_WAIT_MS
         if sole_member:  # the only member its group will ever have: it takes every partition, no join
-            self.app.aisignals_sole_member = {topics.ingest: 1, topics.facts: topics.partitions}
+            self.app.aisignals_sole_member = topics.layout()
         self.within = LIVE_WITHIN if live else WITHIN
         self.linger_ms = LIVE_LINGER_MS if live else LINGER_MS
         ingest = self.app.topic(topics.ingest, partitions=1, key_serializer="raw", value_serializer="raw")
