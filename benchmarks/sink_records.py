@@ -24,7 +24,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.run import synthetic_lines
-from processors.app import Outputs, Worker, send_records
+from processors.app import Outputs, RawLines, Worker, send_records
 from processors.rules import load_rules
 from sinks.duckdb_sink import DuckDBSink
 from streams.admin import ensure_topics
@@ -40,7 +40,7 @@ def worker_records(lines: list[bytes], topics: Topics, packed: bool) -> tuple[di
     out = Outputs()
     items = [(f"bench:{i}", line) for i, line in enumerate(lines, 1)]
     for i in range(0, len(items), 1000):
-        worker._admit(out, defaultdict(list), items[i : i + 1000], {}, "bench", None)
+        worker._admit(out, defaultdict(list), RawLines.of(items[i : i + 1000]), "bench", None)
     out.pack()
     records = {tp: records for tp, records in out.records.items() if tp[0] == topics.events}
     return records, worker.counts["bench"]["accepted"]

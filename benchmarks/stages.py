@@ -27,7 +27,7 @@ from collections import defaultdict
 import duckdb
 
 from aisignals.runtime import tune_gc
-from processors.app import Outputs, Worker
+from processors.app import NumberedOrigins, Outputs, RawLines, Worker
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact
 from processors.rules import load_rules
@@ -57,12 +57,11 @@ def measure(lines: list[bytes], batch: int = 5000, state: bool = False) -> dict:
     tune_gc()
     rules, companies = load_rules(None), normalizer()
     worker = Worker("127.0.0.1:1", Topics("stages", 1), rules, companies)  # never started: no broker needed
-    items = [(f"stages:{i}", line) for i, line in enumerate(lines)]
     fact_batches, wires = [], []
     started = time.process_time()
-    for i in range(0, len(items), batch):
+    for i in range(0, len(lines), batch):  # as a backfill's lines come: a run of a file's lines per record
         out, facts = Outputs(), defaultdict(list)
-        worker._admit(out, facts, items[i : i + batch], {}, "stages", None)
+        worker._admit(out, facts, RawLines(lines[i : i + batch], NumberedOrigins("stages", i + 1)), "stages", None)
         fact_batches.append(facts[0])
         wires.extend(value for records in out.records.values() for _, value, _, _ in records)
     sequencer = time.process_time() - started

@@ -22,10 +22,11 @@ import logging
 import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import accumulate, repeat
 from operator import add
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import faust
 import orjson
@@ -42,7 +43,8 @@ from processors.sequencer import Sequencer, Verdict
 from processors.stats import Progress, WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
-from streams.topics import BARRIER, BATCH, CLOCK, CONTROL, CUT, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
+from streams.topics import (BARRIER, BATCH, CLOCK, CONTROL, CUT, FIRST_LINE, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT,
+                            Topics)
 
 T = TypeVar("T")  # what a restore returns (``Worker.start_restoring``)
 log = logging.getLogger("aisignals.worker")
@@ -117,6 +119,34 @@ def pack_lines(values: list[bytes], limit: int = LINES_BYTES) -> list[bytes]:
         packs.append(b"\n".join(values[start:stop]))
         start = stop
     return packs
+
+
+@dataclass(slots=True)
+class RawLines:
+    """An ingest record's raw lines, their origins (``origins[i]`` is line i's) and the length of each line
+    the producer cut short, by origin."""
+
+    raws: list[bytes]
+    origins: Sequence[str]
+    cut: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[str, bytes]]) -> "RawLines":
+        """From (origin, raw) pairs."""
+        pairs = list(items)
+        return cls([raw for _, raw in pairs], [origin for origin, _ in pairs])
+
+
+@dataclass(frozen=True, slots=True)
+class NumberedOrigins:
+    """The origins of lines that follow each other in a file, from line ``first`` on ("name:number"): made
+    only when one is asked for (a dead letter's), not for every line."""
+
+    name: str
+    first: int
+
+    def __getitem__(self, i: int) -> str:
+        return f"{self.name}:{self.first + i}"
 
 
 class Outputs:
@@ -320,21 +350,27 @@ class Worker:
 
     # ---- sequencer ---------------------------------------------------------------------
     @staticmethod
-    def _raw_items(message, headers: dict) -> tuple[list[tuple[str, bytes]], dict]:
+    def _raw_items(message, headers: dict) -> RawLines:
         """An ingest record's raw lines with their origins, and the length of each line the producer cut
         short (to ``streams.events.RAW_LIMIT``), by origin."""
         origin = (headers.get(ORIGIN) or b"kafka").decode("utf-8", "replace")
         raw = message.value or b""
-        if headers.get(FORMAT) == b"batch":
+        form = headers.get(FORMAT)
+        if form == LINES and (headers.get(FIRST_LINE) or b"").isdigit():  # lines that follow each other in a file
+            return RawLines(raw.split(b"\n"), NumberedOrigins(origin, int(headers[FIRST_LINE])))
+        if form == b"batch":
             try:
                 packed = orjson.loads(raw)
-                items = [(o, line.encode("utf-8", "surrogatepass")) for o, line in zip(packed["origins"], packed["lines"])]
-            except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeEncodeError):
-                return [(origin, raw)], {}  # not a batch after all: dead-letter it whole
+                lines = RawLines([line.encode("utf-8", "surrogatepass") for line in packed["lines"]], packed["origins"])
+                if len(lines.origins) != len(lines.raws):
+                    raise TypeError
+            except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeEncodeError, AttributeError):
+                return RawLines([raw], [origin])  # not a batch after all: dead-letter it whole
             cut = packed.get("cut")
-            return items, cut if isinstance(cut, dict) else {}
+            lines.cut = cut if isinstance(cut, dict) else {}
+            return lines
         length = headers.get(CUT)
-        return [(origin, raw)], {origin: int(length)} if length and length.isdigit() else {}
+        return RawLines([raw], [origin], {origin: int(length)} if length and length.isdigit() else {})
 
     async def _sequence(self, stream):
         await self.restored.wait()
@@ -350,7 +386,7 @@ class Worker:
                     self._facts_and_clock(out, facts)
                     self._barrier(out, batch_id)
                     continue
-                self._admit(out, facts, *self._raw_items(message, headers), batch_id, headers.get(SENT))
+                self._admit(out, facts, self._raw_items(message, headers), batch_id, headers.get(SENT))
                 if out.size >= FLUSH_RECORDS:  # a take may hold thousands of packed records: bound the memory
                     self._facts_and_clock(out, facts)
                     await self._produce(out)
@@ -373,10 +409,8 @@ class Worker:
         return (f"the sequencer took {taken:,} records of {self.topics.ingest} in {seconds:.0f} s with {waiting:,} "
                 f"waiting (offset {self.ingest_position} of {high})")
 
-    def _admit(self, out: Outputs, facts: dict[int, list], items: list[tuple[str, bytes]], cut: dict, batch_id: str,
-               sent: bytes | None) -> None:
-        """Validate a packed batch in one call, then decide and route each event in order (``cut``: the
-        length of each line that came cut short, by origin)."""
+    def _admit(self, out: Outputs, facts: dict[int, list], items: RawLines, batch_id: str, sent: bytes | None) -> None:
+        """Validate a packed batch in one call, then decide and route each event in order."""
         topics = self.topics
         tag = [(BATCH, batch_id.encode())] if batch_id else None
         counts = self.counts[batch_id] if batch_id else Counter()
@@ -393,8 +427,10 @@ class Worker:
             out.pack()
             out.lines_tag = tag
         lines = out.lines
-        for (origin, raw), parsed in zip(items, parse_lines([raw for _, raw in items])):
+        raws, origins, cut = items.raws, items.origins, items.cut
+        for number, (raw, parsed) in enumerate(zip(raws, parse_lines(raws))):
             if parsed.__class__ is InvalidEvent:
+                origin = origins[number]
                 reason = too_long(cut[origin], truncated=True) if origin in cut else str(parsed)
                 counts["dead_letters"] += 1
                 stats.dead_letters[dead_letter_reason(reason)] += 1
@@ -422,7 +458,7 @@ class Worker:
             else:
                 n_late += 1
                 records[(topics.late, 0)].append((key, dict_to_wire(parsed), at // 1000 if at > 0 else None, tag))
-        out.size += len(items) - n_duplicate
+        out.size += len(raws) - n_duplicate
         for verdict, n in ((accepted, n_accepted), (duplicate, n_duplicate), (Verdict.LATE, n_late)):
             if n:
                 counts[verdict.value] += n

@@ -14,8 +14,8 @@ from kafka.errors import KafkaError
 
 from streams.companies import CompanyNormalizer
 from streams.events import RAW_LIMIT
-from streams.reader import ReplayItem
-from streams.topics import BARRIER, BATCH, CONTROL, CUT, FORMAT, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
+from streams.reader import LineRun, ReplayItem, ReplayPlan
+from streams.topics import BARRIER, BATCH, CONTROL, CUT, FIRST_LINE, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
 RECORD_BATCH = 1000  # events per ingest record in a bulk replay
 # an ingest record of a bulk replay closes at RECORD_BATCH lines or this many bytes of them (a line cut
@@ -77,29 +77,28 @@ class EventProducer:
             progress(sent % 1000)
         return sent
 
-    def send_packed(self, items: Iterable[ReplayItem], batch_id: str | None = None, progress=None,
+    def send_packed(self, items: ReplayPlan | Iterable[ReplayItem], batch_id: str | None = None, progress=None,
                     per_record: int = RECORD_BATCH) -> int:
-        """Bulk replay: up to ``per_record`` events, and about PACK_BYTES of them, per ingest record (header
-        ``aisignals-format: batch``).
+        """Bulk replay: up to ``per_record`` events, and about PACK_BYTES of them, per ingest record.
 
         The stream processors then pay Kafka's and Faust's per-record cost once per batch, not per event;
-        each event still becomes its own record on the public events topic.
+        each event still becomes its own record on the public events topic. A replay plan's lines that
+        follow each other in a file go as the file's bytes (header ``aisignals-format: lines``, see
+        ``ReplayPlan.packs``); other lines as a JSON pack of lines and origins (``aisignals-format: batch``).
         """
-        sent = size = 0
-        chunk: list[ReplayItem] = []
+        packs = items.packs(per_record, PACK_BYTES, RAW_LIMIT) if isinstance(items, ReplayPlan) else [items]
+        sent = 0
         in_flight: deque = deque()
-        for item in items:
-            chunk.append(item)
-            size += len(item.value)
-            if len(chunk) == per_record or size >= PACK_BYTES:
-                in_flight.append(self._send_pack(chunk, batch_id, progress))
-                sent += len(chunk)
-                chunk, size = [], 0
+        for pack in packs:
+            for chunk in [pack] if isinstance(pack, LineRun) else _chunks(pack, per_record):
+                if isinstance(chunk, LineRun):
+                    in_flight.append(self._send_run(chunk, batch_id, progress))
+                    sent += chunk.count
+                else:
+                    in_flight.append(self._send_pack(chunk, batch_id, progress))
+                    sent += len(chunk)
                 if len(in_flight) > IN_FLIGHT:
                     self._acknowledged(in_flight.popleft())
-        if chunk:
-            self._send_pack(chunk, batch_id, progress)
-            sent += len(chunk)
         return sent
 
     def _acknowledged(self, future, timeout: float = 60.0) -> None:
@@ -121,6 +120,16 @@ class EventProducer:
             progress(len(chunk))
         return future
 
+    def _send_run(self, run: LineRun, batch_id: str | None, progress):
+        headers = [(FORMAT, LINES), (ORIGIN, run.name.encode()), (FIRST_LINE, b"%d" % run.first_line),
+                   (SENT, str(int(time.time() * 1000)).encode())]
+        if batch_id:
+            headers.append((BATCH, batch_id.encode()))
+        future = self.producer.send(self.topics.ingest, value=run.data, headers=headers)
+        if progress is not None:
+            progress(run.count)
+        return future
+
     def barrier(self, batch_id: str) -> None:
         """Mark the end of a backfill: every stage forwards it once all records before it are done."""
         value = orjson.dumps({"batch_id": batch_id})
@@ -132,6 +141,20 @@ class EventProducer:
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+
+
+def _chunks(items: Iterable[ReplayItem], per_record: int) -> Iterator[list[ReplayItem]]:
+    """Items in packs of up to ``per_record``, each closed once it holds PACK_BYTES."""
+    size = 0
+    chunk: list[ReplayItem] = []
+    for item in items:
+        chunk.append(item)
+        size += len(item.value)
+        if len(chunk) == per_record or size >= PACK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def cut_to_limit(value: bytes, headers: list) -> bytes:

@@ -45,6 +45,17 @@ class RawLine:
 
 
 @dataclass(slots=True)
+class LineRun:
+    """Lines that follow each other in a file, one line break apart, sent as one: ``data`` is the bytes of
+    the file that hold them, ``first_line`` the number of the first (the others' follow)."""
+
+    name: str  # the file's name: a line's origin is "name:number"
+    first_line: int
+    count: int
+    data: bytes
+
+
+@dataclass(slots=True)
 class ReplayItem:
     """What a producer sends: a validated event in wire form, or a raw line that failed validation."""
 
@@ -154,49 +165,92 @@ class ReplayPlan:
         return len(self.order)
 
     def __iter__(self) -> Iterator[ReplayItem]:
-        """Lines in replay order. Lines that follow each other in one file (input already in time order)
-        are read with one ``pread`` per span of up to READ_SPAN bytes: one system call per line released
-        the interpreter lock a million times in a backfill, and each time waited to take it back."""
+        """Lines in replay order."""
         handles: dict[int, int] = {}
+        try:
+            yield from self._items(0, len(self.order), handles)
+        finally:
+            for fd in handles.values():
+                os.close(fd)
+
+    def packs(self, per_pack: int, pack_bytes: int, max_line: int) -> Iterator[LineRun | list[ReplayItem]]:
+        """The replay order in packs of up to ``per_pack`` lines. Lines that follow each other in one file,
+        one line break apart (input already in time order), up to ``pack_bytes`` of them and none over
+        ``max_line``, come as the bytes of the file that hold them (``LineRun``): one read, no object per
+        line. Any other pack comes as its items."""
+        handles: dict[int, int] = {}
+        order, file_no, offset, length, line_no = self.order, self.file_no, self.offset, self.length, self.line_no
+        n, k = len(order), 0
+        try:
+            while k < n:
+                stop = min(k + per_pack, n)
+                at = order[k:stop]
+                first, last = at[0], at[-1]
+                number = file_no[first]
+                if (number >= 0 and last - first == stop - k - 1 and file_no[last] == number
+                        and all(map(operator.lt, at, islice(at, 1, None)))):  # consecutive lines of one file
+                    lengths = length[first:last + 1]
+                    size = offset[last] + length[last] - offset[first]
+                    if size == sum(lengths) + last - first and size <= pack_bytes and max(lengths) <= max_line:
+                        data = os.pread(self._handle(number, handles), size, offset[first])
+                        if len(data) == size and _utf8(data):
+                            yield LineRun(self.paths[number].name, line_no[first], stop - k, data)
+                            k = stop
+                            continue
+                yield list(self._items(k, stop, handles))
+                k = stop
+        finally:
+            for fd in handles.values():
+                os.close(fd)
+
+    def _handle(self, number: int, handles: dict[int, int]) -> int:
+        fd = handles.get(number)
+        if fd is None:
+            fd = handles[number] = os.open(self.paths[number], os.O_RDONLY)
+        return fd
+
+    def _items(self, k: int, n: int, handles: dict[int, int]) -> Iterator[ReplayItem]:
+        """The items of ``order[k:n]``. Lines that follow each other in one file (input already in time
+        order) are read with one ``pread`` per span of up to READ_SPAN bytes: one system call per line
+        released the interpreter lock a million times in a backfill, and each time waited to take it back."""
         if self._spill is not None:
             self._spill.flush()
         names = [path.name for path in self.paths]
         order, file_no, offset, length, line_no, time_ms = (
             self.order, self.file_no, self.offset, self.length, self.line_no, self.time_ms)
-        pread, n, k = os.pread, len(order), 0
-        try:
-            while k < n:
-                first = order[k]
-                number = file_no[first]
-                start = end = offset[first]
-                stop = k
-                while stop < n:  # the run of lines that lie close after each other in the same file
-                    i = order[stop]
-                    if file_no[i] != number or not 0 <= offset[i] - end <= READ_GAP or offset[i] + length[i] - start > READ_SPAN:
-                        break
-                    end = offset[i] + length[i]
-                    stop += 1
-                if stop == k:  # one line longer than a span
-                    end, stop = start + length[first], k + 1
+        pread = os.pread
+        while k < n:
+            first = order[k]
+            number = file_no[first]
+            start = end = offset[first]
+            stop = k
+            while stop < n:  # the run of lines that lie close after each other in the same file
+                i = order[stop]
+                if file_no[i] != number or not 0 <= offset[i] - end <= READ_GAP or offset[i] + length[i] - start > READ_SPAN:
+                    break
+                end = offset[i] + length[i]
+                stop += 1
+            if stop == k:  # one line longer than a span
+                end, stop = start + length[first], k + 1
+            fd = self._spill.fileno() if number < 0 else self._handle(number, handles)
+            span = pread(fd, end - start, start)
+            for i in order[k:stop]:
+                at = offset[i] - start
+                when = None if time_ms[i] == NO_TIME else time_ms[i]
                 if number < 0:
-                    fd = self._spill.fileno()
+                    prefix = self._prefixes[-1 - number]
+                    yield ReplayItem(f"{prefix}:{line_no[i]}" if line_no[i] else prefix, span[at:at + length[i]], None, when)
                 else:
-                    fd = handles.get(number)
-                    if fd is None:
-                        fd = handles[number] = os.open(self.paths[number], os.O_RDONLY)
-                span = pread(fd, end - start, start)
-                for i in order[k:stop]:
-                    at = offset[i] - start
-                    when = None if time_ms[i] == NO_TIME else time_ms[i]
-                    if number < 0:
-                        prefix = self._prefixes[-1 - number]
-                        yield ReplayItem(f"{prefix}:{line_no[i]}" if line_no[i] else prefix, span[at:at + length[i]], None, when)
-                    else:
-                        yield ReplayItem(f"{names[number]}:{line_no[i]}", span[at:at + length[i]], None, when)
-                k = stop
-        finally:
-            for fd in handles.values():
-                os.close(fd)
+                    yield ReplayItem(f"{names[number]}:{line_no[i]}", span[at:at + length[i]], None, when)
+            k = stop
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _split_origin(origin: str) -> tuple[str, int]:

@@ -9,12 +9,15 @@ CONTROL = "aisignals-control"  # b"clock" | b"barrier": in-band control records,
 ORIGIN = "aisignals-origin"  # where a raw line came from, e.g. "file.jsonl:12" or "http"
 BATCH = "aisignals-batch"  # id of the backfill a record belongs to
 FORMAT = "aisignals-format"  # b"batch": the record holds many raw events (bulk replay); b"lines": see LINES
+FIRST_LINE = "aisignals-first-line"  # the line number of an ingest record's first line (FORMAT b"lines")
 SENT = "aisignals-sent"  # wall-clock ms when the producer sent the event (for latency metrics)
 CUT = "aisignals-cut"  # the length of a raw line sent cut short (streams.events.RAW_LIMIT)
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # the largest produce request of our producers (a pack, a cut line, a batch)
 CLOCK, BARRIER = b"clock", b"barrier"
-# FORMAT of an events record that holds many accepted events, one SPEC §2 JSON line each: only on a
-# backfill's private broker, whose one reader is the sink (on a shared cluster a record is one event)
+# FORMAT of a record that holds many lines, a line break apart: on the ingest topic, raw lines that follow
+# each other in an input file (origin: ORIGIN, the file's name, and FIRST_LINE); on the events topic,
+# accepted events (SPEC §2 JSON), only on a backfill's private broker, whose one reader is the sink (on a
+# shared cluster a record is one event)
 LINES = b"lines"
 
 

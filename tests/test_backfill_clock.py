@@ -14,7 +14,7 @@ from datetime import date, datetime, timezone
 import orjson
 import pytest
 
-from processors.app import Outputs, Worker
+from processors.app import Outputs, RawLines, Worker
 from processors.rules import load_rules
 from streams.companies import normalizer
 from streams.reader import RawLine, replay_order
@@ -55,7 +55,7 @@ def announced(items: list[tuple[str, bytes]], batch: int, batch_id: str = "b1") 
 
     for i in range(0, len(items), batch):
         out, facts = Outputs(), defaultdict(list)
-        worker._admit(out, facts, items[i : i + batch], {}, batch_id, None)
+        worker._admit(out, facts, RawLines.of(items[i : i + batch]), batch_id, None)
         worker._facts_and_clock(out, facts)
         engines(out)
     out = Outputs()
@@ -92,7 +92,7 @@ def test_live_events_move_the_clock_to_their_own_day(replay):
     for batch_id, expected_lag in (("b1", 1), ("", 0)):
         out, facts = Outputs(), defaultdict(list)
         worker.clock_day = None
-        worker._admit(out, facts, replay[:500], {}, batch_id, None)
+        worker._admit(out, facts, RawLines.of(replay[:500]), batch_id, None)
         worker._facts_and_clock(out, facts)
         (clock,) = {orjson.loads(v)["stream_day"] for (t, _), records in out.records.items() if t == TOPICS.facts
                     for _, v, _, h in records if h == [(CONTROL, CLOCK)]}
@@ -111,7 +111,7 @@ def test_the_wall_clock_moves_stream_time_to_today_once_a_day(replay):
         sent.append(out)
 
     worker._produce = produce
-    worker._admit(Outputs(), defaultdict(list), replay[:500], {}, "", None)  # events of 2024
+    worker._admit(Outputs(), defaultdict(list), RawLines.of(replay[:500]), "", None)  # events of 2024
     worker._facts_and_clock(Outputs(), defaultdict(list))
     today = datetime.now(timezone.utc).date().toordinal()
     for _ in range(2):

@@ -82,7 +82,7 @@ def real_facts(lateness: float = 7.0, shuffle_seed: int | None = None) -> list[t
 def synthetic_batches(n: int, batch: int) -> list[list[tuple]]:
     """Fact batches as the sequencer emits them (``benchmarks/stages.py``)."""
     from benchmarks.run import synthetic_lines
-    from processors.app import Outputs, Worker
+    from processors.app import Outputs, RawLines, Worker
     from processors.rules import load_rules
     from streams.topics import Topics
 
@@ -91,7 +91,7 @@ def synthetic_batches(n: int, batch: int) -> list[list[tuple]]:
     out = []
     for i in range(0, len(items), batch):
         facts = defaultdict(list)
-        worker._admit(Outputs(), facts, items[i : i + batch], {}, "eq", None)
+        worker._admit(Outputs(), facts, RawLines.of(items[i : i + batch]), "eq", None)
         out.append([tuple(item[:12]) for item in facts[0]])
     return out
 

@@ -167,7 +167,7 @@ def test_a_line_cut_short_by_the_producer_is_dead_lettered_with_its_whole_length
     reasons = []
     for message, headers in ((pack, {FORMAT: b"batch"}), (alone, {ORIGIN: b"f:3", CUT: b"12345678"})):
         out = Outputs()
-        worker._admit(out, defaultdict(list), *worker._raw_items(message, headers), "", None)
+        worker._admit(out, defaultdict(list), worker._raw_items(message, headers), "", None)
         (letter,) = [orjson.loads(v) for (_, v, _, _) in out.records[(topics.dead_letters, 0)]]
         assert letter["raw"] == kept
         reasons.append((letter["origin"], letter["error"]))

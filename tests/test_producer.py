@@ -67,3 +67,44 @@ def test_packs_stay_within_their_byte_bound_and_a_line_too_long_for_kafka_is_cut
     assert packs[-1]["cut"] == {"in:300": len(huge)} and all("cut" not in p for p in packs[:-1])
     (alone,) = [r for r in records if dict(r.headers or ()).get(FORMAT) != b"batch"]
     assert alone.value == huge[: producer_module.RAW_LIMIT] and dict(alone.headers)[CUT] == str(len(huge)).encode()
+
+
+def test_a_plan_sends_lines_that_follow_each_other_in_a_file_as_its_bytes(broker, tmp_path):
+    """A replay plan's packs of lines that follow each other in one file, a line break apart, go as the
+    file's bytes (``aisignals-format: lines``); any other pack (lines out of order, a blank line between,
+    a CRLF ending, bytes that are not UTF-8) as a JSON pack. The sequencer reads the same lines with the
+    same origins from both, in the plan's order."""
+    from processors.app import Worker
+    from streams.reader import replay_files
+
+    def line(day: int, **extra) -> bytes:
+        return orjson.dumps({"kind": "hiring", "company": "Fictional Co", "occurred_at": f"2024-01-{day:02d}", **extra})
+
+    text = b"\n".join(line(1 + i // 100, n=i) for i in range(1_000)) + b"\n"  # in time order
+    text += line(12) + b"\r\n" + line(12) + b"\n\n" + line(12, note="\xff".encode("latin-1").decode("latin-1")) + b"\n"
+    text += line(13)[:-1] + b',"bad":"\xff"}\n'  # not UTF-8
+    text += b"\n".join(line(14 + i // 100, n=i) for i in range(250)) + b"\n" + line(2) + b"\n"  # the last one is earlier
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(text)
+    plan = replay_files([path])
+    topics = Topics("runs", 1)
+    ensure_topics(broker.bootstrap, topics)
+    producer = EventProducer(broker.bootstrap, topics, CompanyNormalizer())
+    try:
+        assert producer.send_packed(plan, per_record=100) == len(plan) == 1_255
+        producer.flush()
+    finally:
+        producer.close()
+    records = read_topic(broker.bootstrap, topics.ingest)
+    formats = [dict(r.headers or ()).get(FORMAT) for r in records]
+    assert formats.count(b"lines") >= 10 and formats.count(b"batch") >= 1
+    got = []
+    for record in records:
+        lines = Worker._raw_items(record, dict(record.headers or ()))
+        got += [(lines.origins[i], raw) for i, raw in enumerate(lines.raws)]
+        if dict(record.headers or ()).get(FORMAT) == b"lines":
+            assert record.value in text and 0 < len(lines.raws) <= 100
+    # what a JSON pack carries of each line (bytes that are not UTF-8 come escaped), in the plan's order
+    assert got == [(item.origin, item.value.decode("utf-8", "backslashreplace").encode()) for item in plan]
+    assert got[0] == ("in.jsonl:1005", line(13)[:-1] + b',"bad":"\\xff"}')  # no valid time: first
+    assert got[1][0] == "in.jsonl:1" and got[201][0] == "in.jsonl:1256"  # last in the file, ordered by its day (2)

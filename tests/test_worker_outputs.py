@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from benchmarks.run import synthetic_lines
-from processors.app import Outputs, Worker, pack_lines
+from processors.app import Outputs, RawLines, Worker, pack_lines
 from processors.rules import load_rules
 from streams.companies import normalizer
 from streams.topics import BARRIER, BATCH, CONTROL, FORMAT, LINES, Topics
@@ -59,7 +59,7 @@ def test_a_worker_that_packs_sends_the_same_events_in_the_same_order():
         worker = Worker("127.0.0.1:1", topics, load_rules(None), normalizer(), pack_events=pack)
         out = Outputs()
         for i in range(0, len(items), 1_000):
-            worker._admit(out, defaultdict(list), items[i : i + 1_000], {}, "b1" if i < 3_000 else "b2", None)
+            worker._admit(out, defaultdict(list), RawLines.of(items[i : i + 1_000]), "b1" if i < 3_000 else "b2", None)
         if out.lines:
             out.pack()
         sent[pack] = {tp: records for tp, records in out.records.items() if tp[0] == topics.events}
