@@ -23,15 +23,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_exponential
 
 from processors.alerts import alert_matches, change_id
 from sinks.database import Database
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # httpx and tenacity are imported where alerts are delivered: most sinks have no receiver
+    import httpx
+
     from sinks.duckdb_sink import DuckDBSink
     from streams.companies import CompanyNormalizer
     from streams.settings import Settings
@@ -213,6 +213,8 @@ class Delivery:
                    DELIVERY_ID: delivery_id(receiver.name, alert)}
         if receiver.secret:
             headers["X-AISignals-Signature"] = sign(receiver.secret, body)
+        from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_random_exponential
+
         attempts = 0
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(receiver.max_attempts),
@@ -267,6 +269,8 @@ class Delivery:
         batch += [am_alert(a, self.external_url) for a in changed if a["status"] == "resolved"]
         if not batch:
             return True
+        import httpx
+
         for a in batch:
             a.pop("status", None)
             a.pop("fingerprint", None)
@@ -293,6 +297,8 @@ class Delivery:
             self._am_retry_at = now + ALERTMANAGER_RETRY_SECONDS
 
     async def run(self, stop: asyncio.Event) -> None:
+        import httpx
+
         async with httpx.AsyncClient() as client:
             while not stop.is_set():
                 try:
