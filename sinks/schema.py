@@ -12,6 +12,11 @@ from streams.records import TABLES, Stored
 _SCALARS = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMPTZ", date: "DATE"}
 # SPEC §5 spells some column types out; honour them exactly
 _OVERRIDES = {("events", "headcount"): "INTEGER", ("indicators", "window_days"): "INTEGER"}
+# how DuckDB stores a column's values, where its own choice costs more: a row's whole JSON text compresses
+# smaller and cheaper with zstd than with the FSST DuckDB picks (300k events in flushes of 20,480 rows:
+# 0.63 -> 0.43 s of CPU compressing as they commit, and a file of 31 MB instead of 46; alert history:
+# 7.1 -> 4.2 MB). The other columns are short, repeated values DuckDB stores best itself
+_COMPRESSION = {("events", "payload"): "zstd", ("alert_history", "message"): "zstd"}
 
 
 def duckdb_type(annotation: Any) -> tuple[str, bool]:
@@ -39,11 +44,16 @@ def columns(model: type[Stored]) -> list[tuple[str, str, bool]]:
 
 
 def create_table_sql(model: type[Stored]) -> str:
-    cols = [f"{name} {sql_type}{'' if nullable or name not in model.primary_key else ' NOT NULL'}"
+    cols = [f"{name} {sql_type}{_using(model.table, name)}{'' if nullable or name not in model.primary_key else ' NOT NULL'}"
             for name, sql_type, nullable in columns(model)]
     if model.primary_key:
         cols.append(f"PRIMARY KEY ({', '.join(model.primary_key)})")
     return f"CREATE TABLE IF NOT EXISTS {model.table} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+def _using(table: str, column: str) -> str:
+    method = _COMPRESSION.get((table, column))
+    return f" USING COMPRESSION {method}" if method else ""
 
 
 def all_ddl() -> list[str]:
