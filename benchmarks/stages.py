@@ -27,12 +27,13 @@ from collections import defaultdict
 import duckdb
 
 from aisignals.runtime import tune_gc
-from processors.app import NumberedOrigins, Outputs, RawLines, Worker
+from processors.app import Outputs, RawLines, Worker
 from processors.engine import Engine
 from processors.facts import FACT_WIDTH, Fact
 from processors.rules import load_rules
 from sinks.duckdb_sink import EventRecords, drop_staged, stage_events
 from streams.companies import normalizer
+from streams.reader import NumberedOrigins
 from streams.topics import Topics
 
 

@@ -43,6 +43,7 @@ from processors.sequencer import Sequencer, Verdict
 from processors.stats import Progress, WorkerStats, dead_letter_reason
 from streams.companies import CompanyNormalizer
 from streams.events import InvalidEvent, dict_to_wire, parse_lines, too_long
+from streams.reader import NumberedOrigins
 from streams.topics import (BARRIER, BATCH, CLOCK, CONTROL, CUT, FIRST_LINE, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT,
                             Topics)
 
@@ -135,18 +136,6 @@ class RawLines:
         """From (origin, raw) pairs."""
         pairs = list(items)
         return cls([raw for _, raw in pairs], [origin for origin, _ in pairs])
-
-
-@dataclass(frozen=True, slots=True)
-class NumberedOrigins:
-    """The origins of lines that follow each other in a file, from line ``first`` on ("name:number"): made
-    only when one is asked for (a dead letter's), not for every line."""
-
-    name: str
-    first: int
-
-    def __getitem__(self, i: int) -> str:
-        return f"{self.name}:{self.first + i}"
 
 
 class Outputs:

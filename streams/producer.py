@@ -14,7 +14,7 @@ from kafka.errors import KafkaError
 
 from streams.companies import CompanyNormalizer
 from streams.events import RAW_LIMIT
-from streams.reader import LineRun, ReplayItem, ReplayPlan
+from streams.reader import LineRun, ReplayItem, ReplayPlan, chunks
 from streams.topics import BARRIER, BATCH, CONTROL, CUT, FIRST_LINE, FORMAT, LINES, MAX_REQUEST_BYTES, ORIGIN, SENT, Topics
 
 RECORD_BATCH = 1000  # events per ingest record in a bulk replay
@@ -86,19 +86,19 @@ class EventProducer:
         follow each other in a file go as the file's bytes (header ``aisignals-format: lines``, see
         ``ReplayPlan.packs``); other lines as a JSON pack of lines and origins (``aisignals-format: batch``).
         """
-        packs = items.packs(per_record, PACK_BYTES, RAW_LIMIT) if isinstance(items, ReplayPlan) else [items]
+        packs = (items.packs(per_record, PACK_BYTES, RAW_LIMIT) if isinstance(items, ReplayPlan)
+                 else chunks(items, per_record, PACK_BYTES))
         sent = 0
         in_flight: deque = deque()
         for pack in packs:
-            for chunk in [pack] if isinstance(pack, LineRun) else _chunks(pack, per_record):
-                if isinstance(chunk, LineRun):
-                    in_flight.append(self._send_run(chunk, batch_id, progress))
-                    sent += chunk.count
-                else:
-                    in_flight.append(self._send_pack(chunk, batch_id, progress))
-                    sent += len(chunk)
-                if len(in_flight) > IN_FLIGHT:
-                    self._acknowledged(in_flight.popleft())
+            if isinstance(pack, LineRun):
+                in_flight.append(self._send_run(pack, batch_id, progress))
+                sent += pack.count
+            else:
+                in_flight.append(self._send_pack(pack, batch_id, progress))
+                sent += len(pack)
+            if len(in_flight) > IN_FLIGHT:
+                self._acknowledged(in_flight.popleft())
         return sent
 
     def _acknowledged(self, future, timeout: float = 60.0) -> None:
@@ -141,20 +141,6 @@ class EventProducer:
 
     def close(self) -> None:
         self.producer.close(timeout=5)
-
-
-def _chunks(items: Iterable[ReplayItem], per_record: int) -> Iterator[list[ReplayItem]]:
-    """Items in packs of up to ``per_record``, each closed once it holds PACK_BYTES."""
-    size = 0
-    chunk: list[ReplayItem] = []
-    for item in items:
-        chunk.append(item)
-        size += len(item.value)
-        if len(chunk) == per_record or size >= PACK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
 
 
 def cut_to_limit(value: bytes, headers: list) -> bytes:

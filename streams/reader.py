@@ -55,6 +55,18 @@ class LineRun:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class NumberedOrigins:
+    """The origins of a ``LineRun``'s lines ("name:number", as ``jsonl_lines`` names a line), made only when
+    one is asked for (a dead letter's), not for every line."""
+
+    name: str
+    first: int
+
+    def __getitem__(self, i: int) -> str:
+        return f"{self.name}:{self.first + i}"
+
+
 @dataclass(slots=True)
 class ReplayItem:
     """What a producer sends: a validated event in wire form, or a raw line that failed validation."""
@@ -167,6 +179,8 @@ class ReplayPlan:
     def __iter__(self) -> Iterator[ReplayItem]:
         """Lines in replay order."""
         handles: dict[int, int] = {}
+        if self._spill is not None:
+            self._spill.flush()
         try:
             yield from self._items(0, len(self.order), handles)
         finally:
@@ -177,8 +191,10 @@ class ReplayPlan:
         """The replay order in packs of up to ``per_pack`` lines. Lines that follow each other in one file,
         one line break apart (input already in time order), up to ``pack_bytes`` of them and none over
         ``max_line``, come as the bytes of the file that hold them (``LineRun``): one read, no object per
-        line. Any other pack comes as its items."""
+        line. Any other pack comes as its items (``chunks``)."""
         handles: dict[int, int] = {}
+        if self._spill is not None:
+            self._spill.flush()
         order, file_no, offset, length, line_no = self.order, self.file_no, self.offset, self.length, self.line_no
         n, k = len(order), 0
         try:
@@ -197,7 +213,7 @@ class ReplayPlan:
                             yield LineRun(self.paths[number].name, line_no[first], stop - k, data)
                             k = stop
                             continue
-                yield list(self._items(k, stop, handles))
+                yield from chunks(self._items(k, stop, handles), per_pack, pack_bytes)
                 k = stop
         finally:
             for fd in handles.values():
@@ -213,8 +229,6 @@ class ReplayPlan:
         """The items of ``order[k:n]``. Lines that follow each other in one file (input already in time
         order) are read with one ``pread`` per span of up to READ_SPAN bytes: one system call per line
         released the interpreter lock a million times in a backfill, and each time waited to take it back."""
-        if self._spill is not None:
-            self._spill.flush()
         names = [path.name for path in self.paths]
         order, file_no, offset, length, line_no, time_ms = (
             self.order, self.file_no, self.offset, self.length, self.line_no, self.time_ms)
@@ -243,6 +257,20 @@ class ReplayPlan:
                 else:
                     yield ReplayItem(f"{names[number]}:{line_no[i]}", span[at:at + length[i]], None, when)
             k = stop
+
+
+def chunks(items: Iterable[ReplayItem], per_pack: int, pack_bytes: int) -> Iterator[list[ReplayItem]]:
+    """Items in packs of up to ``per_pack``, each closed once it holds ``pack_bytes``."""
+    size = 0
+    chunk: list[ReplayItem] = []
+    for item in items:
+        chunk.append(item)
+        size += len(item.value)
+        if len(chunk) == per_pack or size >= pack_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _utf8(data: bytes) -> bool:
