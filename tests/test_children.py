@@ -127,3 +127,23 @@ def test_a_backfill_spawns_its_children_before_its_own_imports_and_the_pipeline_
     assert unused.exitcode == 0
     asyncio.run(pipeline._sink_process.stop(10))
     assert early["sink"].process.exitcode == 0
+
+
+def test_a_part_waiting_to_be_stopped_wakes_on_stop_and_on_a_parent_gone():
+    """``until_stopped`` returns once "stop" is in the pipe or the parent's end is closed (EOF), and not
+    before: the part is woken by the pipe."""
+    import multiprocessing
+
+    from aisignals.children import until_stopped
+
+    async def scenario(close: bool) -> tuple[bool, bool]:
+        parent_end, child_end = multiprocessing.Pipe()
+        waiting = asyncio.ensure_future(until_stopped(child_end))
+        await asyncio.sleep(0.2)
+        early = waiting.done()
+        parent_end.close() if close else parent_end.send(("stop",))
+        await asyncio.wait_for(waiting, 5)
+        return early, waiting.done()
+
+    assert asyncio.run(scenario(close=False)) == (False, True)
+    assert asyncio.run(scenario(close=True)) == (False, True)

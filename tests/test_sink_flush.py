@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import orjson
 
 from aisignals.live import bundled_events
+from processors.alerts import change_id
 from sinks.duckdb_sink import ROW_GROUP_ROWS, DuckDBSink, EventRecords
 from streams.adapters import Accounting
 from streams.companies import CompanyNormalizer
@@ -250,3 +251,58 @@ def test_rows_held_over_from_inside_a_record_of_many_are_read_again_from_that_re
     again.add(TOPICS.events, 0, [lines_record(2, values[20_000:])])
     again.flush()
     assert fetch(db, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(30_000, 30_000)]
+
+
+def _alert_changes() -> list[dict]:
+    """The alert changes the company engines announce for the conformance stream, in order."""
+    from processors.engine import Engine
+    from processors.facts import fact_from_event
+    from processors.rules import load_rules
+    from tests.conftest import CONFORMANCE
+
+    events = sorted((parse_event(line) for line in (CONFORMANCE / "stream.jsonl").read_bytes().splitlines() if line.strip()),
+                    key=lambda e: e.occurred_at)
+    engine, changes, companies = Engine(load_rules(None)), [], CompanyNormalizer()
+    for event in events:
+        fact = fact_from_event(event, companies)
+        engine.add(fact)
+        engine.advance(fact.day)
+        changes += engine.flush()[1]
+    return changes
+
+
+def test_an_alert_change_read_again_is_stored_once_and_the_rest_of_its_flush_too(tmp_path):
+    """Alert changes go in with a plain INSERT; a change stored already (its record read again after a
+    crash) fails it, and the flush is run again skipping stored changes, as for events."""
+    changes = _alert_changes()
+    assert len(changes) >= 6
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    first = changes[:3]
+    sink.add(TOPICS.alerts, 0, [record(i, orjson.dumps(a)) for i, a in enumerate(first)])
+    sink.flush()
+    again = first + changes[3:]  # the first three again, then the rest
+    sink.add(TOPICS.alerts, 0, [record(3 + i, orjson.dumps(a)) for i, a in enumerate(again)])
+    sink.flush()
+    stored = fetch(db, "SELECT change_id, fingerprint, change, status FROM alert_history")
+    assert sorted(stored) == sorted({(change_id(a), a["fingerprint"], a["change"], a["status"]) for a in changes})
+    assert sink.flushes == 2 and sink.flush_failures == 0
+    assert fetch(db, "SELECT next_offset FROM sink_offsets") == [(3 + len(again),)]
+
+
+def test_a_sink_told_to_stop_does_not_wait_out_its_fetch():
+    """The sink's loop waits for records with ``_unless``: setting ``stop`` ends the wait at once (the
+    fetch cancelled, None returned); a fetch that comes first gives its records."""
+    import asyncio
+
+    from sinks.duckdb_sink import _unless
+
+    async def scenario() -> tuple:
+        stop = asyncio.Event()
+        never: asyncio.Future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        stopped = await asyncio.wait_for(_unless(stop, never), 5)
+        fetched = await _unless(asyncio.Event(), asyncio.sleep(0.01, result={"records": 1}))
+        return stopped, never.cancelled(), fetched
+
+    assert asyncio.run(scenario()) == (None, True, {"records": 1})
