@@ -151,3 +151,20 @@ def test_resumed_passes_values_and_errors_through():
         return await task
 
     assert asyncio.run(main()) == (7, "'gone'")
+
+
+def test_building_a_worker_marks_nothing_for_autodiscovery(monkeypatch):
+    """Faust's agent decorator no longer inspects its caller's frame for venusian (which resolved the path
+    of every loaded module): nothing here runs Faust's autodiscovery, which alone reads those marks."""
+    import inspect
+
+    from processors.app import Worker
+    from processors.rules import load_rules
+    from streams.companies import normalizer
+    from streams.topics import Topics
+
+    inspected = []
+    frame_info = inspect.getframeinfo
+    monkeypatch.setattr(inspect, "getframeinfo", lambda *args, **kwargs: inspected.append(args) or frame_info(*args, **kwargs))
+    worker = Worker("127.0.0.1:1", Topics("tuning", 1), load_rules(None), normalizer())  # never started
+    assert set(worker.agents) and inspected == []
