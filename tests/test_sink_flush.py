@@ -105,6 +105,34 @@ def test_indicator_rows_last_one_wins_and_values_are_exact(tmp_path):
     assert sink.rows_written["indicators"] == 4
 
 
+def test_indicator_rows_stored_are_the_last_of_each_key_over_many_flushes(tmp_path):
+    """Keys repeat within a record, across records of a flush and across flushes (a day's row is sent again
+    when the day gets more events): the table holds the last row sent for each key, as an upsert would."""
+    import random
+
+    rnd = random.Random(5)
+    db = tmp_path / "x.duckdb"
+    sink = DuckDBSink(db, TOPICS, CompanyNormalizer(), "run")
+    expected: dict[tuple, dict] = {}
+    offsets = [0, 0]
+    for flush in range(4):
+        for _ in range(rnd.randint(1, 4)):
+            partition = rnd.randrange(2)
+            rows = [indicator(f"c{rnd.randrange(6)}", f"2024-01-{rnd.randint(1, 9):02d}", rnd.randrange(1000), rnd.random())
+                    for _ in range(rnd.randint(1, 40))]
+            sink.add(TOPICS.indicators, partition, [record(offsets[partition], orjson.dumps(rows))])
+            offsets[partition] += 1
+            for row in rows:
+                expected[(row["company_id"], row["window_end"])] = row
+        sink.flush()
+    columns = [c for (c,) in fetch(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'indicators'"
+                                       " ORDER BY ordinal_position")]
+    got = {(r[0], r[2].isoformat()): dict(zip(columns, r), window_end=r[2].isoformat())
+           for r in fetch(db, "SELECT * FROM indicators")}
+    assert got == expected and len(expected) > 20
+    assert sink.flushes == 4 and sink.flush_failures == 0
+
+
 def test_a_finished_backfill_is_written_and_announced_once_while_the_next_batch_fills(tmp_path):
     """The run loop writes one batch in a thread while it reads the next: the barriers a write takes are
     not taken again by the next one, and the backfill is announced after its own write only."""
