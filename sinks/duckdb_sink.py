@@ -327,6 +327,7 @@ def stage_events(records: EventRecords, company_id: Callable[[str], str], con: d
 
 def drop_staged(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS incoming_events")
+    con.execute("DROP TABLE IF EXISTS incoming_indicators")
     con.execute("DROP TABLE IF EXISTS incoming_names")
 
 
@@ -347,13 +348,13 @@ def _indicators_sql() -> str:
     the upsert (a backfill's rows are nearly all new). The last statement's result counts the rows."""
     shape = [{name: sql_type for name, sql_type, _ in columns(IndicatorRow)}]
     key = IndicatorRow.primary_key
-    return (f"CREATE TEMP TABLE {_STAGED_INDICATORS} AS SELECT r.* FROM (SELECT seq, unnest(rows) AS r,"
+    return ("CREATE OR REPLACE TEMP TABLE incoming_indicators AS SELECT r.* FROM (SELECT seq, unnest(rows) AS r,"
             f" generate_subscripts(rows, 1) AS pos FROM (SELECT seq, from_json(value, '{orjson.dumps(shape).decode()}')"
             " AS rows FROM " + _read_lines("'seq': 'BIGINT', 'value': 'VARCHAR'") + "))"
             f" QUALIFY row_number() OVER (PARTITION BY {', '.join(f'r.{name}' for name in key)} ORDER BY seq DESC, pos DESC) = 1;"
-            f" DELETE FROM indicators USING {_STAGED_INDICATORS} s WHERE "
+            " DELETE FROM indicators USING incoming_indicators s WHERE "
             + " AND ".join(f"indicators.{name} = s.{name}" for name in key) + ";"
-            f" INSERT INTO indicators BY NAME SELECT * FROM {_STAGED_INDICATORS}")
+            " INSERT INTO indicators BY NAME SELECT * FROM incoming_indicators")
 
 
 def indicator_lines(records: list[bytes]) -> bytes:
@@ -362,7 +363,6 @@ def indicator_lines(records: list[bytes]) -> bytes:
     return b"".join(chain.from_iterable(zip(map(b"%d\x01".__mod__, range(len(records))), records, repeat(b"\n"))))
 
 
-_STAGED_INDICATORS = "aisignals_staged_indicators"
 INDICATORS_SQL = _indicators_sql()
 
 
@@ -406,15 +406,11 @@ class Batch:
         return self.records
 
 
-async def _unless(stop: asyncio.Event, awaitable: Awaitable[T]) -> T | None:
-    """``awaitable``'s result, or None (and it is cancelled) once ``stop`` is set: a sink told to stop
+async def _unless(stopping: asyncio.Future, awaitable: Awaitable[T]) -> T | None:
+    """``awaitable``'s result, or None (and it is cancelled) once ``stopping`` is done: a sink told to stop
     does not first wait out its fetch (up to 100 ms), and a backfill's command ends that much sooner."""
     task = asyncio.ensure_future(awaitable)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         return task.result()
     task.cancel()
@@ -481,6 +477,7 @@ class DuckDBSink:
                                     max_partition_fetch_bytes=PARTITION_FETCH_BYTES, **(consumer_kwargs or {}))
         await consumer.start()
         writing: asyncio.Task | None = None  # a flush under way in a thread while the next batch fills
+        stopping = asyncio.ensure_future(stop.wait())  # ends a fetch's wait (``_unless``)
         try:
             tps = self.partitions()
             consumer.assign(tps)
@@ -498,7 +495,7 @@ class DuckDBSink:
                     self._reread = False
                     stored = {}
                     await consumer.seek_to_beginning(*tps)
-                records = await _unless(stop, consumer.getmany(timeout_ms=100, max_records=20_000))
+                records = await _unless(stopping, consumer.getmany(timeout_ms=100, max_records=20_000))
                 if records is None:  # stopped while it waited for records
                     break
                 for tp, messages in records.items():
@@ -534,6 +531,7 @@ class DuckDBSink:
                 await asyncio.wait({writing})
                 if not writing.cancelled():
                     writing.exception()
+            stopping.cancel()
             await asyncio.to_thread(self.db.close)  # a file kept open checkpoints now
             await consumer.stop()
 
@@ -751,7 +749,6 @@ class DuckDBSink:
 
     def _write_indicators(self, records: list[bytes]) -> None:
         self.rows_written["indicators"] += execute_on_lines(self.con, INDICATORS_SQL, indicator_lines(records)).fetchone()[0]
-        self.con.execute(f"DROP TABLE {_STAGED_INDICATORS}")
 
     def _write_alerts(self, alerts: dict[tuple[str, str], dict | None], history: list[dict], now: datetime,
                       redelivered: bool = False) -> None:

@@ -319,7 +319,7 @@ def test_an_alert_change_read_again_is_stored_once_and_the_rest_of_its_flush_too
 
 
 def test_a_sink_told_to_stop_does_not_wait_out_its_fetch():
-    """The sink's loop waits for records with ``_unless``: setting ``stop`` ends the wait at once (the
+    """The sink's loop waits for records with ``_unless``: ``stop`` set ends the wait at once (the
     fetch cancelled, None returned); a fetch that comes first gives its records."""
     import asyncio
 
@@ -329,8 +329,11 @@ def test_a_sink_told_to_stop_does_not_wait_out_its_fetch():
         stop = asyncio.Event()
         never: asyncio.Future = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(0.05, stop.set)
-        stopped = await asyncio.wait_for(_unless(stop, never), 5)
-        fetched = await _unless(asyncio.Event(), asyncio.sleep(0.01, result={"records": 1}))
+        stopping = asyncio.ensure_future(stop.wait())
+        stopped = await asyncio.wait_for(_unless(stopping, never), 5)
+        waiting = asyncio.ensure_future(asyncio.Event().wait())
+        fetched = await _unless(waiting, asyncio.sleep(0.01, result={"records": 1}))
+        waiting.cancel()
         return stopped, never.cancelled(), fetched
 
     assert asyncio.run(scenario()) == (None, True, {"records": 1})
