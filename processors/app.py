@@ -379,6 +379,9 @@ class Worker:
                 if out.size >= FLUSH_RECORDS:  # a take may hold thousands of packed records: bound the memory
                     self._facts_and_clock(out, facts)
                     await self._produce(out)
+                # the producer sends from this loop: without a turn of it between records (~1,000 events each),
+                # outputs handed over mid-take left only when the take ended, and the engines got them late
+                await asyncio.sleep(0)
             self._facts_and_clock(out, facts)
             await self._produce(out)
 

@@ -440,6 +440,7 @@ class DuckDBSink:
         self.batch = Batch()
         self.barriers: dict[str, dict] = defaultdict(dict)  # batch id -> {(topic, partition): info}
         self.finished: list[tuple[str, dict]] = []
+        self._events_written: set[str] = set()  # backfills whose events are all read (``_events_complete``)
         self.on_backfill: list[Callable[[str, dict], Awaitable[None] | None]] = []
         self.after_flush: list[Callable[[], None]] = []  # e.g. wake alert delivery
         self.rows_written: dict[str, int] = defaultdict(int)
@@ -513,12 +514,13 @@ class DuckDBSink:
                 if writing is not None and writing.done():
                     writing = await writing  # raises if it failed
                 full = len(self.batch) >= self.flush_rows or self.batch.bytes >= self.flush_bytes
-                if self.batch.records and (full or self.flush_soon or self._barrier_complete()
+                events_done = self._events_complete()
+                if self.batch.records and (full or self.flush_soon or events_done or self._barrier_complete()
                                            or time.monotonic() - last_flush >= self.flush_seconds):
                     if writing is not None:  # one flush at a time, in order
                         writing = await writing
                     self.flush_soon = False
-                    busy = full or any(self.lag.values())  # more is coming: it filled up, or records wait on the broker
+                    busy = (full or any(self.lag.values())) and not events_done  # more is coming (see _events_complete)
                     batch, done = self.take(whole_row_groups=self.hold and busy)
                     writing = asyncio.create_task(self._write_in_thread(batch, done, self._keep(batch, done, busy)))
                     last_flush = time.monotonic()
@@ -616,6 +618,19 @@ class DuckDBSink:
     def _barrier_complete(self) -> bool:
         return any(len(seen) >= self._barrier_partitions for seen in self.barriers.values())
 
+    def _events_complete(self) -> bool:
+        """True once for each backfill whose barrier came on every partition the sequencer writes (events,
+        late, dead letters): its events are all read, and only the company engines' last rows are to come.
+        Its events are then written at once, whole row groups or not, and the file let go of (checkpointed)
+        while the engines finish, so that the write that ends the backfill holds their rows alone."""
+        t = self.topics
+        for batch_id, seen in self.barriers.items():
+            if batch_id not in self._events_written and sum(
+                    topic in (t.events, t.late, t.dead_letters) for topic, _ in seen) >= t.partitions + 2:
+                self._events_written.add(batch_id)
+                return True
+        return False
+
     async def _announce(self) -> None:
         self.flushed.set()
         for callback in self.after_flush:
@@ -644,6 +659,7 @@ class DuckDBSink:
                 for batch_id, seen in self.barriers.items() if len(seen) >= self._barrier_partitions]
         for batch_id, _ in done:
             del self.barriers[batch_id]
+            self._events_written.discard(batch_id)
         if whole_row_groups and not done:
             self._hold_over(b)
         return b, done

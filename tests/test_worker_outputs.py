@@ -69,3 +69,58 @@ def test_a_worker_that_packs_sends_the_same_events_in_the_same_order():
         assert all(headers[0] == (FORMAT, LINES) for *_, headers in sent[True][tp])
         assert unpacked == [(value, headers) for _, value, _, headers in records]
         assert len(sent[True][tp]) < len(records) / 100
+
+
+@pytest.mark.e2e
+def test_outputs_handed_over_mid_take_reach_the_broker_before_the_take_ends(broker):
+    """The producer sends from the sequencer's event loop. A take of many ingest records (a backfill's) hands
+    its outputs over every ``FLUSH_RECORDS`` events; they must leave then, not when the whole take is done,
+    or the company engines wait for them with a core idle. A reader on the same loop sees the first facts
+    while the sequencer is still in its take."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from processors.app import FLUSH_RECORDS
+    from streams.admin import ensure_topics
+    from streams.topics import FIRST_LINE, ORIGIN
+
+    topics = Topics("midtake", 1)
+    ensure_topics(broker.bootstrap, topics)
+    lines = synthetic_lines(3 * FLUSH_RECORDS)
+    take = [SimpleNamespace(message=SimpleNamespace(
+        offset=k, value=b"\n".join(lines[i:i + 1000]),
+        headers=[(FORMAT, LINES), (FIRST_LINE, str(i + 1).encode()), (ORIGIN, b"synthetic"), (BATCH, b"b1")]))
+        for k, i in enumerate(range(0, len(lines), 1000))]
+
+    class OneTake:
+        async def take_events(self, n, within):
+            yield take
+
+    async def scenario():
+        worker = Worker(broker.bootstrap, topics, load_rules(None), normalizer(), pack_events=True)
+        worker.producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=8 * 1024 * 1024)
+        reader = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=10)
+        await worker.producer.start()
+        await reader.start()
+        reader.assign([TopicPartition(topics.facts, 0)])
+        seen_at = None  # ingest records the sequencer had taken when the first facts were read
+
+        async def watch():
+            nonlocal seen_at
+            while seen_at is None:
+                if await reader.getmany(timeout_ms=10):
+                    seen_at = worker.ingest_position
+        watching = asyncio.create_task(watch())
+        try:
+            await worker._sequence(OneTake())
+            await asyncio.wait_for(watching, 30)
+        finally:
+            watching.cancel()
+            await reader.stop()
+            await worker.producer.stop()
+        return seen_at
+
+    seen_at = asyncio.run(scenario())
+    assert seen_at is not None and seen_at < len(take)  # read while the take still had records to go
