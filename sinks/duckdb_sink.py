@@ -16,8 +16,8 @@ import tempfile
 import threading
 import time
 from array import array
-from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from itertools import accumulate, chain, repeat
